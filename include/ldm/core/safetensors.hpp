@@ -1,0 +1,79 @@
+// safetensors: the tensor file format of Hugging Face (and of every SD1.5 download).
+//
+// Layout: [u64 little-endian N][N bytes of JSON header][data]. The header maps each tensor
+// name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the data
+// section) and may hold "__metadata__": {string: string}.
+//
+// The reader mmaps the file and converts on load (F32, F16, BF16, F64, I64, I32 -> float32),
+// so a fp32 checkpoint costs no copy until a tensor is asked for. Every malformed file gets
+// an ldm::Error that names the file and what is wrong with it.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ldm/core/tensor.hpp"
+
+namespace ldm {
+
+enum class DType { F32, F16, BF16, F64, I64, I32, U8, BOOL };
+
+const char* dtype_name(DType d);
+size_t dtype_size(DType d);
+DType dtype_from_name(const std::string& name);  // "F32", "F16", ...; throws on unknown
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  uint64_t begin = 0, end = 0;  // byte offsets within the data section
+};
+
+class SafeTensors {
+ public:
+  explicit SafeTensors(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  bool contains(const std::string& name) const { return index_.count(name) != 0; }
+  const TensorInfo& info(const std::string& name) const;
+  std::vector<std::string> names() const;  // sorted
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+  // The tensor as float32 (converted from its stored dtype; integers are cast).
+  Tensor load(const std::string& name) const;
+  // Integer tensors (I64, I32) as int64.
+  std::vector<int64_t> load_i64(const std::string& name) const;
+  // The stored bytes, for zero-copy use of a tensor already in the wanted dtype.
+  const uint8_t* raw(const std::string& name) const;
+
+ private:
+  std::string path_;
+  std::shared_ptr<void> map_;  // the mmap, released when the last view of it goes
+  const uint8_t* data_ = nullptr;
+  uint64_t data_size_ = 0;
+  std::map<std::string, TensorInfo> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// Writes a safetensors file; tensors keep insertion order in the data section.
+class SafeTensorsWriter {
+ public:
+  void add(const std::string& name, const Tensor& t, DType dtype = DType::F32);  // F32, F16 or BF16
+  void add_i64(const std::string& name, const Shape& shape, const std::vector<int64_t>& values);
+  void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+  void save(const std::string& path) const;
+
+ private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    Shape shape;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace ldm

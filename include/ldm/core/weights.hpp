@@ -1,0 +1,138 @@
+// Weight loading: a module asks for its tensors by `prefix + "." + member` with the shape
+// it expects; a WeightSource says where they come from (a safetensors file, synthetic
+// values, tensors in memory). The WeightStore collects every problem (missing tensors,
+// wrong shapes, and with finish(), tensors nobody asked for) and reports them all by name
+// at once, so a user with the wrong checkpoint sees the whole picture in one error.
+//
+//   WeightStore w(std::make_shared<SyntheticSource>());
+//   block.load(w, "down_blocks.0.resnets.0");   // asks for ...conv1.weight [320, 320, 3, 3], ...
+//   w.finish();                                  // throws if anything was missing or mis-shaped
+#pragma once
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ldm/core/safetensors.hpp"
+#include "ldm/core/synth.hpp"
+#include "ldm/core/tensor.hpp"
+
+namespace ldm {
+
+inline std::string join(const std::string& prefix, const std::string& member) {
+  return prefix.empty() ? member : prefix + "." + member;
+}
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual bool has(const std::string& name) const = 0;
+  virtual Shape shape(const std::string& name) const = 0;  // only called when has(name)
+  // The tensor as float32; `expected` is the shape the module wants (synthetic sources use it).
+  virtual Tensor load(const std::string& name, const Shape& expected) const = 0;
+  // Every name the source holds (empty when unknowable, e.g. synthetic).
+  virtual std::vector<std::string> names() const = 0;
+  virtual std::string describe() const = 0;
+};
+
+// Values from synth.py's rule: any name exists, with whatever shape is asked for.
+class SyntheticSource : public WeightSource {
+ public:
+  bool has(const std::string&) const override { return true; }
+  Shape shape(const std::string&) const override { return {}; }
+  Tensor load(const std::string& name, const Shape& expected) const override { return synth::param(name, expected); }
+  std::vector<std::string> names() const override { return {}; }
+  std::string describe() const override { return "synthetic weights"; }
+};
+
+// Tensors of a safetensors file, converted to float32 on load.
+class SafeTensorsSource : public WeightSource {
+ public:
+  explicit SafeTensorsSource(const std::string& path) : file_(std::make_shared<SafeTensors>(path)) {}
+  explicit SafeTensorsSource(std::shared_ptr<const SafeTensors> file) : file_(std::move(file)) {}
+  bool has(const std::string& name) const override { return file_->contains(name); }
+  Shape shape(const std::string& name) const override { return file_->info(name).shape; }
+  Tensor load(const std::string& name, const Shape&) const override { return file_->load(name); }
+  std::vector<std::string> names() const override { return file_->names(); }
+  std::string describe() const override { return "'" + file_->path() + "'"; }
+  const SafeTensors& file() const { return *file_; }
+
+ private:
+  std::shared_ptr<const SafeTensors> file_;
+};
+
+// Tensors held in memory (tests, converted checkpoints).
+class MapSource : public WeightSource {
+ public:
+  explicit MapSource(std::map<std::string, Tensor> tensors) : tensors_(std::move(tensors)) {}
+  bool has(const std::string& name) const override { return tensors_.count(name) != 0; }
+  Shape shape(const std::string& name) const override { return tensors_.at(name).shape(); }
+  Tensor load(const std::string& name, const Shape&) const override { return tensors_.at(name); }
+  std::vector<std::string> names() const override {
+    std::vector<std::string> r;
+    for (const auto& kv : tensors_) r.push_back(kv.first);
+    return r;
+  }
+  std::string describe() const override { return "in-memory tensors"; }
+
+ private:
+  std::map<std::string, Tensor> tensors_;
+};
+
+class WeightStore {
+ public:
+  explicit WeightStore(std::shared_ptr<const WeightSource> source, std::string prefix = "")
+      : source_(std::move(source)), prefix_(std::move(prefix)) {}
+
+  // The tensor `name` (under the store's prefix) of the given shape. A missing or mis-shaped
+  // tensor is recorded (reported by finish()) and a zero tensor returned, so that loading
+  // goes on and every problem is found in one pass.
+  Tensor get(const std::string& name, const Shape& shape) {
+    const std::string full = join(prefix_, name);
+    requested_.insert(full);
+    if (!source_->has(full)) {
+      missing_.push_back(full + " " + shape_str(shape));
+      return Tensor(shape);
+    }
+    Shape have = source_->shape(full);
+    if (!have.empty() && have != shape) {
+      misshaped_.push_back(full + ": file has " + shape_str(have) + ", model expects " + shape_str(shape));
+      return Tensor(shape);
+    }
+    Tensor t = source_->load(full, shape);
+    return t.shape() == shape ? t : t.reshape(shape);
+  }
+
+  // Throws one error listing every missing and mis-shaped tensor; with check_unexpected,
+  // also the tensors under the prefix that the model never asked for.
+  void finish(bool check_unexpected = false) const {
+    std::vector<std::string> unexpected;
+    if (check_unexpected)
+      for (const auto& n : source_->names())
+        if (n.compare(0, prefix_.size(), prefix_) == 0 && !requested_.count(n)) unexpected.push_back(n);
+    if (missing_.empty() && misshaped_.empty() && unexpected.empty()) return;
+    std::string msg = "weights from " + source_->describe() + " do not fit the model:";
+    auto list = [&msg](const char* title, const std::vector<std::string>& v) {
+      if (v.empty()) return;
+      msg += str("\n  ", v.size(), " ", title, ":");
+      for (size_t i = 0; i < v.size() && i < 20; ++i) msg += "\n    " + v[i];
+      if (v.size() > 20) msg += str("\n    ... and ", v.size() - 20, " more");
+    };
+    list("missing", missing_);
+    list("with the wrong shape", misshaped_);
+    list("unexpected", unexpected);
+    LDM_FAIL(msg);
+  }
+
+  const WeightSource& source() const { return *source_; }
+  size_t num_loaded() const { return requested_.size(); }
+
+ private:
+  std::shared_ptr<const WeightSource> source_;
+  std::string prefix_;
+  std::set<std::string> requested_;
+  std::vector<std::string> missing_, misshaped_;
+};
+
+}  // namespace ldm
