@@ -1,0 +1,43 @@
+// diffusers.models.transformers.transformer_2d.Transformer2DModel, SD1.5 form (the "spatial
+// transformer" of LDM): the image becomes a sequence of pixel tokens that attend to each
+// other and to the text.
+//   h = proj_in(norm(x))                 GroupNorm(eps 1e-6), 1x1 conv   [B, C, H, W]
+//   h = blocks(h as [B, H*W, C], context)
+//   out = proj_out(h as [B, C, H, W]) + x                                 1x1 conv
+#pragma once
+#include <vector>
+
+#include "ldm/blocks/transformer_block.hpp"
+#include "ldm/nn/conv2d.hpp"
+
+namespace ldm {
+
+struct Transformer2DModel {
+  GroupNorm norm;
+  Conv2d proj_in, proj_out;
+  std::vector<BasicTransformerBlock> transformer_blocks;
+
+  void load(WeightStore& w, const std::string& prefix, int64_t in_channels, int64_t heads, int64_t dim_head,
+            int64_t cross_attention_dim, int64_t groups = 32, int64_t num_layers = 1) {
+    const int64_t inner = heads * dim_head;
+    norm.load(w, join(prefix, "norm"), in_channels, groups, 1e-6f);
+    proj_in.load(w, join(prefix, "proj_in"), in_channels, inner, 1);
+    transformer_blocks.resize(size_t(num_layers));
+    for (int64_t i = 0; i < num_layers; ++i)
+      transformer_blocks[size_t(i)].load(w, join(prefix, "transformer_blocks." + std::to_string(i)), inner, heads,
+                                         dim_head, cross_attention_dim);
+    proj_out.load(w, join(prefix, "proj_out"), inner, in_channels, 1);
+  }
+
+  // x [B, C, H, W], context [B, Lc, cross_attention_dim] -> [B, C, H, W]
+  Tensor forward(const Tensor& x, const Tensor& context) const {
+    const int64_t H = x.dim(2), W = x.dim(3);
+    Tensor h = image_to_tokens(proj_in.forward(norm.forward(x)));  // [B, H*W, inner]
+    for (const auto& block : transformer_blocks) h = block.forward(h, context);
+    Tensor out = proj_out.forward(tokens_to_image(h, H, W));  // [B, C, H, W]
+    add_(out, x);
+    return out;
+  }
+};
+
+}  // namespace ldm
