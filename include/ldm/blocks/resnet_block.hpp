@@ -6,6 +6,7 @@
 #pragma once
 #include <optional>
 
+#include "ldm/nn/activations.hpp"
 #include "ldm/nn/conv2d.hpp"
 #include "ldm/nn/elementwise.hpp"
 #include "ldm/nn/group_norm.hpp"

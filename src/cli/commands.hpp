@@ -1,0 +1,10 @@
+// The `ldm` command line: one function per subcommand, registered on a CLI11 app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace ldm::cli {
+
+// Each adds its subcommand to `app`; the callback runs it.
+void add_demo(CLI::App& app);
+
+}  // namespace ldm::cli
