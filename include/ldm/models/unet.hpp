@@ -1,0 +1,296 @@
+// diffusers.models.unets.unet_2d_condition.UNet2DConditionModel: the SD1.5 denoiser
+// eps_theta(z_t, t, c) (Rombach et al. 2022, eq. 2), 860M parameters.
+//
+//   t    -> sinusoidal embedding -> MLP                       temb [B, 1280]
+//   z_t  -> conv_in -> 4 down blocks (keeping every output as a skip)
+//        -> mid block -> 4 up blocks (each resnet eats one skip) -> norm, SiLU, conv_out
+// The spatial transformers of the CrossAttn blocks attend to the text c (CLIP [B, 77, 768]).
+// At 64x64 latents (512x512 images) the four levels run at 64, 32, 16 and 8 pixels with
+// 320, 640, 1280 and 1280 channels.
+//
+//   UNet2DConditionModel unet;
+//   WeightStore w(std::make_shared<SafeTensorsSource>("unet/diffusion_pytorch_model.safetensors"));
+//   unet.load(w, "", UNetConfig::from_json(config_json));
+//   w.finish();
+//   Tensor eps = unet.forward(latents /*[2, 4, 64, 64]*/, 981.0f, text /*[2, 77, 768]*/);
+#pragma once
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ldm/blocks/timestep_embedding.hpp"
+#include "ldm/blocks/unet_blocks.hpp"
+
+namespace ldm {
+
+// Defaults are the SD1.5 unet/config.json. Per-block lists have one entry per down block
+// (the up blocks use them reversed).
+struct UNetConfig {
+  int64_t sample_size = 64;          // latent size trained at (512 px / 8); informative only
+  int64_t in_channels = 4;           // latent channels
+  int64_t out_channels = 4;          // predicted noise has the latent's shape
+  bool center_input_sample = false;  // sample = 2 * sample - 1 first
+  bool flip_sin_to_cos = true;       // timestep embedding is [cos, sin]
+  float freq_shift = 0.0f;           // downscale_freq_shift of the timestep frequencies
+  std::vector<std::string> down_block_types = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                               "DownBlock2D"};
+  std::vector<std::string> up_block_types = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+                                             "CrossAttnUpBlock2D"};
+  std::vector<int64_t> block_out_channels = {320, 640, 1280, 1280};
+  std::vector<int64_t> layers_per_block = {2, 2, 2, 2};  // resnets per down block (up blocks: + 1)
+  int downsample_padding = 1;
+  int64_t norm_num_groups = 32;
+  float norm_eps = 1e-5f;
+  int64_t cross_attention_dim = 768;  // CLIP ViT-L/14 hidden size (SD2.x: 1024, OpenCLIP ViT-H)
+  // The number of attention HEADS per block, despite the name: diffusers passes
+  // attention_head_dim as num_attention_heads (a historical misnomer kept for config.json
+  // compatibility). SD1.5: 8 heads of 40/80/160/160; SD2.x: [5, 10, 20, 20], heads of 64.
+  std::vector<int64_t> attention_head_dim = {8, 8, 8, 8};
+  bool use_linear_projection = false;  // SD2.x: Linear proj_in / proj_out in the transformers
+  std::vector<int64_t> transformer_layers_per_block = {1, 1, 1, 1};
+  bool upcast_attention = false;  // SD2.1: softmax in float32; this CPU path is float32 anyway
+
+  int64_t num_blocks() const { return int64_t(block_out_channels.size()); }
+  int64_t time_embed_dim() const { return block_out_channels.at(0) * 4; }
+  // Height and width must be multiples of this: each down block but the last halves them.
+  int64_t size_multiple() const { return int64_t(1) << (num_blocks() - 1); }
+
+  static UNetConfig from_json(const nlohmann::json& j);  // fields present override the SD1.5 defaults
+  void validate() const;
+};
+
+struct UNet2DConditionModel {
+  using Config = UNetConfig;
+  Config config;
+  Conv2d conv_in;
+  TimestepEmbedding time_embedding;  // time_proj (the sinusoidal embedding) has no weights
+  std::vector<UNetDownBlock> down_blocks;
+  UNetMidBlock2DCrossAttn mid_block;
+  std::vector<UNetUpBlock> up_blocks;
+  GroupNorm conv_norm_out;
+  Conv2d conv_out;
+
+  void load(WeightStore& w, const std::string& prefix, const UNetConfig& cfg = UNetConfig{}) {
+    cfg.validate();
+    config = cfg;
+    const auto& ch = cfg.block_out_channels;
+    const int64_t n = cfg.num_blocks();
+    UNetBlockArgs a;
+    a.temb_channels = cfg.time_embed_dim();
+    a.groups = cfg.norm_num_groups;
+    a.eps = cfg.norm_eps;
+    a.cross_attention_dim = cfg.cross_attention_dim;
+    a.use_linear_projection = cfg.use_linear_projection;
+
+    conv_in.load(w, join(prefix, "conv_in"), cfg.in_channels, ch[0], 3, 1, 1);
+    time_embedding.load(w, join(prefix, "time_embedding"), ch[0], cfg.time_embed_dim());
+
+    down_blocks.resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i) {
+      a.heads = cfg.attention_head_dim[size_t(i)];
+      a.transformer_layers = cfg.transformer_layers_per_block[size_t(i)];
+      down_blocks[size_t(i)].load(w, join(prefix, "down_blocks." + std::to_string(i)),
+                                  i == 0 ? ch[0] : ch[size_t(i - 1)], ch[size_t(i)], cfg.layers_per_block[size_t(i)],
+                                  cfg.down_block_types[size_t(i)] == "CrossAttnDownBlock2D",
+                                  /*add_downsample=*/i < n - 1, cfg.downsample_padding, a);
+    }
+
+    a.heads = cfg.attention_head_dim.back();
+    a.transformer_layers = cfg.transformer_layers_per_block.back();
+    mid_block.load(w, join(prefix, "mid_block"), ch.back(), a);
+
+    // Up block i works at the level of down block r = n-1-i, coming from the level below it.
+    up_blocks.resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const size_t r = size_t(n - 1 - i);
+      a.heads = cfg.attention_head_dim[r];
+      a.transformer_layers = cfg.transformer_layers_per_block[r];
+      up_blocks[size_t(i)].load(w, join(prefix, "up_blocks." + std::to_string(i)), /*in=*/ch[r == 0 ? 0 : r - 1],
+                                /*out=*/ch[r], /*prev_output=*/ch[std::min(r + 1, size_t(n - 1))],
+                                cfg.layers_per_block[r] + 1, cfg.up_block_types[size_t(i)] == "CrossAttnUpBlock2D",
+                                /*add_upsample=*/i < n - 1, a);
+    }
+
+    conv_norm_out.load(w, join(prefix, "conv_norm_out"), ch[0], cfg.norm_num_groups, cfg.norm_eps);
+    conv_out.load(w, join(prefix, "conv_out"), ch[0], cfg.out_channels, 3, 1, 1);
+  }
+
+  // sample [B, in, H, W] (H, W multiples of 8 for SD1.5), timesteps: one per batch item or a
+  // single one for all, context [B, L, cross_attention_dim] -> predicted noise [B, out, H, W]
+  Tensor forward(const Tensor& sample, const std::vector<float>& timesteps, const Tensor& context) const {
+    check_inputs(sample, timesteps, context);
+    const int64_t B = sample.dim(0);
+
+    // 1. time: sinusoidal embedding of t, then the MLP
+    std::vector<float> t = timesteps.size() == 1 ? std::vector<float>(size_t(B), timesteps[0]) : timesteps;
+    Tensor t_emb = get_timestep_embedding(t, config.block_out_channels[0], config.flip_sin_to_cos,
+                                          config.freq_shift);  // [B, 320]
+    Tensor temb = time_embedding.forward(t_emb);               // [B, 1280]
+
+    // 2. pre-process
+    Tensor h = sample;
+    if (config.center_input_sample) {
+      h = sample.clone();
+      h.vec().array() = 2.0f * h.vec().array() - 1.0f;
+    }
+    h = conv_in.forward(h);  // [B, 320, H, W]
+
+    // 3. down, keeping every intermediate output as a skip (12 for SD1.5). At 64x64:
+    //    [B, 320, 64, 64] -> [B, 320, 32, 32] -> [B, 640, 16, 16] -> [B, 1280, 8, 8] -> [B, 1280, 8, 8]
+    std::vector<Tensor> skips{h};
+    for (const auto& block : down_blocks) h = block.forward(h, temb, context, skips);
+
+    // 4. mid
+    h = mid_block.forward(h, temb, context);  // [B, 1280, H/8, W/8]
+
+    // 5. up, each resnet concatenating the latest remaining skip on the channels:
+    //    [B, 1280, 8, 8] -> [B, 1280, 16, 16] -> [B, 1280, 32, 32] -> [B, 640, 64, 64] -> [B, 320, 64, 64]
+    for (const auto& block : up_blocks) h = block.forward(h, temb, context, skips);
+
+    // 6. post-process
+    h = conv_norm_out.forward(h, /*fuse_silu=*/true);  // [B, 320, H, W]
+    return conv_out.forward(h);                        // [B, 4, H, W]
+  }
+  Tensor forward(const Tensor& sample, float timestep, const Tensor& context) const {
+    return forward(sample, std::vector<float>{timestep}, context);
+  }
+
+  // Sum of the sizes of every weight tensor (859,520,964 for SD1.5).
+  int64_t num_parameters() const {
+    int64_t n = num_params(conv_in) + num_params(time_embedding.linear_1) + num_params(time_embedding.linear_2) +
+                num_params(mid_block) + num_params(conv_norm_out) + num_params(conv_out);
+    for (const auto& b : down_blocks) n += num_params(b);
+    for (const auto& b : up_blocks) n += num_params(b);
+    return n;
+  }
+
+ private:
+  void check_inputs(const Tensor& sample, const std::vector<float>& timesteps, const Tensor& context) const {
+    LDM_CHECK(conv_in.weight.defined(), "UNet2DConditionModel: forward called before load()");
+    LDM_CHECK(sample.ndim() == 4, "UNet2DConditionModel: expected latents [B, ", config.in_channels, ", H, W], got ",
+              sample.shape_str());
+    const int64_t B = sample.dim(0), H = sample.dim(2), W = sample.dim(3), m = config.size_multiple();
+    LDM_CHECK(sample.dim(1) == config.in_channels, "UNet2DConditionModel: expected latents with ", config.in_channels,
+              " channels, got ", sample.shape_str(), " (pass the VAE latents, not the image)");
+    LDM_CHECK(H > 0 && W > 0 && H % m == 0 && W % m == 0, "UNet2DConditionModel: latent height and width must be ",
+              "multiples of ", m, " (the U-Net halves them ", config.num_blocks() - 1, " times), got ", H, "x", W,
+              "; for SD1.5 choose an image size that is a multiple of ", 8 * m, " pixels");
+    LDM_CHECK(timesteps.size() == 1 || int64_t(timesteps.size()) == B, "UNet2DConditionModel: got ", timesteps.size(),
+              " timesteps for a batch of ", B, " (give one, or one per sample)");
+    LDM_CHECK(context.ndim() == 3 && context.dim(0) == B && context.dim(2) == config.cross_attention_dim,
+              "UNet2DConditionModel: expected text embeddings [", B, ", L, ", config.cross_attention_dim, "], got ",
+              context.shape_str(), " (the batch must match the latents': for classifier-free guidance stack the ",
+              "unconditional and the text embeddings)");
+  }
+};
+
+// ---- config.json
+
+inline void UNetConfig::validate() const {
+  const size_t n = block_out_channels.size();
+  LDM_CHECK(n >= 1, "U-Net config: block_out_channels is empty");
+  auto per_block = [n](const std::vector<int64_t>& v, const char* name) {
+    LDM_CHECK(v.size() == n, "U-Net config: ", name, " has ", v.size(), " entries for ", n, " blocks");
+    for (int64_t x : v) LDM_CHECK(x >= 1, "U-Net config: ", name, " entries must be >= 1");
+  };
+  per_block(block_out_channels, "block_out_channels");
+  per_block(layers_per_block, "layers_per_block");
+  per_block(attention_head_dim, "attention_head_dim");
+  per_block(transformer_layers_per_block, "transformer_layers_per_block");
+  LDM_CHECK(down_block_types.size() == n && up_block_types.size() == n, "U-Net config: ", down_block_types.size(),
+            " down and ", up_block_types.size(), " up block types for ", n, " block_out_channels");
+  for (const auto& t : down_block_types)
+    LDM_CHECK(t == "CrossAttnDownBlock2D" || t == "DownBlock2D", "U-Net config: down block type \"", t,
+              "\" is not supported (use CrossAttnDownBlock2D or DownBlock2D)");
+  for (const auto& t : up_block_types)
+    LDM_CHECK(t == "CrossAttnUpBlock2D" || t == "UpBlock2D", "U-Net config: up block type \"", t,
+              "\" is not supported (use CrossAttnUpBlock2D or UpBlock2D)");
+  for (int64_t c : block_out_channels)
+    LDM_CHECK(c % norm_num_groups == 0, "U-Net config: ", c, " channels do not split into norm_num_groups ",
+              norm_num_groups);
+  LDM_CHECK(in_channels >= 1 && out_channels >= 1 && cross_attention_dim >= 1,
+            "U-Net config: in_channels, out_channels and cross_attention_dim must be positive");
+}
+
+inline UNetConfig UNetConfig::from_json(const nlohmann::json& j) {
+  LDM_CHECK(j.is_object(), "U-Net config: expected a JSON object, got ", j.type_name());
+  UNetConfig c;
+  auto read = [&](const char* key, auto& field) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return;
+    try {
+      it->get_to(field);
+    } catch (const nlohmann::json::exception&) {
+      LDM_FAIL("U-Net config: \"", key, "\" has the wrong type (", it->type_name(), ")");
+    }
+  };
+  // An int means the same value for every block; a list gives one per block.
+  auto read_per_block = [&](const char* key, std::vector<int64_t>& field) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return;
+    if (it->is_number_integer()) {
+      field.assign(c.block_out_channels.size(), it->get<int64_t>());
+    } else {
+      read(key, field);
+    }
+  };
+  // Features of other diffusers U-Nets (SDXL, class conditioning, ...) that this one lacks:
+  // refuse them rather than compute something else.
+  auto require = [&](const char* key, const nlohmann::json& expected) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null() || *it == expected) return;
+    LDM_FAIL("U-Net config: ", key, " = ", it->dump(), " is not supported (only ", expected.dump(),
+             ", the SD1.x/2.x U-Net)");
+  };
+  for (const char* key :
+       {"class_embed_type", "addition_embed_type", "encoder_hid_dim", "encoder_hid_dim_type", "time_cond_proj_dim",
+        "timestep_post_act", "num_class_embeds", "time_embedding_dim", "time_embedding_act_fn", "cross_attention_norm",
+        "addition_time_embed_dim", "projection_class_embeddings_input_dim", "num_attention_heads",
+        "reverse_transformer_layers_per_block"})
+    require(key, nullptr);
+  require("act_fn", "silu");
+  require("mid_block_type", "UNetMidBlock2DCrossAttn");
+  require("time_embedding_type", "positional");
+  require("resnet_time_scale_shift", "default");
+  require("attention_type", "default");
+  require("only_cross_attention", false);
+  require("dual_cross_attention", false);
+  require("resnet_skip_time_act", false);
+  require("class_embeddings_concat", false);
+  require("conv_in_kernel", 3);
+  require("conv_out_kernel", 3);
+  require("mid_block_scale_factor", 1);
+  require("resnet_out_scale_factor", 1);
+  auto it = j.find("cross_attention_dim");
+  LDM_CHECK(it == j.end() || !it->is_array(), "U-Net config: a per-block cross_attention_dim is not supported");
+
+  // block_out_channels first: it sets how many entries the per-block fields have.
+  read("block_out_channels", c.block_out_channels);
+  const size_t n = c.block_out_channels.size();
+  c.layers_per_block.assign(n, 2);
+  c.attention_head_dim.assign(n, 8);
+  c.transformer_layers_per_block.assign(n, 1);
+  read("sample_size", c.sample_size);
+  read("in_channels", c.in_channels);
+  read("out_channels", c.out_channels);
+  read("center_input_sample", c.center_input_sample);
+  read("flip_sin_to_cos", c.flip_sin_to_cos);
+  read("freq_shift", c.freq_shift);
+  read("down_block_types", c.down_block_types);
+  read("up_block_types", c.up_block_types);
+  read_per_block("layers_per_block", c.layers_per_block);
+  read("downsample_padding", c.downsample_padding);
+  read("norm_num_groups", c.norm_num_groups);
+  read("norm_eps", c.norm_eps);
+  read("cross_attention_dim", c.cross_attention_dim);
+  read_per_block("attention_head_dim", c.attention_head_dim);
+  read("use_linear_projection", c.use_linear_projection);
+  read_per_block("transformer_layers_per_block", c.transformer_layers_per_block);
+  read("upcast_attention", c.upcast_attention);
+  c.validate();
+  return c;
+}
+
+}  // namespace ldm
