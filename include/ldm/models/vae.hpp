@@ -1,0 +1,267 @@
+// diffusers.models.autoencoders.autoencoder_kl.AutoencoderKL: the KL-regularised autoencoder
+// of latent diffusion (Rombach et al. 2022, sec. 3.1), SD1.5's "first stage". An image
+// [B, 3, H, W] in [-1, 1] maps to a diagonal Gaussian over latents [B, 4, H/8, W/8]
+// (encode), and a latent maps back to an image (decode).
+//
+//   encode: moments = quant_conv(encoder(x));  mean, logvar = moments.chunk(2, dim=1)
+//   decode: image   = decoder(post_quant_conv(z))
+//
+// The diffusion model works on z * scaling_factor (about unit variance, so that the noise
+// schedule fits the latents as it fits images in [-1, 1]). That scaling is the pipeline's
+// job, not decode's:  image = vae.decode(latents / scaling_factor).
+//
+// Loading follows the WeightStore pattern: load() asks for every tensor, the caller then
+// calls w.finish() to hear about anything missing or mis-shaped, all at once:
+//   WeightStore w(std::make_shared<SafeTensorsSource>("vae/diffusion_pytorch_model.safetensors"));
+//   AutoencoderKL vae;
+//   vae.load(w, "", VAEConfig::from_json(config_json));
+//   w.finish(true);
+#pragma once
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "ldm/blocks/vae_blocks.hpp"
+#include "ldm/nn/activations.hpp"
+
+namespace ldm {
+
+// Defaults are the SD1.5 vae/config.json (runwayml/stable-diffusion-v1-5).
+struct VAEConfig {
+  int64_t in_channels = 3;                                         // RGB image in
+  int64_t out_channels = 3;                                        // RGB image out
+  std::vector<int64_t> block_out_channels = {128, 256, 512, 512};  // per resolution; f = 2^(n-1) = 8
+  int64_t layers_per_block = 2;                                    // resnets per encoder block (decoder: + 1)
+  int64_t latent_channels = 4;                                     // z channels
+  int64_t norm_num_groups = 32;                                    // GroupNorm groups everywhere
+  double scaling_factor = 0.18215;  // z * scaling_factor has ~unit variance (applied by the pipeline)
+  int64_t sample_size = 512;        // image size the VAE was trained at
+
+  // Spatial factor between image and latent: 8 for SD1.5.
+  int64_t downscale_factor() const { return int64_t(1) << (block_out_channels.size() - 1); }
+
+  // Fills the fields present in a diffusers vae/config.json on top of the SD1.5 defaults, and
+  // rejects the variants this implementation does not build (other block types, activations,
+  // no quant convs, no mid-block attention). Other keys (force_upcast, _class_name, ...) are ignored.
+  static VAEConfig from_json(const nlohmann::json& j);
+
+  void validate() const {
+    LDM_CHECK(!block_out_channels.empty(), "VAE config: block_out_channels is empty");
+    for (int64_t c : block_out_channels)
+      LDM_CHECK(c > 0 && c % norm_num_groups == 0, "VAE config: block_out_channels ", c,
+                " must be a positive multiple of norm_num_groups ", norm_num_groups);
+    LDM_CHECK(in_channels > 0 && out_channels > 0 && latent_channels > 0 && layers_per_block > 0,
+              "VAE config: in_channels, out_channels, latent_channels and layers_per_block must be positive");
+    LDM_CHECK(scaling_factor > 0, "VAE config: scaling_factor must be positive, got ", scaling_factor);
+  }
+};
+
+inline VAEConfig VAEConfig::from_json(const nlohmann::json& j) {
+  LDM_CHECK(j.is_object(), "VAE config: expected a JSON object, got ", j.type_name());
+  VAEConfig c;
+  auto read = [&](const char* key, auto& field) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return;
+    try {
+      it->get_to(field);
+    } catch (const nlohmann::json::exception&) {
+      LDM_FAIL("VAE config: \"", key, "\" has the wrong type (", it->type_name(), ")");
+    }
+  };
+  read("in_channels", c.in_channels);
+  read("out_channels", c.out_channels);
+  read("block_out_channels", c.block_out_channels);
+  read("layers_per_block", c.layers_per_block);
+  read("latent_channels", c.latent_channels);
+  read("norm_num_groups", c.norm_num_groups);
+  read("scaling_factor", c.scaling_factor);
+  read("sample_size", c.sample_size);
+
+  // What the SD1.x/2.x KL-VAE is; anything else is a different model.
+  auto require = [&](const char* key, const nlohmann::json& want) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return;
+    LDM_CHECK(*it == want, "VAE config: ", key, " = ", it->dump(), " is not supported (this AutoencoderKL builds ",
+              want.dump(), ")");
+  };
+  const size_t n = c.block_out_channels.size();
+  require("down_block_types", std::vector<std::string>(n, "DownEncoderBlock2D"));
+  require("up_block_types", std::vector<std::string>(n, "UpDecoderBlock2D"));
+  require("act_fn", "silu");
+  require("use_quant_conv", true);
+  require("use_post_quant_conv", true);
+  require("mid_block_add_attention", true);
+  c.validate();
+  return c;
+}
+
+// The posterior q(z | x) = N(mean, exp(logvar)), per latent element
+// (diffusers.models.autoencoders.vae.DiagonalGaussianDistribution).
+struct DiagonalGaussian {
+  Tensor mean, logvar;  // [B, latent_channels, h, w]; logvar clamped to [-30, 20]
+
+  // moments [B, 2*C, h, w] -> mean = channels [0, C), logvar = channels [C, 2C)
+  static DiagonalGaussian from_moments(const Tensor& moments) {
+    LDM_CHECK(moments.ndim() == 4 && moments.dim(1) % 2 == 0, "DiagonalGaussian: expected moments [B, 2C, h, w], got ",
+              moments.shape_str());
+    const int64_t B = moments.dim(0), C = moments.dim(1) / 2, n = C * moments.dim(2) * moments.dim(3);
+    DiagonalGaussian g;
+    g.mean = Tensor::empty({B, C, moments.dim(2), moments.dim(3)});
+    g.logvar = Tensor::empty(g.mean.shape());
+    for (int64_t b = 0; b < B; ++b) {
+      const float* m = moments.data() + b * 2 * n;
+      std::copy(m, m + n, g.mean.data() + b * n);
+      std::transform(m + n, m + 2 * n, g.logvar.data() + b * n, [](float v) { return std::clamp(v, -30.0f, 20.0f); });
+    }
+    return g;
+  }
+
+  // exp(0.5 * logvar)
+  Tensor std() const {
+    Tensor s = Tensor::empty(logvar.shape());
+    s.vec() = (0.5f * logvar.vec().array()).exp().matrix();
+    return s;
+  }
+  // mean + std * noise, noise ~ N(0, 1) of the latent's shape (the pipeline's generator draws it)
+  Tensor sample(const Tensor& noise) const {
+    LDM_CHECK(noise.shape() == mean.shape(), "DiagonalGaussian::sample: noise ", noise.shape_str(),
+              " must have the latent's shape ", mean.shape_str());
+    Tensor z = std();
+    z.vec() = (z.vec().array() * noise.vec().array() + mean.vec().array()).matrix();
+    return z;
+  }
+  // The most likely latent: the mean.
+  Tensor mode() const { return mean.clone(); }
+};
+
+// diffusers.models.autoencoders.vae.Encoder (double_z): image -> Gaussian moments.
+struct Encoder {
+  Conv2d conv_in;
+  std::vector<DownEncoderBlock2D> down_blocks;
+  UNetMidBlock2D mid_block;
+  GroupNorm conv_norm_out;
+  Conv2d conv_out;
+
+  void load(WeightStore& w, const std::string& prefix, const VAEConfig& c) {
+    const auto& ch = c.block_out_channels;
+    const int64_t n = int64_t(ch.size()), G = c.norm_num_groups;
+    conv_in.load(w, join(prefix, "conv_in"), c.in_channels, ch[0], 3, 1, 1);
+    down_blocks.resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i)
+      down_blocks[size_t(i)].load(w, join(prefix, "down_blocks." + std::to_string(i)), ch[size_t(i == 0 ? 0 : i - 1)],
+                                  ch[size_t(i)], c.layers_per_block, /*add_downsample=*/i < n - 1, G);
+    mid_block.load(w, join(prefix, "mid_block"), ch.back(), G);
+    conv_norm_out.load(w, join(prefix, "conv_norm_out"), ch.back(), G, kVAENormEps);
+    conv_out.load(w, join(prefix, "conv_out"), ch.back(), 2 * c.latent_channels, 3, 1, 1);
+  }
+
+  // [B, 3, H, W] -> [B, 2*latent_channels, H/8, W/8]   (SD1.5 channel counts below)
+  Tensor forward(const Tensor& x) const {
+    Tensor h = conv_in.forward(x);                                        // [B, 128, H, W]
+    for (const auto& down : down_blocks) h = down.forward(std::move(h));  // [B, 512, H/8, W/8]
+    h = mid_block.forward(std::move(h));                                  // [B, 512, H/8, W/8]
+    h = conv_norm_out.forward(h, /*fuse_silu=*/true);                     // conv_norm_out, conv_act
+    return conv_out.forward(h);                                           // [B, 8, H/8, W/8]
+  }
+};
+
+// diffusers.models.autoencoders.vae.Decoder: latent -> image. Its up blocks run the channel
+// list in reverse (512, 512, 256, 128), each with layers_per_block + 1 resnets.
+struct Decoder {
+  Conv2d conv_in;
+  UNetMidBlock2D mid_block;
+  std::vector<UpDecoderBlock2D> up_blocks;
+  GroupNorm conv_norm_out;
+  Conv2d conv_out;
+
+  void load(WeightStore& w, const std::string& prefix, const VAEConfig& c) {
+    const std::vector<int64_t> rev(c.block_out_channels.rbegin(), c.block_out_channels.rend());
+    const int64_t n = int64_t(rev.size()), G = c.norm_num_groups;
+    conv_in.load(w, join(prefix, "conv_in"), c.latent_channels, rev[0], 3, 1, 1);
+    mid_block.load(w, join(prefix, "mid_block"), rev[0], G);
+    up_blocks.resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i)
+      up_blocks[size_t(i)].load(w, join(prefix, "up_blocks." + std::to_string(i)), rev[size_t(i == 0 ? 0 : i - 1)],
+                                rev[size_t(i)], c.layers_per_block + 1, /*add_upsample=*/i < n - 1, G);
+    conv_norm_out.load(w, join(prefix, "conv_norm_out"), rev.back(), G, kVAENormEps);
+    conv_out.load(w, join(prefix, "conv_out"), rev.back(), c.out_channels, 3, 1, 1);
+  }
+
+  // [B, 4, h, w] -> [B, 3, 8h, 8w]   (SD1.5 channel counts below)
+  Tensor forward(const Tensor& z) const {
+    Tensor h = conv_in.forward(z);                                  // [B, 512, h, w]
+    h = mid_block.forward(std::move(h));                            // [B, 512, h, w]
+    for (const auto& up : up_blocks) h = up.forward(std::move(h));  // [B, 128, 8h, 8w]
+    h = conv_norm_out.forward(h, /*fuse_silu=*/true);               // conv_norm_out, conv_act
+    return conv_out.forward(h);                                     // [B, 3, 8h, 8w]
+  }
+};
+
+struct AutoencoderKL {
+  VAEConfig config;
+  Encoder encoder;
+  Decoder decoder;
+  Conv2d quant_conv;       // 1x1, 2*latent -> 2*latent
+  Conv2d post_quant_conv;  // 1x1, latent -> latent
+
+  // Asks `w` for every tensor under `prefix` ("" for a vae/ folder file, "first_stage_model"
+  // style prefixes need a name mapping first); call w.finish() afterwards.
+  void load(WeightStore& w, const std::string& prefix, const VAEConfig& c = VAEConfig{}) {
+    c.validate();
+    config = c;
+    encoder.load(w, join(prefix, "encoder"), c);
+    decoder.load(w, join(prefix, "decoder"), c);
+    quant_conv.load(w, join(prefix, "quant_conv"), 2 * c.latent_channels, 2 * c.latent_channels, 1);
+    post_quant_conv.load(w, join(prefix, "post_quant_conv"), c.latent_channels, c.latent_channels, 1);
+  }
+
+  // image [B, 3, H, W] in [-1, 1] -> q(z | image) over [B, 4, H/8, W/8]
+  DiagonalGaussian encode(const Tensor& image) const {
+    LDM_CHECK(image.ndim() == 4 && image.dim(1) == config.in_channels, "AutoencoderKL::encode: expected an image [B, ",
+              config.in_channels, ", H, W] with values in [-1, 1], got ", image.shape_str());
+    const int64_t f = config.downscale_factor();
+    LDM_CHECK(image.dim(0) > 0, "AutoencoderKL::encode: the batch ", image.shape_str(), " is empty");
+    LDM_CHECK(image.dim(2) >= f && image.dim(3) >= f, "AutoencoderKL::encode: the image ", image.shape_str(),
+              " is smaller than the VAE's downscale factor ", f);
+    Tensor moments = per_image(image, [this](const Tensor& x) {
+      return quant_conv.forward(encoder.forward(x));  // [1, 8, H/8, W/8]
+    });
+    return DiagonalGaussian::from_moments(moments);  // [B, 4, H/8, W/8] twice
+  }
+
+  // latent [B, 4, h, w], already divided by scaling_factor -> image [B, 3, 8h, 8w], about [-1, 1]
+  Tensor decode(const Tensor& latent) const {
+    LDM_CHECK(
+        latent.ndim() == 4 && latent.dim(1) == config.latent_channels, "AutoencoderKL::decode: expected a latent [B, ",
+        config.latent_channels, ", h, w], got ", latent.shape_str(),
+        latent.ndim() == 4 && latent.dim(1) == config.in_channels ? " (an image? decode takes latents; use encode)"
+                                                                  : "");
+    LDM_CHECK(latent.dim(0) > 0, "AutoencoderKL::decode: the batch ", latent.shape_str(), " is empty");
+    return per_image(latent, [this](const Tensor& z) {
+      return decoder.forward(post_quant_conv.forward(z));  // [1, 3, 8h, 8w]
+    });
+  }
+
+ private:
+  // f on each image of the batch, results stacked: [B, ...] -> [B, ...]. One image at a time
+  // (diffusers' enable_slicing) keeps the peak memory of a 512x512 decode (~0.7 GiB of
+  // activations) independent of the batch size, at no cost in speed: every layer treats
+  // the images of a batch independently, and the convolutions loop over them anyway.
+  template <typename F>
+  static Tensor per_image(const Tensor& x, F f) {
+    Tensor out;
+    for (int64_t b = 0; b < x.dim(0); ++b) {
+      Tensor y = f(x.slice0(b, b + 1));
+      if (!out.defined()) {
+        Shape s = y.shape();
+        s[0] = x.dim(0);
+        out = Tensor::empty(s);
+      }
+      std::copy(y.begin(), y.end(), out.slice0(b, b + 1).begin());
+    }
+    return out;
+  }
+};
+
+}  // namespace ldm
