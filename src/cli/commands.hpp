@@ -6,5 +6,7 @@ namespace ldm::cli {
 
 // Each adds its subcommand to `app`; the callback runs it.
 void add_demo(CLI::App& app);
+void add_generate(CLI::App& app);
+void add_eval(CLI::App& app);
 
 }  // namespace ldm::cli

@@ -1,4 +1,6 @@
 // ldm: Stable Diffusion 1.5 from the shell.
+//   ldm generate --prompt ...     txt2img / img2img
+//   ldm eval unet|vae-encode|vae-decode|clip ...   one component on tensors from a file
 //   ldm demo                      run SD1.5 building blocks end to end on synthetic weights
 #include <cstdio>
 #include <exception>
@@ -9,6 +11,8 @@
 int main(int argc, char** argv) {
   CLI::App app{"ldm.cpp: Stable Diffusion 1.5 in C++"};
   app.require_subcommand(1);
+  ldm::cli::add_generate(app);
+  ldm::cli::add_eval(app);
   ldm::cli::add_demo(app);
   try {
     app.parse(argc, argv);

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "ldm/core/half.hpp"
 #include "ldm/core/safetensors.hpp"
 #include "ldm/core/synth.hpp"
 #include "ldm/core/tensor.hpp"
@@ -23,6 +24,33 @@ namespace ldm {
 inline std::string join(const std::string& prefix, const std::string& member) {
   return prefix.empty() ? member : prefix + "." + member;
 }
+
+// A weight kept in fp16 in memory (to halve the weights' footprint), converted to float32
+// each time a layer uses it; the converted copy lives only while that layer runs.
+struct HalfTensor {
+  Shape shape;
+  std::shared_ptr<uint16_t> data;
+
+  bool defined() const { return data != nullptr; }
+  static HalfTensor from_float(const Tensor& t) {
+    HalfTensor h{t.shape(), std::shared_ptr<uint16_t>(new uint16_t[size_t(t.numel())], std::default_delete<uint16_t[]>())};
+    uint16_t* d = h.data.get();
+    const float* x = t.data();
+    const int64_t n = t.numel();
+#pragma omp parallel for if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) d[i] = float_to_fp16(x[i]);
+    return h;
+  }
+  Tensor to_float() const {
+    Tensor t = Tensor::empty(shape);
+    float* o = t.data();
+    const uint16_t* d = data.get();
+    const int64_t n = t.numel();
+#pragma omp parallel for if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) o[i] = fp16_to_float(d[i]);
+    return t;
+  }
+};
 
 class WeightSource {
  public:
@@ -104,6 +132,12 @@ class WeightStore {
     return t.shape() == shape ? t : t.reshape(shape);
   }
 
+  // With keep_fp16, the large matrices of Linear and Conv2d layers are kept as fp16
+  // (get_half); norms, biases and embeddings stay float32.
+  void set_keep_fp16(bool on) { keep_fp16_ = on; }
+  bool keep_fp16() const { return keep_fp16_; }
+  HalfTensor get_half(const std::string& name, const Shape& shape) { return HalfTensor::from_float(get(name, shape)); }
+
   // Throws one error listing every missing and mis-shaped tensor; with check_unexpected,
   // also the tensors under the prefix that the model never asked for.
   void finish(bool check_unexpected = false) const {
@@ -133,6 +167,7 @@ class WeightStore {
   std::string prefix_;
   std::set<std::string> requested_;
   std::vector<std::string> missing_, misshaped_;
+  bool keep_fp16_ = false;
 };
 
 }  // namespace ldm

@@ -1,0 +1,105 @@
+// Full SD1.5 pipelines at full size on synthetic weights, against diffusers:
+//  - ref_pipeline_full: DDIM, PNDM, Euler, DPM++ 2M; 10 steps, CFG 7.5, 256x256, given latents
+//    (run through the library);
+//  - ref_pipeline_seeded: every random draw from the seed as diffusers with a CPU generator
+//    (run through the `ldm generate` command line, as a user would: --seed S --rng torch-cpu).
+// Tolerances (../shared/README.md): final latents relative L2 <= 1e-3, image max |diff| <= 4e-3.
+#include <catch2/catch.hpp>
+#include <cstdlib>
+
+#include "ldm/core/image.hpp"
+#include "ldm/core/rng.hpp"
+#include "ldm/load.hpp"
+#include "reference.hpp"
+
+using namespace ldm;
+using ldm::test::Reference;
+
+namespace {
+
+constexpr double kLatentTol = 1e-3, kImageMaxDiff = 4e-3;
+
+// One full-size synthetic SD1.5, shared by every case of this file.
+const StableDiffusion& synthetic_sd15() {
+  static const StableDiffusion sd = [] {
+    LoadOptions o;
+    o.tokenizer_dir = ldm::test::shared_dir() + "/clip-tokenizer";
+    return load_stable_diffusion("synthetic:sd15", o);
+  }();
+  return sd;
+}
+
+std::vector<int64_t> ids(const Reference& ref, const std::string& name) { return ref.file.load_i64(name); }
+
+void check_result(const std::string& name, const Tensor& latents, const Tensor& image, const Reference& ref) {
+  Tensor steps = ref.get(name, "step_latents");  // [S, 1, 4, h, w]
+  const int64_t S = steps.dim(0);
+  Tensor final_ref = steps.slice0(S - 1, S).reshape(latents.shape());
+  ldm::test::require_close(latents, final_ref, kLatentTol, name + " final latents");
+  Tensor img_ref = ref.get(name, "image");
+  REQUIRE(image.shape() == img_ref.shape());
+  const double d = ldm::test::max_abs_diff(image, img_ref);
+  std::printf("  %-40s image max |diff| %.3e  (tol %.0e)\n", (name + " image").c_str(), d, kImageMaxDiff);
+  CHECK(d <= kImageMaxDiff);
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: txt2img with given latents, four samplers (ref_pipeline_full)") {
+  LDM_REQUIRE_REFERENCE(path, "ref_pipeline_full.safetensors");
+  Reference ref(path);
+  const StableDiffusion& sd = synthetic_sd15();
+  for (const char* name : {"pipe_ddim", "pipe_pndm", "pipe_euler", "pipe_dpmpp_2m"}) {
+    const auto& meta = ref.meta(name);
+    GenerationParams p;
+    p.prompt_ids = ids(ref, std::string(name) + ".input_ids");
+    p.negative_prompt_ids = ids(ref, std::string(name) + ".negative_input_ids");
+    p.scheduler = meta.at("scheduler").get<std::string>();  // diffusers class names are accepted
+    p.steps = meta.at("steps").get<int>();
+    p.guidance_scale = meta.at("guidance_scale").get<float>();
+    p.width = meta.at("width").get<int>();
+    p.height = meta.at("height").get<int>();
+    p.init_latents = ref.get(name, "latents");
+    LdmGenerator unused(0);
+    GenerationResult r = generate(sd, p, unused, nullptr, /*keep_step_latents=*/true);
+    Tensor steps = ref.get(name, "step_latents");
+    REQUIRE(int64_t(r.step_latents.size()) == steps.dim(0));
+    for (size_t i = 0; i < r.step_latents.size(); ++i) {
+      Tensor s = steps.slice0(int64_t(i), int64_t(i) + 1).reshape(r.step_latents[i].shape());
+      std::printf("    %s step %zu latents rel L2 %.3e\n", name, i + 1, ldm::test::rel_l2(r.step_latents[i], s));
+    }
+    check_result(name, r.latents, r.image, ref);
+  }
+}
+
+TEST_CASE("pipeline: seeded txt2img and img2img through `ldm generate --rng torch-cpu` (ref_pipeline_seeded)") {
+  LDM_REQUIRE_REFERENCE(path, "ref_pipeline_seeded.safetensors");
+  Reference ref(path);
+  const std::string shared = ldm::test::shared_dir();
+  for (const char* name : {"seed_txt2img_ddim", "seed_txt2img_euler_a", "seed_img2img_ddim"}) {
+    const auto& meta = ref.meta(name);
+    const std::string out = std::string("/tmp/ldm_test_") + name;
+    std::string cmd = std::string(LDM_CLI) + " generate --model synthetic:sd15 --tokenizer " + shared +
+                      "/clip-tokenizer --prompt \"" + meta.at("prompt").get<std::string>() + "\" --negative-prompt \"" +
+                      meta.at("negative_prompt").get<std::string>() + "\" --scheduler " +
+                      meta.at("scheduler").get<std::string>() + " --steps " + std::to_string(meta.at("steps").get<int>()) +
+                      " --guidance " + std::to_string(meta.at("guidance_scale").get<double>()) + " --width " +
+                      std::to_string(meta.at("width").get<int>()) + " --height " +
+                      std::to_string(meta.at("height").get<int>()) + " --seed " +
+                      std::to_string(meta.at("seed").get<int64_t>()) + " --rng torch-cpu --output " + out +
+                      ".png --output-tensors " + out + ".safetensors";
+    if (meta.at("kind") == "img2img") {
+      // The case's init image is exactly 8-bit: a PNG carries it losslessly.
+      write_png(out + "_init.png", nchw_to_nhwc(ref.get(name, "init_image")));
+      cmd += " --init-image " + out + "_init.png --strength " + std::to_string(meta.at("strength").get<double>());
+    }
+    INFO(cmd);
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    SafeTensors got(out + ".safetensors");
+    check_result(name, got.load("latents"), got.load("image"), ref);
+    Tensor png = read_image(out + ".png");  // the PNG is the 8-bit rounding of the image tensor
+    CHECK(ldm::test::max_abs_diff(nchw_to_nhwc(png), got.load("image")) <= 0.5 / 255 + 1e-6);
+    CHECK(read_png_text(out + ".png").at("parameters").find("Seed: " + std::to_string(meta.at("seed").get<int64_t>())) !=
+          std::string::npos);
+  }
+}
