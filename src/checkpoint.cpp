@@ -142,7 +142,7 @@ Shape SingleFileSource::shape(const std::string& name) const {
 }
 
 Tensor SingleFileSource::load(const std::string& name, const Shape&) const {
-  Tensor t = file_->load(locate(name));
+  Tensor t = file_->view(locate(name));  // float32: no copy, the mapped file holds it
   const Shape s = shape(name);
   return t.shape() == s ? t : t.reshape(s);
 }
@@ -182,7 +182,7 @@ Shape DiffusersFileSource::shape(const std::string& name) const {
 }
 
 Tensor DiffusersFileSource::load(const std::string& name, const Shape&) const {
-  Tensor t = file_->load(locate(name));
+  Tensor t = file_->view(locate(name));  // float32: no copy, the mapped file holds it
   const Shape s = shape(name);
   return t.shape() == s ? t : t.reshape(s);
 }

@@ -202,6 +202,13 @@ Tensor SafeTensors::load(const std::string& name) const {
   return t;
 }
 
+Tensor SafeTensors::view(const std::string& name) const {
+  const TensorInfo& ti = info(name);
+  if (ti.dtype != DType::F32) return load(name);
+  // The mapping is PROT_READ: a write through this view would fault, which is the point.
+  return Tensor::wrap(const_cast<float*>(reinterpret_cast<const float*>(data_ + ti.begin)), ti.shape, map_);
+}
+
 std::vector<int64_t> SafeTensors::load_i64(const std::string& name) const {
   const TensorInfo& ti = info(name);
   const uint8_t* p = data_ + ti.begin;

@@ -56,6 +56,7 @@ void run_generate(const Options& o) {
   LDM_CHECK(o.init_image.empty() || (o.strength > 0.0f && o.strength <= 1.0f), "--strength must be in (0, 1], got ",
             o.strength);
   if (o.threads > 0) omp_set_num_threads(o.threads);
+  auto gen = make_generator(o.rng, o.seed);
 
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now();
@@ -92,7 +93,6 @@ void run_generate(const Options& o) {
   if (truncated)
     std::fprintf(stderr, "warning: the prompt is longer than CLIP's 77 tokens and was truncated, as diffusers does\n");
 
-  auto gen = make_generator(o.rng, o.seed);
   ProgressBar bar("sampling");
   GenerationResult r = generate(sd, p, *gen, [&bar](int done, int total, double) { bar.update(done, total); });
   bar.finish();

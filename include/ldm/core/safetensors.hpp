@@ -43,6 +43,9 @@ class SafeTensors {
 
   // The tensor as float32 (converted from its stored dtype; integers are cast).
   Tensor load(const std::string& name) const;
+  // A float32 tensor without a copy: a read-only view of the mapped file that keeps the
+  // mapping alive (weights are never written to). Other dtypes are converted as by load().
+  Tensor view(const std::string& name) const;
   // Integer tensors (I64, I32) as int64.
   std::vector<int64_t> load_i64(const std::string& name) const;
   // The stored bytes, for zero-copy use of a tensor already in the wanted dtype.

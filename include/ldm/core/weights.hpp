@@ -81,7 +81,8 @@ class SafeTensorsSource : public WeightSource {
   explicit SafeTensorsSource(std::shared_ptr<const SafeTensors> file) : file_(std::move(file)) {}
   bool has(const std::string& name) const override { return file_->contains(name); }
   Shape shape(const std::string& name) const override { return file_->info(name).shape; }
-  Tensor load(const std::string& name, const Shape&) const override { return file_->load(name); }
+  // float32 tensors are views of the mapped file: the weights are held once, by the page cache.
+  Tensor load(const std::string& name, const Shape&) const override { return file_->view(name); }
   std::vector<std::string> names() const override { return file_->names(); }
   std::string describe() const override { return "'" + file_->path() + "'"; }
   const SafeTensors& file() const { return *file_; }
