@@ -1,0 +1,214 @@
+// `ldm eval` as a user runs it: each component of synthetic:sd15 on the inputs of a full-size
+// reference case (written to a safetensors file the way a user would from PyTorch), its output
+// file against diffusers/transformers (full size fp32: relative L2 <= 1e-4), and every wrong
+// input (tensor name or shape, component, model) ends with a non-zero exit status and a
+// message that names what is wrong.
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ldm/core/safetensors.hpp"
+#include "reference.hpp"
+
+using namespace ldm;
+using Catch::Contains;
+using ldm::test::Reference;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kFullTol = 1e-4;  // full-size fp32 models (../shared/README.md)
+
+// A path under /tmp removed when the test ends, pass or fail.
+struct TmpPath {
+  std::string path;
+  explicit TmpPath(const std::string& name) : path("/tmp/ldm_test_eval_" + std::to_string(::getpid()) + "_" + name) {
+    fs::remove_all(path);
+  }
+  ~TmpPath() { fs::remove_all(path); }
+  operator const std::string&() const { return path; }
+};
+
+struct Run {
+  int status;       // the exit status of `ldm`
+  std::string err;  // what it wrote to stderr
+  double seconds;
+};
+
+// Runs `ldm eval ARGS` with stderr captured to a file.
+Run ldm_eval(const std::string& args) {
+  TmpPath err_file("stderr.txt");
+  const std::string cmd = std::string(LDM_CLI) + " eval " + args + " 2> " + err_file.path;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int raw = std::system(cmd.c_str());
+  Run r{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, "",
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+  std::ifstream f(err_file.path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  r.err = ss.str();
+  std::printf("  $ ldm eval %s\n    -> exit %d in %.1f s; stderr: %s", args.c_str(), r.status, r.seconds,
+              r.err.empty() ? "(empty)\n" : r.err.c_str());
+  return r;
+}
+
+std::string eval_args(const std::string& component, const std::string& inputs, const std::string& output,
+                      const std::string& model = "synthetic:sd15") {
+  return component + " --model " + model + " --inputs " + inputs + " --output " + output;
+}
+
+// Runs a component that must succeed and compares each named output with the reference case.
+void check_eval(const std::string& component, const std::string& inputs, const Reference& ref, const std::string& case_name,
+                const std::vector<std::string>& outputs) {
+  TmpPath out(case_name + "_out.safetensors");
+  const Run r = ldm_eval(eval_args(component, inputs, out));
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  SafeTensors got(out);
+  for (const auto& name : outputs)
+    ldm::test::require_close(got.load(name), ref.get(case_name, name), kFullTol, "ldm eval " + component + ": " + case_name + "." + name);
+}
+
+}  // namespace
+
+TEST_CASE("ldm eval clip: input_ids of ref_clip_full -> last_hidden_state, penultimate") {
+  LDM_REQUIRE_REFERENCE(path, "ref_clip_full.safetensors");
+  Reference ref(path);
+  TmpPath in("clip_in.safetensors");
+  SafeTensorsWriter w;
+  w.add_i64("input_ids", ref.file.info("clip_full.input_ids").shape, ref.file.load_i64("clip_full.input_ids"));
+  w.save(in);
+  check_eval("clip", in, ref, "clip_full", {"last_hidden_state", "penultimate"});
+}
+
+TEST_CASE("ldm eval vae-decode and vae-encode: vae_decode_32, vae_encode_256") {
+  LDM_REQUIRE_REFERENCE(path, "ref_vae_full.safetensors");
+  Reference ref(path);
+  TmpPath dec_in("vae_decode_in.safetensors"), enc_in("vae_encode_in.safetensors");
+  {
+    SafeTensorsWriter w;
+    w.add("latent", ref.get("vae_decode_32", "latent"));
+    w.save(dec_in);
+  }
+  {
+    SafeTensorsWriter w;
+    w.add("image", ref.get("vae_encode_256", "image"));
+    w.save(enc_in);
+  }
+  check_eval("vae-decode", dec_in, ref, "vae_decode_32", {"image"});
+  check_eval("vae-encode", enc_in, ref, "vae_encode_256", {"mean", "logvar"});
+}
+
+TEST_CASE("ldm eval unet: unet_32 (t = 1)") {
+  LDM_REQUIRE_REFERENCE(path, "ref_unet_full.safetensors");
+  Reference ref(path);
+  TmpPath in("unet_in.safetensors");
+  SafeTensorsWriter w;
+  for (const char* name : {"sample", "timestep", "context"}) w.add(name, ref.get("unet_32", name));
+  w.save(in);
+  check_eval("unet", in, ref, "unet_32", {"out"});
+}
+
+// Every error is found before a model is loaded, so these run in well under a second each.
+TEST_CASE("ldm eval: wrong inputs, component or model exit non-zero with a message naming the problem") {
+  TmpPath out("err_out.safetensors");
+  const Tensor latent = Tensor::full({1, 4, 8, 8}, 0.1f);
+
+  SECTION("an input tensor under another name") {
+    TmpPath in("misnamed.safetensors");
+    SafeTensorsWriter w;
+    w.add("latents", latent);  // vae-decode reads 'latent'
+    w.save(in);
+    Run r = ldm_eval(eval_args("vae-decode", in, out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("no tensor 'latent'") && Contains(in.path));
+
+    TmpPath ids("misnamed_ids.safetensors");
+    SafeTensorsWriter wi;
+    wi.add_i64("ids", {1, 77}, std::vector<int64_t>(77, 49407));  // clip reads 'input_ids'
+    wi.save(ids);
+    r = ldm_eval(eval_args("clip", ids, out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("no tensor 'input_ids'"));
+
+    TmpPath unet_in("unet_no_context.safetensors");
+    SafeTensorsWriter wu;
+    wu.add("sample", latent);
+    wu.add("timestep", Tensor::full({1}, 981.0f));
+    wu.add("encoder_hidden_states", Tensor::full({1, 77, 768}, 0.0f));  // diffusers' name; eval reads 'context'
+    wu.save(unet_in);
+    r = ldm_eval(eval_args("unet", unet_in, out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("no tensor 'context'"));
+  }
+  SECTION("an input tensor of the wrong shape") {
+    TmpPath in("misshaped.safetensors");
+    SafeTensorsWriter w;
+    w.add("latent", Tensor::full({1, 3, 8, 8}, 0.1f));  // an image where a latent belongs
+    w.add("image", Tensor::full({1, 3, 20, 20}, 0.1f));  // not a multiple of 8
+    w.add("sample", Tensor::full({4, 8, 8}, 0.1f));      // 3-d
+    w.save(in);
+    Run r = ldm_eval(eval_args("vae-decode", in, out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("'latent'") && Contains("[1, 3, 8, 8]"));
+    r = ldm_eval(eval_args("vae-encode", in, out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("'image'") && Contains("[1, 3, 20, 20]"));
+    r = ldm_eval(eval_args("unet", in, out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("'sample'") && Contains("4-d"));
+
+    TmpPath ctx("bad_context.safetensors");
+    SafeTensorsWriter wc;
+    wc.add("sample", latent);
+    wc.add("timestep", Tensor::full({1}, 981.0f));
+    wc.add("context", Tensor::full({1, 77, 1024}, 0.0f));  // SD 2.x's OpenCLIP width
+    wc.save(ctx);
+    r = ldm_eval(eval_args("unet", ctx, out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("'context'") && Contains("[1, 77, 1024]") && Contains("768"));
+
+    TmpPath ids("short_ids.safetensors");
+    SafeTensorsWriter wi;
+    wi.add_i64("input_ids", {1, 10}, std::vector<int64_t>(10, 49407));
+    wi.save(ids);
+    r = ldm_eval(eval_args("clip", ids, out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("'input_ids'") && Contains("[B, 77]") && Contains("[1, 10]"));
+  }
+  SECTION("an unknown component") {
+    TmpPath in("latent.safetensors");
+    SafeTensorsWriter w;
+    w.add("latent", latent);
+    w.save(in);
+    const Run r = ldm_eval(eval_args("vae", in, out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("vae") && Contains("unet") && Contains("vae-decode") && Contains("clip"));
+  }
+  SECTION("a model folder that does not exist or is not a pipeline, an inputs file that does not exist") {
+    TmpPath in("latent.safetensors");
+    SafeTensorsWriter w;
+    w.add("latent", latent);
+    w.save(in);
+    const std::string missing = "/tmp/ldm_test_eval_no_such_model_" + std::to_string(::getpid());
+    Run r = ldm_eval(eval_args("vae-decode", in, out, missing));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("no such file or folder") && Contains(missing));
+    TmpPath empty("empty_model_folder");  // a folder, but not a pipeline
+    fs::create_directories(empty.path);
+    r = ldm_eval(eval_args("vae-decode", in, out, empty));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("not a diffusers Stable Diffusion pipeline") && Contains(empty.path));
+    r = ldm_eval(eval_args("vae-decode", missing + ".safetensors", out));
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains(missing + ".safetensors"));
+  }
+  CHECK_FALSE(fs::exists(out.path));  // nothing written when the run fails
+}
