@@ -101,5 +101,6 @@ TEST_CASE("pipeline: seeded txt2img and img2img through `ldm generate --rng torc
     CHECK(ldm::test::max_abs_diff(nchw_to_nhwc(png), got.load("image")) <= 0.5 / 255 + 1e-6);
     CHECK(read_png_text(out + ".png").at("parameters").find("Seed: " + std::to_string(meta.at("seed").get<int64_t>())) !=
           std::string::npos);
+    for (const char* suffix : {".png", ".safetensors", "_init.png"}) std::remove((out + suffix).c_str());
   }
 }

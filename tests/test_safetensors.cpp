@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <vector>
 #include <unistd.h>
 
 #include "ldm/core/safetensors.hpp"
@@ -14,7 +15,19 @@ using Catch::Contains;
 
 namespace {
 
-std::string tmp_path(const std::string& name) { return "/tmp/ldm_test_" + std::to_string(::getpid()) + "_" + name; }
+// Temporary files, removed when the test program ends.
+struct TmpFiles {
+  std::vector<std::string> paths;
+  ~TmpFiles() {
+    for (const auto& p : paths) std::remove(p.c_str());
+  }
+};
+TmpFiles tmp_files;
+
+std::string tmp_path(const std::string& name) {
+  tmp_files.paths.push_back("/tmp/ldm_test_" + std::to_string(::getpid()) + "_" + name);
+  return tmp_files.paths.back();
+}
 
 // A file from a raw header string and a data section of `data_bytes` zero bytes.
 std::string write_raw(const std::string& name, const std::string& header, size_t data_bytes, int64_t claimed_len = -1) {
