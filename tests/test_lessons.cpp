@@ -1,0 +1,182 @@
+// Smoke tests of the lessons (lessons/NN_topic/lesson.hpp, the code each lesson's main.cpp
+// runs): each lesson at a tiny size, with tiny synthetic models where it loads any, checking
+// the facts it prints and that its pictures are written (and stay small). Also the viz
+// helpers the pictures are drawn with.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "../lessons/01_pixel_space/lesson.hpp"
+#include "../lessons/02_vae_latent_space/lesson.hpp"
+#include "../lessons/03_noise_schedules/lesson.hpp"
+#include "../lessons/04_cross_attention/lesson.hpp"
+#include "../lessons/05_unet_blocks/lesson.hpp"
+#include "../lessons/09_train_step/lesson.hpp"
+#include "ldm/viz/colormap.hpp"
+#include "ldm/viz/plot.hpp"
+
+using namespace ldm;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string out_dir(const char* lesson) {
+  const fs::path p = fs::temp_directory_path() / "ldm_test_lessons" / lesson;
+  fs::create_directories(p);
+  return p.string();
+}
+
+void require_pictures(const std::vector<std::string>& paths, size_t expected) {
+  REQUIRE(paths.size() == expected);
+  for (const auto& p : paths) {
+    INFO(p);
+    REQUIRE(fs::exists(p));
+    REQUIRE(fs::file_size(p) > 100);
+    REQUIRE(fs::file_size(p) < 200 * 1024);
+  }
+}
+
+// The tiny models of lesson 9 (VAE f = 8, U-Net 32/64 channels, CLIP 2 x 32), built once.
+lessons::train_step::Models& tiny() {
+  static lessons::train_step::Models m = lessons::train_step::tiny_models();
+  return m;
+}
+
+// A CLIP tokenizer in memory: letters only, no merges (every word splits into its letters).
+CLIPTokenizer letter_tokenizer() {
+  CLIPTokenizer::Vocab v{{"<|startoftext|>", 0}, {"<|endoftext|>", 1}};
+  for (char c = 'a'; c <= 'z'; ++c) {
+    v[std::string(1, c)] = int(v.size());
+    v[std::string(1, c) + "</w>"] = int(v.size());
+  }
+  return CLIPTokenizer(v, {});
+}
+
+}  // namespace
+
+TEST_CASE("lessons: viridis and the plot helpers") {
+  const viz::Color lo = viz::viridis(0.0f), mid = viz::viridis(128 / 255.0f), hi = viz::viridis(1.0f);
+  CHECK((int(lo.r) == 68 && int(lo.g) == 1 && int(lo.b) == 84));       // #440154
+  CHECK((int(mid.r) == 33 && int(mid.g) == 145 && int(mid.b) == 140));  // #21918c
+  CHECK((int(hi.r) == 253 && int(hi.g) == 231 && int(hi.b) == 37));     // #fde725
+  const std::vector<double> ticks = viz::nice_ticks(0, 1);
+  REQUIRE(ticks.size() == 6);
+  for (size_t i = 0; i < 6; ++i) CHECK(ticks[i] == Approx(0.2 * double(i)).margin(1e-12));
+  CHECK(viz::format_number(2e-5) == "2e-5");
+  CHECK(viz::format_number(1000) == "1000");
+  viz::Series s{"line", {0, 1, 2}, {1, 10, 100}};
+  viz::PlotOptions o;
+  o.log_y = true;
+  const viz::Canvas c = viz::plot({s}, o);
+  CHECK(c.width() == o.width);
+  CHECK_THROWS_WITH(viz::plot({}, o), Catch::Contains("no series"));
+}
+
+TEST_CASE("lesson 1: U-Net cost arithmetic matches the models' parameter counts") {
+  CHECK(lessons::pixel_space::unet_cost(UNetConfig{}, 64, 64).params == 859520964);
+  const UNet2DConditionModel& u = tiny().unet;
+  CHECK(lessons::pixel_space::unet_cost(u.config, 8, 8, 7).params == u.num_parameters());
+  // Convolutions and linear layers scale with the pixels, self-attention with their square.
+  const auto a = lessons::pixel_space::unet_cost(UNetConfig{}, 32, 32), b = lessons::pixel_space::unet_cost(UNetConfig{}, 64, 64);
+  CHECK(b.conv / a.conv == Approx(4.0).epsilon(1e-6));
+  CHECK(b.attention / a.attention > 4.0);
+}
+
+TEST_CASE("lesson 1: pixel space vs latent space, at 64x64") {
+  lessons::pixel_space::Options o;
+  o.image_size = 64;
+  o.repeats = 1;
+  o.out_dir = out_dir("01");
+  std::ostringstream log;
+  const auto r = lessons::pixel_space::run(o, log);
+  CHECK(r.pixel_values == 64 * 64 * 3);
+  CHECK(r.pixel_values / r.latent_values == 48);
+  CHECK(r.pixel.total() > 48 * r.latent.total());
+  CHECK(r.pixel_ms > 0);
+  CHECK(r.latent_ms > 0);
+  CHECK_THAT(log.str(), Catch::Contains("48x fewer"));
+  require_pictures({r.picture}, 1);
+}
+
+TEST_CASE("lesson 2: VAE latent space with the tiny VAE") {
+  lessons::vae_latent_space::Options o;
+  o.size = 32;
+  o.out_dir = out_dir("02");
+  std::ostringstream log;
+  const auto r = lessons::vae_latent_space::run(tiny().vae, viz::test_pattern(32, 32), false, o, log);
+  CHECK(r.image_shape == Shape{1, 3, 32, 32});
+  CHECK(r.latent_shape == Shape{1, 4, 4, 4});
+  CHECK(r.compression == 48.0);
+  CHECK(std::isfinite(r.psnr));
+  CHECK_THAT(log.str(), Catch::Contains("synthetic weights"));
+  require_pictures(r.pictures, 2);
+}
+
+TEST_CASE("lesson 3: noise schedules") {
+  lessons::noise_schedules::Options o;
+  o.size = 16;
+  o.out_dir = out_dir("03");
+  std::ostringstream log;
+  const auto r = lessons::noise_schedules::run(o, log);
+  REQUIRE(r.terminal_snr.size() == 3);
+  // abar at t = 999: DDPM's linear schedule 4.04e-5, SD1.5's scaled_linear 0.00466.
+  CHECK(r.terminal_snr[0] / (1 + r.terminal_snr[0]) == Approx(4.04e-5).epsilon(1e-2));
+  CHECK(r.terminal_snr[1] / (1 + r.terminal_snr[1]) == Approx(0.00466).epsilon(1e-2));
+  require_pictures(r.pictures, 2);
+}
+
+TEST_CASE("lesson 4: cross-attention probabilities reproduce Attention::forward") {
+  lessons::cross_attention::Options o;
+  o.size = 32;
+  o.out_dir = out_dir("04");
+  std::ostringstream log;
+  WeightStore w(std::make_shared<SyntheticSource>());
+  const auto r =
+      lessons::cross_attention::run(letter_tokenizer(), tiny().clip, tiny().vae, w, tiny().unet.config, o, log);
+  CHECK(r.q_shape == Shape{1, 16, 32});
+  CHECK(r.k_shape == Shape{1, 77, 32});
+  CHECK(r.v_shape == Shape{1, 77, 32});
+  CHECK(r.heads == 8);
+  CHECK(r.check_error < 1e-5);
+  for (int64_t i = 0; i < 16; ++i) {
+    double s = 0;
+    for (int64_t j = 0; j < 77; ++j) s += r.probs[size_t(i * 77 + j)];
+    CHECK(s == Approx(1.0).epsilon(1e-5));
+  }
+  require_pictures(r.pictures, 2);
+}
+
+TEST_CASE("lesson 5: the U-Net walk is the forward, and its parameters add up") {
+  lessons::unet_blocks::Options o;
+  o.latent_size = 8;
+  o.out_dir = out_dir("05");
+  std::ostringstream log;
+  const auto r = lessons::unet_blocks::run(tiny().unet, o, log);
+  CHECK(r.total_params == r.model_params);
+  CHECK(r.max_diff < 1e-5);
+  CHECK(r.skips == 6);  // conv_in + 2 resnets + the downsampler, then 2 resnets
+  CHECK(viz::with_commas(859520964) == "859,520,964");
+  require_pictures(r.pictures, 1);
+}
+
+TEST_CASE("lesson 9: train step loss, its gradient for conv_out.bias, and SGD on it") {
+  lessons::train_step::Options o;
+  o.size = 32;
+  o.batch = 2;
+  o.sgd_steps = 2;
+  o.out_dir = out_dir("09");
+  std::ostringstream log;
+  lessons::train_step::Models m = tiny();  // a copy: the lesson changes conv_out.bias
+  const auto r = lessons::train_step::run(m, std::vector<int64_t>(77, 1), o, log);
+  REQUIRE(r.sample_loss.size() == 2);
+  CHECK(r.loss == Approx((r.sample_loss[0] + r.sample_loss[1]) / 2).epsilon(1e-9));
+  REQUIRE(r.grad_exact.size() == 4);
+  for (size_t c = 0; c < 4; ++c) CHECK(r.grad_numeric[c] == Approx(r.grad_exact[c]).margin(1e-4));
+  REQUIRE(r.losses.size() == 3);
+  CHECK(r.losses[1] < r.losses[0]);
+  CHECK(r.losses[2] < r.losses[1]);
+  CHECK(tiny().unet.conv_out.bias[0] != m.unet.conv_out.bias[0]);
+  require_pictures(r.pictures, 1);
+}
