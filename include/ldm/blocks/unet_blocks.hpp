@@ -165,8 +165,8 @@ struct UNetUpBlock {
 };
 
 // ---- parameter counts (sum of numel; an absent bias counts 0)
-inline int64_t num_params(const Linear& m) { return m.weight.numel() + m.bias.numel(); }
-inline int64_t num_params(const Conv2d& m) { return m.weight.numel() + m.bias.numel(); }
+inline int64_t num_params(const Linear& m) { return m.weight_numel() + m.bias.numel(); }
+inline int64_t num_params(const Conv2d& m) { return m.weight_numel() + m.bias.numel(); }
 inline int64_t num_params(const GroupNorm& m) { return m.weight.numel() + m.bias.numel(); }
 inline int64_t num_params(const LayerNorm& m) { return m.weight.numel() + m.bias.numel(); }
 inline int64_t num_params(const Attention& m) {

@@ -168,7 +168,7 @@ struct UNet2DConditionModel {
 
  private:
   void check_inputs(const Tensor& sample, const std::vector<float>& timesteps, const Tensor& context) const {
-    LDM_CHECK(conv_in.weight.defined(), "UNet2DConditionModel: forward called before load()");
+    LDM_CHECK(conv_in.loaded(), "UNet2DConditionModel: forward called before load()");
     LDM_CHECK(sample.ndim() == 4, "UNet2DConditionModel: expected latents [B, ", config.in_channels, ", H, W], got ",
               sample.shape_str());
     const int64_t B = sample.dim(0), H = sample.dim(2), W = sample.dim(3), m = config.size_multiple();
