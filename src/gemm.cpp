@@ -1,50 +1,301 @@
-// CPU GEMM through Eigen. See include/ldm/nn/gemm.hpp.
+// CPU GEMM: packed panels and a register-tile micro-kernel (the GotoBLAS / BLIS scheme).
+// See include/ldm/nn/gemm.hpp for the contract.
+//
+//   for each (row block, column block) of C, spread over the OpenMP threads:
+//     for each block of KC along K:
+//       pack op(A)[rows, k block] into MR-row panels   (each k step: MR values, contiguous)
+//       pack op(B)[k block, cols] into NR-column panels (each k step: NR values, contiguous)
+//       for each NR panel of B (stays in L1), for each MR panel of A (from L2):
+//         C[MR x NR tile] (+)= A panel * B panel, the tile held in registers
+//
+// Packing does the transposes, the zero padding of edge panels and makes every inner-loop load
+// contiguous, so one micro-kernel serves all four op(A)/op(B) cases. The micro-kernel uses GCC
+// vector extensions, which compile to AVX-512 (16 floats) with -march=native on a CPU that
+// has it, and to two AVX2 or four SSE registers elsewhere; the tile shape is chosen so the
+// accumulators fit the register file either way. Each of the MR x NR outputs is one FMA
+// chain over k, in order, per KC block.
 #include "ldm/nn/gemm.hpp"
 
-#include <Eigen/Core>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+// Without AVX-512, GCC warns that passing a v16 by value has a different ABI; these functions
+// are internal to this file, so no call crosses an ABI boundary.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace ldm {
 namespace {
 
-using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using Stride = Eigen::OuterStride<>;
-using CMap = Eigen::Map<const Mat, 0, Stride>;
-using MMap = Eigen::Map<Mat, 0, Stride>;
+typedef float v16 __attribute__((vector_size(64)));  // one AVX-512 register of floats
 
-template <typename Dst, typename L, typename R>
-void multiply(Dst& c, const L& a, const R& b, float alpha, float beta) {
-  if (beta == 0.0f) {
-    c.noalias() = alpha * (a * b);
-  } else {
-    if (beta != 1.0f) c *= beta;
-    c.noalias() += alpha * (a * b);
+#if defined(__AVX512F__)
+constexpr int MR = 16;  // 16 accumulator registers of 16 floats, of the 32 zmm registers
+#elif defined(__AVX__)
+constexpr int MR = 4;  // a v16 is two ymm registers: 8 accumulators of the 16
+#else
+constexpr int MR = 2;  // a v16 is four xmm registers: 8 accumulators of the 16
+#endif
+constexpr int NR = kGemmPanelWidth;  // one v16 per row of the tile
+static_assert(NR == 16, "the micro-kernel holds a row of the tile in one v16");
+constexpr int64_t KC = 256;  // a B panel, KC x NR floats = 16 KiB, stays in a 32 KiB L1
+constexpr int64_t MB = 256;   // rows per task: its packed A block (256 KiB) stays in L2
+constexpr int64_t NB = 1024;  // columns per task: its packed B block (1 MiB) streams from L2/L3
+
+inline v16 load(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+
+// Bias added to a tile of C on the first K block: row_bias[i] along rows (a convolution's
+// per-channel bias), col_bias[j] along columns (a linear layer's); either may be null.
+struct Bias {
+  const float* rows;
+  const float* cols;
+};
+
+// C[m x n] = alpha * (A panel [kc x MR] . B panel [kc x NR]) + bias + beta * C, for m <= MR,
+// n <= NR. beta == 0 never reads C (it may hold garbage or NaN). The loops over i have
+// compile-time bounds, fully unrolled, so that acc[] lives in registers.
+void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int m, int n, float alpha,
+                  float beta, Bias bias) {
+  v16 acc[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) acc[i] = v16{};
+  for (int64_t k = 0; k < kc; ++k) {
+    const v16 bk = load(b + k * NR);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i] += a[k * MR + i] * bk;
+  }
+  float tile[MR * NR];  // an edge tile goes through memory, to write only the n valid columns
+  float* out = n == NR ? c : tile;
+  const int64_t ld = n == NR ? ldc : NR;
+  v16 col_bias{};
+  if (bias.cols) {
+    if (n == NR) {
+      col_bias = load(bias.cols);
+    } else {
+      for (int j = 0; j < n; ++j) col_bias[j] = bias.cols[j];
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    v16 v = alpha * acc[i];
+    if (bias.rows) v += bias.rows[i];
+    if (bias.cols) v += col_bias;
+    if (n == NR && beta != 0.0f) v += beta * load(c + i * ldc);
+    store(out + i * ld, v);
+  }
+  if (n == NR) return;
+  for (int i = 0; i < m; ++i) {
+    float* ci = c + i * ldc;
+    for (int j = 0; j < n; ++j) ci[j] = beta == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beta * ci[j];
   }
 }
 
-void run(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-         int64_t ldb, float beta, float* C, int64_t ldc) {
-  MMap c(C, M, N, Stride(ldc));
-  // A stored [M, K] (lda >= K), or [K, M] when transposed; likewise B.
-  CMap a(A, ta ? K : M, ta ? M : K, Stride(lda));
-  CMap b(B, tb ? N : K, tb ? K : N, Stride(ldb));
-  if (!ta && !tb) multiply(c, a, b, alpha, beta);
-  if (!ta && tb) multiply(c, a, b.transpose(), alpha, beta);
-  if (ta && !tb) multiply(c, a.transpose(), b, alpha, beta);
-  if (ta && tb) multiply(c, a.transpose(), b.transpose(), alpha, beta);
+// Element (i, k) of op(A) is A[i*lda + k], or A[k*lda + i] when transposed; likewise op(B)(k, j).
+struct Operand {
+  const float* p;
+  int64_t ld;
+  bool trans;
+};
+
+// In-register transpose of a 16 x 16 block: four butterfly stages, each swapping the
+// off-diagonal b x b sub-blocks of every 2b x 2b block (b = 8, 4, 2, 1). For rows x = r[i] and
+// y = r[i + b], in each group of 2b lanes: r[i] gets the low b lanes of x then of y (`lo`),
+// r[i + b] the high b lanes of x then of y (`hi`).
+typedef int32_t v16i __attribute__((vector_size(64)));
+template <int b>
+void transpose_stage(v16* r, v16i lo, v16i hi) {
+  for (int i = 0; i < 16; ++i) {
+    if (i & b) continue;
+    const v16 x = r[i], y = r[i + b];
+    r[i] = __builtin_shuffle(x, y, lo);
+    r[i + b] = __builtin_shuffle(x, y, hi);
+  }
+}
+void transpose16(v16* r) {
+  transpose_stage<8>(r, v16i{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                     v16i{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
+  transpose_stage<4>(r, v16i{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                     v16i{4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31});
+  transpose_stage<2>(r, v16i{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                     v16i{2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31});
+  transpose_stage<1>(r, v16i{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+                     v16i{1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31});
+}
+
+// A W-wide panel of `rows` (<= W) rows of a row-major matrix, k along each row:
+// dst[k * W + r] = src[r * ld + k] for k < kc, zero for r >= rows. (op(A) = A, op(B) = B^T.)
+template <int W>
+void pack_interleave_rows(const float* src, int64_t ld, int64_t rows, int64_t kc, float* dst) {
+  int64_t k = 0;
+  if (W == 16) {  // 16 x 16 blocks through registers
+    for (; k + 16 <= kc; k += 16) {
+      v16 r[16] = {};
+      for (int64_t i = 0; i < rows; ++i) r[i] = load(src + i * ld + k);
+      transpose16(r);
+      for (int t = 0; t < 16; ++t) store(dst + (k + t) * W, r[t]);
+    }
+  }
+  for (; k < kc; ++k)
+    for (int64_t i = 0; i < W; ++i) dst[k * W + i] = i < rows ? src[i * ld + k] : 0.0f;
+}
+
+// A W-wide panel of `cols` (<= W) columns of a row-major matrix, k down the rows:
+// dst[k * W + j] = src[k * ld + j], zero for j >= cols. (op(A) = A^T, op(B) = B.)
+template <int W>
+void pack_copy_rows(const float* src, int64_t ld, int64_t cols, int64_t kc, float* dst) {
+  if (cols == W) {  // a fixed-size copy the compiler inlines (one vector move when W = 16)
+    for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * W, src + k * ld, W * sizeof(float));
+    return;
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    std::copy_n(src + k * ld, cols, dst + k * W);
+    std::fill(dst + k * W + cols, dst + (k + 1) * W, 0.0f);
+  }
+}
+
+// op(A)[i0 : i0+MR, k0 : k0+kc] -> dst[k * MR + i], rows past M zero.
+void pack_a_panel(const Operand& A, int64_t M, int64_t i0, int64_t k0, int64_t kc, float* dst) {
+  const int64_t m = std::min<int64_t>(MR, M - i0);
+  if (A.trans) {
+    pack_copy_rows<MR>(A.p + k0 * A.ld + i0, A.ld, m, kc, dst);
+  } else {
+    pack_interleave_rows<MR>(A.p + i0 * A.ld + k0, A.ld, m, kc, dst);
+  }
+}
+
+// op(B)[k0 : k0+kc, j0 : j0+NR] -> dst[k * NR + j], columns past N zero.
+void pack_b_panel(const Operand& B, int64_t N, int64_t j0, int64_t k0, int64_t kc, float* dst) {
+  const int64_t n = std::min<int64_t>(NR, N - j0);
+  if (B.trans) {
+    pack_interleave_rows<NR>(B.p + j0 * B.ld + k0, B.ld, n, kc, dst);
+  } else {
+    pack_copy_rows<NR>(B.p + k0 * B.ld + j0, B.ld, n, kc, dst);
+  }
+}
+
+// Splits `total` into about `parts` blocks, each a multiple of `unit` and at most `max_block`.
+int64_t block_size(int64_t total, int64_t unit, int64_t max_block, int64_t parts) {
+  const int64_t units = (total + unit - 1) / unit;
+  const int64_t count = std::max((total + max_block - 1) / max_block, std::min(parts, units));
+  return (units + count - 1) / count * unit;
+}
+
+// K blocks of (nearly) equal size, at most KC each.
+int64_t k_block(int64_t K) {
+  const int64_t blocks = (K + KC - 1) / KC;
+  return (K + blocks - 1) / blocks;
+}
+
+// Tasks: a grid of row x column blocks of C, at least ~4 per thread so that none idles long.
+struct Tasks {
+  int64_t mb, nb, rows, cols;
+};
+Tasks make_tasks(int64_t M, int64_t N, int threads) {
+  Tasks t{};
+  t.mb = block_size(M, MR, MB, threads > 1 ? 2 : 1);
+  t.rows = (M + t.mb - 1) / t.mb;
+  t.nb = block_size(N, NR, NB, threads > 1 ? std::max<int64_t>(1, 4 * threads / t.rows) : 1);
+  t.cols = (N + t.nb - 1) / t.nb;
+  return t;
+}
+
+// pack_b(k0, kc, j0, dst) writes the B panel of columns j0 .. j0+NR, rows k0 .. k0+kc.
+template <typename PackB>
+void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand& A, const PackB& pack_b, float beta, float* C,
+         int64_t ldc, int threads, Bias bias = {}) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {  // C = beta * C + bias
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j)
+        C[i * ldc + j] = (beta == 0.0f ? 0.0f : beta * C[i * ldc + j]) + (bias.rows ? bias.rows[i] : 0.0f) +
+                         (bias.cols ? bias.cols[j] : 0.0f);
+    return;
+  }
+  const int64_t kc_max = k_block(K);
+  const Tasks t = make_tasks(M, N, threads);
+
+  // Each task owns its block of C through all of K: the threads never wait for each other
+  // (one barrier, at the end), which matters on a machine shared with other processes. The
+  // price is packing a block of A once per column block and of B once per row block (a few
+  // percent at these block sizes).
+#pragma omp parallel for collapse(2) schedule(dynamic) num_threads(threads) if (threads > 1)
+  for (int64_t rt = 0; rt < t.rows; ++rt) {
+    for (int64_t ct = 0; ct < t.cols; ++ct) {
+      thread_local std::vector<float> a_block, b_block;  // packed panels, reused across calls
+      a_block.resize(size_t(t.mb * kc_max));
+      b_block.resize(size_t(t.nb * kc_max));
+      const int64_t i0 = rt * t.mb, i_end = std::min(M, i0 + t.mb);
+      const int64_t j0 = ct * t.nb, j_end = std::min(N, j0 + t.nb);
+      for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
+        const int64_t kc = std::min(kc_max, K - k0);
+        const bool first = k0 == 0;  // later K blocks accumulate onto the first
+        const float beta_k = first ? beta : 1.0f;
+        for (int64_t i = i0; i < i_end; i += MR) pack_a_panel(A, M, i, k0, kc, a_block.data() + (i - i0) * kc);
+        for (int64_t j = j0; j < j_end; j += NR) pack_b(k0, kc, j, b_block.data() + (j - j0) * kc);
+        // Each B panel (16 KiB) stays in L1 while it meets every A panel of the block (in L2).
+        for (int64_t j = j0; j < j_end; j += NR) {
+          for (int64_t i = i0; i < i_end; i += MR) {
+            const Bias tile_bias{first && bias.rows ? bias.rows + i : nullptr,
+                                 first && bias.cols ? bias.cols + j : nullptr};
+            micro_kernel(kc, a_block.data() + (i - i0) * kc, b_block.data() + (j - j0) * kc, C + i * ldc + j, ldc,
+                         int(std::min<int64_t>(MR, i_end - i)), int(std::min<int64_t>(NR, j_end - j)), alpha,
+                         beta_k, tile_bias);
+          }
+        }
+      }
+    }
+  }
+}
+
+void run_matrices(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads) {
+  const Operand b{B, ldb, tb};
+  auto pack_b = [&](int64_t k0, int64_t kc, int64_t j0, float* dst) { pack_b_panel(b, N, j0, k0, kc, dst); };
+  run(M, N, K, alpha, Operand{A, lda, ta}, pack_b, beta, C, ldc, threads);
+}
+
+// Small products are not worth waking the thread team for.
+int threads_for(int64_t M, int64_t N, int64_t K) {
+  return omp_in_parallel() || double(M) * N * K < 4e6 ? 1 : omp_get_max_threads();
 }
 
 }  // namespace
 
+int64_t gemm_scratch_bytes(int64_t M, int64_t N, int64_t K) {
+  if (K <= 0) return 0;
+  const int threads = omp_get_max_threads();
+  const Tasks t = make_tasks(M, N, threads);
+  return int64_t(sizeof(float)) * (t.mb + t.nb) * k_block(K) * threads;
+}
+
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, float beta, float* C, int64_t ldc) {
-  run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  run_matrices(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads_for(M, N, K));
 }
 
 void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  // Eigen does not nest parallelism: inside an OpenMP parallel region its GEMM runs on the
-  // calling thread alone, which is what the callers of gemm_serial want.
-  run(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  run_matrices(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
+}
+
+void gemm_bias(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* W, int64_t ldw,
+               const float* bias, float* C, int64_t ldc) {
+  const Operand w{W, ldw, true};
+  auto pack_b = [&](int64_t k0, int64_t kc, int64_t j0, float* dst) { pack_b_panel(w, N, j0, k0, kc, dst); };
+  run(M, N, K, 1.0f, Operand{A, lda, false}, pack_b, 0.0f, C, ldc, threads_for(M, N, K), Bias{nullptr, bias});
+}
+
+void gemm_packed_b(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const GemmPackB& pack_b,
+                   const float* row_bias, float* C, int64_t ldc) {
+  run(M, N, K, 1.0f, Operand{A, lda, false}, pack_b, 0.0f, C, ldc, threads_for(M, N, K), Bias{row_bias, nullptr});
 }
 
 }  // namespace ldm

@@ -1,11 +1,14 @@
-// torch.nn.Conv2d (groups = 1, dilation = 1) as im2col + GEMM, in bounded memory.
+// torch.nn.Conv2d (groups = 1, dilation = 1) as an implicit-im2col GEMM, in bounded memory.
 //
-// For each image, out[O, P] = W[O, C*kh*kw] * col[C*kh*kw, P] + b, P = Ho*Wo output pixels.
-// The col matrix of a whole image can be huge (a 3x3 conv on [1,128,512,512] would need
-// 1.2 GB), so it is built for a tile of output pixels at a time, sized to kMaxScratchBytes.
-// A 1x1 stride-1 convolution needs no col matrix at all: the input already is [C, H*W].
+// For each image, out[O, P] = W[O, C*kh*kw] * col[C*kh*kw, P] + b, P = Ho*Wo output pixels,
+// col[(c, i, j), p] being the input pixel under kernel tap (i, j) of output pixel p. The col
+// matrix of a whole image can be huge (a 3x3 conv on [1,128,512,512] would need 1.2 GB), so
+// it is never built: the GEMM asks for it 16 pixels x 256 taps at a time (gemm_packed_b) and
+// the panel is copied straight from the input rows. A 1x1 stride-1 convolution needs no col
+// matrix at all: the input already is [C, H*W].
 #pragma once
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -19,92 +22,179 @@ struct Padding {
   static Padding same(int p) { return {p, p, p, p}; }
 };
 
-constexpr int64_t kConvMaxScratchBytes = 32ll << 20;  // 32 MiB of im2col per convolution
+namespace detail {
+
+// Sizes of one convolution, checked.
+struct ConvShape {
+  int64_t B, C, H, W, O, kh, kw, Ho, Wo, P, K;
+  bool pointwise;  // 1x1, stride 1, no padding: the input already is the [C, H*W] col matrix
+  bool batched;    // small images (the U-Net's 8x8 and 16x16): one GEMM for the whole batch,
+                   // so that the weights are packed once, not once per image
+};
+
+inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding pad) {
+  LDM_CHECK(x.size() == 4, "conv2d: expected a 4-d input [B, C, H, W], got ", shape_str(x));
+  LDM_CHECK(w.size() == 4, "conv2d: expected a 4-d weight [O, C, kh, kw], got ", shape_str(w));
+  LDM_CHECK(stride >= 1, "conv2d: stride must be at least 1, got ", stride);
+  ConvShape s{};
+  s.B = x[0], s.C = x[1], s.H = x[2], s.W = x[3], s.O = w[0], s.kh = w[2], s.kw = w[3];
+  LDM_CHECK(w[1] == s.C, "conv2d: weight ", shape_str(w), " expects ", w[1], " input channels, got input ",
+            shape_str(x));
+  s.Ho = (s.H + pad.top + pad.bottom - s.kh) / stride + 1;
+  s.Wo = (s.W + pad.left + pad.right - s.kw) / stride + 1;
+  LDM_CHECK(s.H + pad.top + pad.bottom >= s.kh && s.W + pad.left + pad.right >= s.kw && s.Ho > 0 && s.Wo > 0,
+            "conv2d: input ", shape_str(x), " too small for a ", s.kh, "x", s.kw, " kernel");
+  s.P = s.Ho * s.Wo;
+  s.K = s.C * s.kh * s.kw;
+  s.pointwise = s.kh == 1 && s.kw == 1 && stride == 1 && pad.top == 0 && pad.left == 0 && pad.bottom == 0 &&
+                pad.right == 0;
+  s.batched = !s.pointwise && s.B > 1 && s.P < 1024;
+  return s;
+}
+
+// One GEMM panel of the im2col matrix of images x [.., C, H, W], whose columns are output pixels
+// numbered across the images (b * P + p), `n_total` of them: dst[k * 16 + j] = col[k0 + k, p0 + j],
+// zero past n_total (see gemm_packed_b).
+inline void im2col_panel(const ConvShape& s, const float* x, int stride, Padding pad, int64_t n_total, int64_t k0,
+                         int64_t kc, int64_t p0, float* dst) {
+  constexpr int64_t kW = kGemmPanelWidth;
+  // The panel's pixels as runs along one output row (one run when Wo is a multiple of 16).
+  struct Run {
+    const float* image;
+    int64_t oy, ox, col, len;  // output row, first output column, first panel column, length
+  };
+  Run runs[kW];
+  int nruns = 0;
+  const int64_t n = std::min(kW, n_total - p0);
+  for (int64_t col = 0; col < n;) {
+    const int64_t p = p0 + col, b = p / s.P, oy = p % s.P / s.Wo, ox = p % s.Wo;
+    const int64_t len = std::min(n - col, s.Wo - ox);
+    runs[nruns++] = {x + b * s.C * s.H * s.W, oy, ox, col, len};
+    col += len;
+  }
+  // Row k of col is kernel tap (c, i, j), k = (c * kh + i) * kw + j; stepped, not divided.
+  int64_t c = k0 / (s.kh * s.kw), i = k0 / s.kw % s.kh, j = k0 % s.kw;
+  for (int64_t k = 0; k < kc; ++k) {
+    float* d = dst + k * kW;
+    for (int r = 0; r < nruns; ++r) {
+      const Run& u = runs[r];
+      float* o = d + u.col;
+      const int64_t iy = u.oy * stride - pad.top + i, ix0 = u.ox * stride - pad.left + j;
+      if (iy < 0 || iy >= s.H) {
+        std::fill(o, o + u.len, 0.0f);
+        continue;
+      }
+      const float* src = u.image + (c * s.H + iy) * s.W;
+      if (stride == 1 && ix0 >= 0 && ix0 + u.len <= s.W) {  // the common case: a plain copy
+        if (u.len == kW) {
+          std::memcpy(o, src + ix0, kW * sizeof(float));
+        } else {
+          std::copy_n(src + ix0, u.len, o);
+        }
+        continue;
+      }
+      for (int64_t t = 0; t < u.len; ++t) {  // strided, or touching the padding
+        const int64_t ix = ix0 + t * stride;
+        o[t] = ix >= 0 && ix < s.W ? src[ix] : 0.0f;
+      }
+    }
+    std::fill(d + n, d + kW, 0.0f);
+    if (++j == s.kw) {
+      j = 0;
+      if (++i == s.kh) i = 0, ++c;
+    }
+  }
+}
+
+}  // namespace detail
+
+// Working memory conv2d allocates besides its output: the GEMM's packed panels, and for a
+// small-image batch the GEMM's output [O, B*P] before it is spread over the images.
+inline int64_t conv2d_scratch_bytes(const Shape& x, const Shape& weight, int stride, Padding pad) {
+  const detail::ConvShape s = detail::conv_shape(x, weight, stride, pad);
+  if (s.batched) return int64_t(sizeof(float)) * s.O * s.B * s.P + gemm_scratch_bytes(s.O, s.B * s.P, s.K);
+  return gemm_scratch_bytes(s.O, s.P, s.pointwise ? s.C : s.K);
+}
 
 // x [B, C, H, W], weight [O, C, kh, kw], bias [O] or undefined -> [B, O, Ho, Wo]
 inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, Padding pad) {
-  LDM_CHECK(x.ndim() == 4, "conv2d: expected a 4-d input [B, C, H, W], got ", x.shape_str());
-  const int64_t B = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  const int64_t O = weight.dim(0), kh = weight.dim(2), kw = weight.dim(3);
-  LDM_CHECK(weight.dim(1) == C, "conv2d: weight ", weight.shape_str(), " expects ", weight.dim(1),
-            " input channels, got input ", x.shape_str());
-  const int64_t Ho = (H + pad.top + pad.bottom - kh) / stride + 1;
-  const int64_t Wo = (W + pad.left + pad.right - kw) / stride + 1;
-  LDM_CHECK(Ho > 0 && Wo > 0, "conv2d: input ", x.shape_str(), " too small for a ", kh, "x", kw, " kernel");
-  const int64_t P = Ho * Wo, K = C * kh * kw;
-  Tensor y = Tensor::empty({B, O, Ho, Wo});
-
-  const bool pointwise = kh == 1 && kw == 1 && stride == 1 && pad.top == 0 && pad.left == 0 && pad.bottom == 0 &&
-                         pad.right == 0;
-  // Output pixels per tile: whole output rows, as many as fit the scratch budget.
-  const int64_t tile = pointwise ? P : std::clamp<int64_t>(kConvMaxScratchBytes / (4 * K) / Wo, 1, Ho) * Wo;
-  std::vector<float> col(pointwise ? 0 : size_t(K * tile));
-
-  for (int64_t b = 0; b < B; ++b) {
-    const float* xb = x.data() + b * C * H * W;
-    float* yb = y.data() + b * O * P;
-    if (bias.defined()) {
-#pragma omp parallel for if (O * P > (1 << 15))
-      for (int64_t o = 0; o < O; ++o) std::fill(yb + o * P, yb + (o + 1) * P, bias[o]);
-    }
-    const float beta = bias.defined() ? 1.0f : 0.0f;
-    if (pointwise) {
-      gemm(false, false, O, P, C, 1.0f, weight.data(), C, xb, P, beta, yb, P);
-      continue;
-    }
-    for (int64_t p0 = 0; p0 < P; p0 += tile) {
-      const int64_t n = std::min(tile, P - p0);
-      // col[(c, i, j), p] = x[c, oy*stride - top + i, ox*stride - left + j], zero outside
-      const int64_t oy0 = p0 / Wo, rows = n / Wo;
-#pragma omp parallel for if (K * n > (1 << 15))
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t c = k / (kh * kw), i = (k / kw) % kh, j = k % kw;
-        const float* xc = xb + c * H * W;
-        // ox range whose input column ix = ox*stride - left + j lies inside [0, W)
-        auto floor_div = [](int64_t a, int64_t d) { return a >= 0 ? a / d : -((-a + d - 1) / d); };
-        const int64_t ox_lo = std::clamp<int64_t>(-floor_div(j - pad.left, stride), 0, Wo);
-        const int64_t ox_hi = std::clamp<int64_t>(floor_div(W - 1 + pad.left - j, stride) + 1, ox_lo, Wo);
-        for (int64_t r = 0; r < rows; ++r) {
-          float* dst = col.data() + k * n + r * Wo;
-          const int64_t iy = (oy0 + r) * stride - pad.top + i;
-          if (iy < 0 || iy >= H) {
-            std::fill(dst, dst + Wo, 0.0f);
-            continue;
-          }
-          const float* src = xc + iy * W - pad.left + j;
-          std::fill(dst, dst + ox_lo, 0.0f);
-          if (stride == 1) {
-            std::copy(src + ox_lo, src + ox_hi, dst + ox_lo);
-          } else {
-            for (int64_t ox = ox_lo; ox < ox_hi; ++ox) dst[ox] = src[ox * stride];
-          }
-          std::fill(dst + ox_hi, dst + Wo, 0.0f);
+  const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad);
+  LDM_CHECK(!bias.defined() || bias.numel() == s.O, "conv2d: bias ", bias.shape_str(), " does not match ", s.O,
+            " output channels");
+  Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
+  const float* b_o = bias.defined() ? bias.data() : nullptr;  // added to row o of each GEMM's output
+  // col panels of the images from x0 on, n pixels in all
+  auto col_of = [&](const float* x0, int64_t n) {
+    return [&s, x0, n, stride, pad](int64_t k0, int64_t kc, int64_t p0, float* dst) {
+      detail::im2col_panel(s, x0, stride, pad, n, k0, kc, p0, dst);
+    };
+  };
+  // panels of one image [C, P] itself, for a pointwise convolution
+  auto pointwise_of = [&](const float* xb) {
+    return [&s, xb](int64_t k0, int64_t kc, int64_t p0, float* dst) {
+      constexpr int64_t kW = kGemmPanelWidth;
+      const int64_t n = std::min(kW, s.P - p0);
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = xb + (k0 + k) * s.P + p0;
+        if (n == kW) {
+          std::memcpy(dst + k * kW, src, kW * sizeof(float));
+        } else {
+          std::copy_n(src, n, dst + k * kW);
+          std::fill(dst + k * kW + n, dst + (k + 1) * kW, 0.0f);
         }
       }
-      gemm(false, false, O, n, K, 1.0f, weight.data(), K, col.data(), n, beta, yb + p0, P);
+    };
+  };
+
+  if (s.batched) {  // out[O, B*P] = W[O, K] col[K, B*P], then each image's columns to y[b]
+    const int64_t N = s.B * s.P;
+    std::vector<float> out(size_t(s.O * N));
+    gemm_packed_b(s.O, N, s.K, weight.data(), s.K, col_of(x.data(), N), b_o, out.data(), N);
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t o = 0; o < s.O; ++o)
+        std::copy_n(out.data() + o * N + b * s.P, s.P, y.data() + (b * s.O + o) * s.P);
+    return y;
+  }
+  for (int64_t b = 0; b < s.B; ++b) {
+    const float* xb = x.data() + b * s.C * s.H * s.W;  // [C, H, W]
+    float* yb = y.data() + b * s.O * s.P;               // [O, P]
+    if (s.pointwise) {  // y[O, P] = W[O, C] x[C, P] + b, B panels copied from x's rows
+      gemm_packed_b(s.O, s.P, s.C, weight.data(), s.C, pointwise_of(xb), b_o, yb, s.P);
+    } else {  // y[O, P] = W[O, K] col[K, P] + b
+      gemm_packed_b(s.O, s.P, s.K, weight.data(), s.K, col_of(xb, s.P), b_o, yb, s.P);
     }
   }
   return y;
 }
 
 struct Conv2d {
-  Tensor weight;  // [out, in, k, k]
-  Tensor bias;    // [out]
+  Tensor weight;          // [out, in, k, k]
+  Tensor bias;            // [out]
+  HalfTensor weight_f16;  // the weight kept as fp16 instead (WeightStore::keep_fp16)
   int stride = 1;
   Padding padding;
 
   void load(WeightStore& w, const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int stride_ = 1,
             int pad = 0, bool has_bias = true) {
-    weight = w.get(join(prefix, "weight"), {out, in, kernel, kernel});
+    if (w.keep_fp16()) {
+      weight_f16 = w.get_half(join(prefix, "weight"), {out, in, kernel, kernel});
+    } else {
+      weight = w.get(join(prefix, "weight"), {out, in, kernel, kernel});
+    }
     if (has_bias) bias = w.get(join(prefix, "bias"), {out});
     stride = stride_;
     padding = Padding::same(pad);
   }
-  int64_t in_channels() const { return weight.dim(1); }
-  int64_t out_channels() const { return weight.dim(0); }
+  const Shape& weight_shape() const { return weight.defined() ? weight.shape() : weight_f16.shape; }
+  int64_t in_channels() const { return weight_shape().at(1); }
+  int64_t out_channels() const { return weight_shape().at(0); }
+  bool loaded() const { return weight.defined() || weight_f16.defined(); }
+  // The weight as float32 (converted from fp16 for this call when stored so).
+  Tensor weights() const { return weight.defined() ? weight : weight_f16.to_float(); }
+  int64_t weight_numel() const { return numel_of(weight_shape()); }
 
   // [B, in, H, W] -> [B, out, Ho, Wo]
-  Tensor forward(const Tensor& x) const { return conv2d(x, weight, bias, stride, padding); }
+  Tensor forward(const Tensor& x) const { return conv2d(x, weights(), bias, stride, padding); }
 };
 
 }  // namespace ldm

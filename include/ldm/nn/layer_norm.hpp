@@ -4,6 +4,7 @@
 #include <string>
 
 #include "ldm/core/weights.hpp"
+#include "ldm/nn/moments.hpp"
 
 namespace ldm {
 
@@ -26,10 +27,11 @@ struct LayerNorm {
 #pragma omp parallel for if (rows * D > (1 << 15))
     for (int64_t r = 0; r < rows; ++r) {
       Eigen::Map<const Eigen::ArrayXf> xi(x.data() + r * D, D);
-      const double mean = xi.cast<double>().mean();
-      const double var = (xi.cast<double>() - mean).square().mean();
-      const float rstd = float(1.0 / std::sqrt(var + eps));
-      Eigen::Map<Eigen::ArrayXf>(y.data() + r * D, D) = (xi - float(mean)) * rstd * g + b;
+      const Moments st = moments(xi.data(), D);
+      const double rstd = 1.0 / std::sqrt(st.var + double(eps));
+      // (x - mean) rstd as (x - x0) rstd + (x0 - mean) rstd: exact subtraction near x0 (see GroupNorm)
+      const float r0 = float(rstd), offset = float((double(xi[0]) - st.mean) * rstd);
+      Eigen::Map<Eigen::ArrayXf>(y.data() + r * D, D) = ((xi - xi[0]) * r0 + offset) * g + b;
     }
     return y;
   }

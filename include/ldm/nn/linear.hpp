@@ -10,14 +10,23 @@ namespace ldm {
 struct Linear {
   Tensor weight;  // [out, in]
   Tensor bias;    // [out], or undefined when the layer has none
+  HalfTensor weight_f16;  // the weight kept as fp16 instead (WeightStore::keep_fp16)
   int64_t in_features = 0, out_features = 0;
 
   void load(WeightStore& w, const std::string& prefix, int64_t in, int64_t out, bool has_bias = true) {
     in_features = in;
     out_features = out;
-    weight = w.get(join(prefix, "weight"), {out, in});
+    if (w.keep_fp16()) {
+      weight_f16 = w.get_half(join(prefix, "weight"), {out, in});
+    } else {
+      weight = w.get(join(prefix, "weight"), {out, in});
+    }
     if (has_bias) bias = w.get(join(prefix, "bias"), {out});
   }
+
+  // The weight as float32 (converted from fp16 for this call when stored so).
+  Tensor weights() const { return weight.defined() ? weight : weight_f16.to_float(); }
+  int64_t weight_numel() const { return weight.defined() ? weight.numel() : numel_of(weight_f16.shape); }
 
   // [..., in] -> [..., out]
   Tensor forward(const Tensor& x) const {
@@ -26,13 +35,9 @@ struct Linear {
     Shape shape = x.shape();
     shape.back() = out_features;
     Tensor y = Tensor::empty(shape);
-    if (bias.defined()) {
-      float* o = y.data();
-#pragma omp parallel for if (rows * out_features > (1 << 15))
-      for (int64_t r = 0; r < rows; ++r) std::copy(bias.begin(), bias.end(), o + r * out_features);
-    }
-    gemm(false, true, rows, out_features, in_features, 1.0f, x.data(), in_features, weight.data(), in_features,
-         bias.defined() ? 1.0f : 0.0f, y.data(), out_features);
+    const Tensor W = weights();  // [out, in]
+    gemm_bias(rows, out_features, in_features, x.data(), in_features, W.data(), in_features,
+              bias.defined() ? bias.data() : nullptr, y.data(), out_features);
     return y;
   }
 };

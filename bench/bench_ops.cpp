@@ -1,0 +1,146 @@
+// The CPU primitives at SD1.5 shapes (batch 2 = one classifier-free-guidance step), timed
+// with Google Benchmark and reported as GFLOP/s beside the time.
+//
+//   build/bench/bench_ops [--benchmark_filter=Conv] [--benchmark_min_time=0.5]
+//   OMP_NUM_THREADS=1 build/bench/bench_ops     # one core: "CPU" is then the time on that core
+//
+// Real time (not CPU time) is what counts with OpenMP threads. Each benchmark runs 5
+// repetitions and reports their mean, median, standard deviation and coefficient of
+// variation; docs/performance.md quotes the median. FLOPs counted: 2*M*N*K for a GEMM,
+// 2*B*O*Ho*Wo*C*kh*kw for a convolution, 4*B*Lq*Lk*D for attention (Q K^T and P V), and
+// ~8 per element for GroupNorm (shown as GB/s of input+output instead, it is memory-bound).
+// docs/performance.md has the figures and the OpenBLAS / PyTorch comparison.
+#include <benchmark/benchmark.h>
+
+#include <random>
+
+#include "ldm/nn/attention.hpp"
+#include "ldm/nn/conv2d.hpp"
+#include "ldm/nn/gemm.hpp"
+#include "ldm/nn/group_norm.hpp"
+#include "ldm/nn/linear.hpp"
+
+using namespace ldm;
+
+namespace {
+
+Tensor random_tensor(Shape shape, float scale = 1.0f, unsigned seed = 0) {
+  Tensor t = Tensor::empty(std::move(shape));
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  for (float& v : t) v = u(gen);
+  return t;
+}
+
+void set_flops(benchmark::State& state, double flops_per_iter) {
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops_per_iter * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+// C[M, N] = A[M, K] * B[N, K]^T, the layout of torch.nn.Linear (x W^T).
+void BM_Gemm(benchmark::State& state) {
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  Tensor a = random_tensor({M, K}), b = random_tensor({N, K}), c = Tensor::empty({M, N});
+  for (auto _ : state) {
+    gemm(false, true, M, N, K, 1.0f, a.data(), K, b.data(), K, 0.0f, c.data(), N);
+    benchmark::DoNotOptimize(c.data());
+  }
+  set_flops(state, 2.0 * M * N * K);
+}
+
+// The same product through Eigen's GEMM (what src/gemm.cpp used before its own kernel).
+void BM_GemmEigen(benchmark::State& state) {
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  Tensor a = random_tensor({M, K}), b = random_tensor({N, K}), c = Tensor::empty({M, N});
+  for (auto _ : state) {
+    c.matrix(M, N).noalias() = a.matrix(M, K) * b.matrix(N, K).transpose();
+    benchmark::DoNotOptimize(c.data());
+  }
+  set_flops(state, 2.0 * M * N * K);
+}
+
+// Linear with bias: [M, K] -> [M, N].
+void BM_Linear(benchmark::State& state) {
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  Linear lin;
+  lin.in_features = K;
+  lin.out_features = N;
+  lin.weight = random_tensor({N, K}, 0.05f, 1);
+  lin.bias = random_tensor({N}, 0.05f, 2);
+  Tensor x = random_tensor({M, K});
+  for (auto _ : state) benchmark::DoNotOptimize(lin.forward(x).data());
+  set_flops(state, 2.0 * M * N * K);
+}
+
+// conv2d [2, C, S, S] -> [2, O, S, S], kernel k, stride 1, "same" padding.
+void BM_Conv2d(benchmark::State& state) {
+  const int64_t C = state.range(0), O = state.range(1), S = state.range(2), k = state.range(3), B = 2;
+  Tensor x = random_tensor({B, C, S, S}), w = random_tensor({O, C, k, k}, 0.05f, 1), b = random_tensor({O}, 0.05f, 2);
+  for (auto _ : state) benchmark::DoNotOptimize(conv2d(x, w, b, 1, Padding::same(int(k / 2))).data());
+  set_flops(state, 2.0 * B * O * S * S * C * k * k);
+}
+
+// GroupNorm(32) + SiLU on [2, C, S, S]; memory-bound, so GB/s of input read + output written.
+void BM_GroupNormSiLU(benchmark::State& state) {
+  const int64_t C = state.range(0), S = state.range(1), B = 2;
+  Tensor x = random_tensor({B, C, S, S}), w = random_tensor({C}, 1.0f, 1), b = random_tensor({C}, 1.0f, 2);
+  for (auto _ : state) benchmark::DoNotOptimize(group_norm(x, w, b, 32, 1e-5f, true).data());
+  state.counters["GB/s"] =
+      benchmark::Counter(2.0 * 4 * x.numel() * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+// Attention, batch 2, 8 heads: Lq queries of 320 = 8 x 40 features against Lk keys.
+void BM_Attention(benchmark::State& state) {
+  const int64_t Lq = state.range(0), Lk = state.range(1), D = state.range(2), heads = 8, B = 2;
+  Tensor q = random_tensor({B, Lq, D}), k = random_tensor({B, Lk, D}, 1.0f, 1), v = random_tensor({B, Lk, D}, 1.0f, 2);
+  for (auto _ : state) benchmark::DoNotOptimize(scaled_dot_product_attention(q, k, v, heads).data());
+  set_flops(state, 4.0 * B * Lq * Lk * D);
+}
+
+void Common(benchmark::internal::Benchmark* b) {
+  b->UseRealTime()->Unit(benchmark::kMillisecond)->Repetitions(5)->ReportAggregatesOnly(true);
+}
+
+}  // namespace
+
+// The transformer projections of the SD1.5 U-Net at each resolution (M = 2 * tokens).
+void TransformerShapes(benchmark::internal::Benchmark* b) {
+  Common(b);
+  b->ArgNames({"M", "N", "K"})
+      ->Args({8192, 320, 320})    // 64x64: to_q / to_k / to_v / to_out
+      ->Args({8192, 2560, 320})   // 64x64: GEGLU proj
+      ->Args({8192, 320, 1280})   // 64x64: ff out
+      ->Args({2048, 640, 640})    // 32x32: attention projections
+      ->Args({2048, 5120, 640})   // 32x32: GEGLU proj
+      ->Args({2048, 640, 2560})   // 32x32: ff out
+      ->Args({512, 1280, 1280})   // 16x16: attention projections
+      ->Args({512, 10240, 1280})  // 16x16: GEGLU proj
+      ->Args({154, 320, 768})     // cross-attention to_k / to_v on the 2 x 77 text tokens
+      ->Args({154, 1280, 768});   // the same at 16x16
+}
+BENCHMARK(BM_Gemm)->Apply(TransformerShapes);
+BENCHMARK(BM_GemmEigen)->Apply(TransformerShapes);
+BENCHMARK(BM_Linear)->Apply(Common)->ArgNames({"M", "N", "K"})->Args({8192, 320, 320})->Args({8192, 2560, 320});
+
+// 3x3 convolutions of the resnets at each level, and the 1x1 proj_in / shortcut.
+BENCHMARK(BM_Conv2d)
+    ->Apply(Common)
+    ->ArgNames({"C", "O", "S", "k"})
+    ->Args({320, 320, 64, 3})
+    ->Args({640, 640, 32, 3})
+    ->Args({1280, 1280, 16, 3})
+    ->Args({1280, 1280, 8, 3})
+    ->Args({320, 320, 64, 1})
+    ->Args({640, 640, 32, 1});
+
+BENCHMARK(BM_GroupNormSiLU)->Apply(Common)->ArgNames({"C", "S"})->Args({320, 64})->Args({640, 32})->Args({1280, 16})->Args({1280, 8});
+
+// Self-attention at 64x64 (4096 tokens) and 32x32; cross-attention to 77 text tokens.
+BENCHMARK(BM_Attention)
+    ->Apply(Common)
+    ->ArgNames({"Lq", "Lk", "D"})
+    ->Args({4096, 4096, 320})
+    ->Args({1024, 1024, 640})
+    ->Args({4096, 77, 320});
+
+BENCHMARK_MAIN();
