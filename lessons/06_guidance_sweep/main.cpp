@@ -1,0 +1,35 @@
+// Lesson 6: classifier-free guidance, swept. See README.md.
+//   build/bin/lesson_06_guidance_sweep [--prompt "..."] [--scales 1,3,7,12,20] [--size 128] [--steps 4] [--model M]
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "lesson.hpp"
+
+int main(int argc, char** argv) {
+  ldm::lessons::guidance_sweep::Options o;
+  CLI::App app{"Lesson 6: the same prompt and seed at several classifier-free guidance scales w"};
+  app.add_option("--model", o.model, "SD1.5 model: diffusers folder, .safetensors file, or synthetic:sd15")
+      ->capture_default_str();
+  app.add_option("--tokenizer", o.tokenizer,
+                 "folder with vocab.json and merges.txt (default: the model's, else "
+                 "../shared/clip-tokenizer)");
+  app.add_option("--prompt", o.prompt, "the text")->capture_default_str();
+  app.add_option("--negative-prompt", o.negative_prompt, "what to steer away from (default: the empty prompt)");
+  app.add_option("--scales", o.scales, "guidance scales w, each >= 1")->delimiter(',')->capture_default_str();
+  app.add_option("--size", o.size, "image side, a multiple of 8")->capture_default_str();
+  app.add_option("--steps", o.steps, "denoising steps")->capture_default_str();
+  app.add_option("--scheduler", o.scheduler, "pndm|ddim|ddpm|lms|euler|euler-a|heun|dpm++2m|unipc")
+      ->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of the starting latent (the same for every w)")->capture_default_str();
+  app.add_option("--rng", o.rng, "ldm, or torch-cpu for diffusers' torch.Generator(\"cpu\") draws")
+      ->capture_default_str();
+  app.add_option("--out", o.out_dir, "folder for the pictures (\"\" for none)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    ldm::lessons::guidance_sweep::run(o, std::cout);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

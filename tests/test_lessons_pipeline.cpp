@@ -1,0 +1,248 @@
+// Smoke tests of the lessons built on the whole pipeline (lessons 6, 7, 8): each at a tiny size
+// with lesson 9's tiny SD1.5-shaped models (f = 8 VAE, 2-level U-Net, 2-layer CLIP), checking
+// the facts it prints and that its pictures are written and stay small; and the default path
+// (synthetic:sd15, full size) where that costs only the VAE.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include "../lessons/06_guidance_sweep/lesson.hpp"
+#include "../lessons/07_latent_interpolation/lesson.hpp"
+#include "../lessons/08_latent_arithmetic/lesson.hpp"
+#include "../lessons/09_train_step/lesson.hpp"
+#include "reference.hpp"
+
+using namespace ldm;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string out_dir(const char* lesson) {
+  const fs::path p = fs::temp_directory_path() / "ldm_test_lessons" / lesson;
+  fs::create_directories(p);
+  return p.string();
+}
+
+void require_pictures(const std::vector<std::string>& paths, size_t expected) {
+  REQUIRE(paths.size() == expected);
+  for (const auto& p : paths) {
+    INFO(p);
+    REQUIRE(fs::exists(p));
+    REQUIRE(fs::file_size(p) > 100);
+    REQUIRE(fs::file_size(p) < 200 * 1024);
+  }
+}
+
+// A CLIP tokenizer in memory: letters only, no merges (every word splits into its letters).
+CLIPTokenizer letter_tokenizer() {
+  CLIPTokenizer::Vocab v{{"<|startoftext|>", 0}, {"<|endoftext|>", 1}};
+  for (char c = 'a'; c <= 'z'; ++c) {
+    v[std::string(1, c)] = int(v.size());
+    v[std::string(1, c) + "</w>"] = int(v.size());
+  }
+  return CLIPTokenizer(v, {});
+}
+
+// Lesson 9's tiny models as a pipeline, built once.
+const StableDiffusion& tiny_sd() {
+  static const StableDiffusion sd = [] {
+    lessons::train_step::Models m = lessons::train_step::tiny_models();
+    StableDiffusion s;
+    s.tokenizer.emplace(letter_tokenizer());
+    s.text_encoder = m.clip;
+    s.unet = m.unet;
+    s.vae = m.vae;
+    return s;
+  }();
+  return sd;
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, double(std::abs(a[i] - b[i])));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("lesson 6: guidance sweep with the tiny models") {
+  lessons::guidance_sweep::Options o;
+  o.size = 32;
+  o.steps = 2;
+  o.out_dir = out_dir("06");
+  std::ostringstream log;
+  const auto r = lessons::guidance_sweep::run(tiny_sd(), false, o, log);
+  REQUIRE(r.rms_guided.size() == 5);
+  REQUIRE(r.images.size() == 5);
+  for (const Tensor& img : r.images) CHECK(img.shape() == Shape{1, 3, 32, 32});
+  // w = 1 is the text prediction alone; far out, eps_w grows like w rms(d).
+  CHECK(r.rms_guided[0] == Approx(r.rms_text).epsilon(1e-5));
+  CHECK(r.rms_guided[4] >= 20 * r.rms_diff - r.rms_uncond - 1e-6);
+  CHECK(r.rms_guided[4] <= 20 * r.rms_diff + r.rms_uncond + 1e-6);
+  CHECK(max_abs_diff(r.images[0], r.images[4]) > 0);
+  for (double c : r.clipped) CHECK((c >= 0 && c <= 1));
+  CHECK_THAT(log.str(), Catch::Contains("rms(eps_w)") && Catch::Contains("synthetic weights"));
+  require_pictures(r.pictures, 2);
+  CHECK_THROWS_WITH(
+      [&] {
+        lessons::guidance_sweep::Options bad = o;
+        bad.scales = {0.5f};
+        lessons::guidance_sweep::run(tiny_sd(), false, bad, log);
+      }(),
+      Catch::Contains("below 1"));
+}
+
+TEST_CASE("lesson 6: one DDIM step is affine in w, as eps_u + w (eps_c - eps_u) makes it") {
+  // With one deterministic step the final latent is an affine function of eps_w, so equal
+  // steps in w give equal steps in the latent; w = 1 (no unconditional pass) lies on the line.
+  lessons::guidance_sweep::Options o;
+  o.size = 32;
+  o.steps = 1;
+  o.scales = {1, 3, 5};
+  o.out_dir = "";
+  std::ostringstream log;
+  const auto r = lessons::guidance_sweep::run(tiny_sd(), false, o, log);
+  REQUIRE(r.latents.size() == 3);
+  Tensor d1 = r.latents[1].clone(), d2 = r.latents[2].clone();
+  d1.vec() -= r.latents[0].vec();
+  d2.vec() -= r.latents[1].vec();
+  CHECK(test::rel_l2(d2, d1) < 1e-4);
+  CHECK(r.pictures.empty());
+}
+
+TEST_CASE("lesson 7: slerp keeps the length that lerp loses") {
+  Tensor z1 = Tensor::full({1, 4, 2, 2}, 0.0f), z2 = Tensor::full({1, 4, 2, 2}, 0.0f);
+  z1[0] = 1, z2[1] = 1;  // orthogonal unit vectors
+  using lessons::latent_interpolation::lerp, lessons::latent_interpolation::slerp;
+  CHECK(lerp(z1, z2, 0.5).vec().norm() == Approx(std::sqrt(0.5)).epsilon(1e-6));
+  for (double a : {0.0, 0.25, 0.5, 0.75, 1.0}) CHECK(slerp(z1, z2, a).vec().norm() == Approx(1.0).epsilon(1e-6));
+  CHECK(slerp(z1, z2, 0.5)[0] == Approx(std::sqrt(0.5)).epsilon(1e-6));
+  CHECK(max_abs_diff(slerp(z1, z1, 0.3), z1) < 1e-6);  // parallel: the lerp fallback
+}
+
+TEST_CASE("lesson 7: latent interpolation with the tiny models, decoded and denoised") {
+  lessons::latent_interpolation::Options o;
+  o.size = 32;
+  o.alphas = {0, 0.5, 1};
+  o.denoise = true;
+  o.scheduler = "euler-a";  // ancestral: draws noise at every step
+  o.steps = 2;
+  o.out_dir = out_dir("07");
+  std::ostringstream log;
+  const auto r = lessons::latent_interpolation::run(tiny_sd(), false, o, log);
+  CHECK(r.latent_shape == Shape{1, 4, 4, 4});
+  REQUIRE(r.rms_lerp.size() == 3);
+  CHECK(r.rms_lerp[0] == Approx(r.rms_1).epsilon(1e-6));
+  CHECK(r.rms_slerp[2] == Approx(r.rms_2).epsilon(1e-5));
+  // |lerp(1/2)|^2 = (|z1|^2 + |z2|^2 + 2 |z1| |z2| cos) / 4, below slerp's.
+  const double expect = std::sqrt(r.rms_1 * r.rms_1 + r.rms_2 * r.rms_2 + 2 * r.rms_1 * r.rms_2 * r.cosine) / 2;
+  CHECK(r.rms_lerp[1] == Approx(expect).epsilon(1e-5));
+  CHECK(r.rms_slerp[1] > r.rms_lerp[1]);
+  REQUIRE(r.decoded_slerp.size() == 3);
+  REQUIRE(r.denoised_lerp.size() == 3);
+  CHECK(r.decoded_slerp[1].shape() == Shape{1, 3, 32, 32});
+  // a = 0 is exactly what the pipeline makes from seed_a, step noise included.
+  GenerationParams p;
+  p.prompt = o.prompt, p.scheduler = o.scheduler, p.steps = o.steps, p.guidance_scale = o.guidance_scale;
+  p.width = p.height = 32;
+  auto gen = make_generator(o.rng, o.seed_a);
+  CHECK(max_abs_diff(nhwc_to_nchw(generate(tiny_sd(), p, *gen).image), r.denoised_lerp[0]) < 1e-6);
+  CHECK_THAT(log.str(), Catch::Contains("rms(slerp)"));
+  require_pictures(r.pictures, 3);
+}
+
+TEST_CASE("lesson 7: interpolating two images' latents, and the checks on its options") {
+  const std::string dir = out_dir("07_images");
+  const Tensor scene = viz::test_pattern(40, 48);
+  write_png(dir + "/a.png", nchw_to_nhwc(scene));
+  write_png(dir + "/b.png", nchw_to_nhwc(lessons::latent_arithmetic::mirror(scene)));
+  lessons::latent_interpolation::Options o;
+  o.size = 32;
+  o.image_a = dir + "/a.png", o.image_b = dir + "/b.png";
+  o.out_dir = dir;
+  std::ostringstream log;
+  const auto r = lessons::latent_interpolation::run(tiny_sd(), false, o, log);
+  CHECK(r.latent_shape == Shape{1, 4, 4, 4});
+  CHECK(r.decoded_lerp.size() == 5);
+  CHECK(r.denoised_lerp.empty());
+  CHECK_THAT(log.str(), Catch::Contains("not Gaussian noise"));
+  require_pictures(r.pictures, 2);
+
+  o.denoise = true;
+  CHECK_THROWS_WITH(lessons::latent_interpolation::run(tiny_sd(), false, o, log), Catch::Contains("--denoise"));
+  o.denoise = false, o.image_b.clear();
+  CHECK_THROWS_WITH(lessons::latent_interpolation::run(tiny_sd(), false, o, log), Catch::Contains("both"));
+}
+
+TEST_CASE("lesson 8: latent arithmetic with the tiny VAE") {
+  lessons::latent_arithmetic::Options o;
+  o.size = 32;
+  o.out_dir = out_dir("08");
+  const auto images = lessons::latent_arithmetic::input_images(o);
+  REQUIRE(images.size() == 3);
+  CHECK(max_abs_diff(lessons::latent_arithmetic::mirror(images[1]), images[0]) == 0);
+  std::ostringstream log;
+  const auto r = lessons::latent_arithmetic::run(tiny_sd().vae, images, false, o, log);
+  CHECK(r.latent_shape == Shape{1, 4, 4, 4});
+  REQUIRE(r.ops.size() == 3);
+  for (const auto& op : r.ops) {
+    CHECK(op.decoded.shape() == Shape{1, 3, 32, 32});
+    CHECK(std::isfinite(op.psnr));
+  }
+  REQUIRE(r.z.size() == 3);
+  Tensor mid = Tensor::empty(r.z[0].shape()), analogy = Tensor::empty(r.z[0].shape());
+  mid.vec() = 0.5f * (r.z[0].vec() + r.z[1].vec());
+  analogy.vec() = r.z[1].vec() + r.z[2].vec() - r.z[0].vec();
+  CHECK(max_abs_diff(r.ops[0].latent, r.z[0]) == 0);
+  CHECK(max_abs_diff(r.ops[1].latent, mid) < 1e-6);
+  CHECK(max_abs_diff(r.ops[2].latent, analogy) < 1e-6);
+  CHECK(r.ops[0].psnr == Approx(lessons::latent_arithmetic::psnr(r.ops[0].decoded, images[0])));
+  REQUIRE(r.wanted.defined());
+  CHECK(std::isfinite(r.wanted_psnr_pixel));
+  CHECK(std::isfinite(r.linearity));
+  CHECK_THAT(log.str(), Catch::Contains("b at dusk"));
+  require_pictures(r.pictures, 1);
+}
+
+TEST_CASE("lessons 7 and 8: the default path, the full-size synthetic VAE at 64x64") {
+  std::ostringstream log;
+  lessons::latent_arithmetic::Options a;
+  a.size = 64;
+  a.out_dir = out_dir("08_full");
+  const auto ra = lessons::latent_arithmetic::run(a, log);
+  CHECK(ra.latent_shape == Shape{1, 4, 8, 8});
+  require_pictures(ra.pictures, 1);
+  lessons::latent_interpolation::Options i;
+  i.size = 64;
+  i.alphas = {0, 0.5, 1};
+  i.out_dir = out_dir("07_full");
+  const auto ri = lessons::latent_interpolation::run(i, log);
+  CHECK(ri.latent_shape == Shape{1, 4, 8, 8});
+  // 256 values: the midpoint of lerp is near 1/sqrt(2) of the ends; slerp's near them.
+  CHECK(ri.rms_lerp[1] < 0.85 * std::min(ri.rms_1, ri.rms_2));
+  CHECK(ri.rms_slerp[1] > 0.95 * std::min(ri.rms_1, ri.rms_2));
+  require_pictures(ri.pictures, 2);
+  CHECK_THAT(log.str(), Catch::Contains("synthetic SD1.5"));
+}
+
+TEST_CASE("lesson 6: the default path, full-size synthetic SD1.5 at 64x64, 2 steps") {
+  if (lessons::guidance_sweep::tokenizer_dir("", ModelFiles{}).empty()) {
+    WARN("skipped: no CLIP tokenizer in ../shared/clip-tokenizer (set LDM_SHARED to the shared folder)");
+    return;
+  }
+  lessons::guidance_sweep::Options o;
+  o.size = 64;
+  o.steps = 2;
+  o.out_dir = out_dir("06_full");
+  std::ostringstream log;
+  const auto r = lessons::guidance_sweep::run(o, log);
+  REQUIRE(r.images.size() == 5);
+  CHECK(r.images[0].shape() == Shape{1, 3, 64, 64});
+  CHECK(r.t_first == 501);  // 2 DDIM steps, "leading" spacing with steps_offset 1: 501, 1
+  CHECK(r.rms_guided[0] == Approx(r.rms_text).epsilon(1e-5));
+  CHECK(r.rms_guided[4] > r.rms_guided[3]);
+  CHECK_THAT(log.str(), Catch::Contains("synthetic SD1.5"));
+  require_pictures(r.pictures, 2);
+}
