@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ldm/core/config_json.hpp"
 #include "ldm/nn/activations.hpp"
 #include "ldm/nn/attention.hpp"
 #include "ldm/nn/elementwise.hpp"
@@ -49,15 +50,7 @@ struct CLIPTextConfig {
     LDM_CHECK(j.is_object(), "CLIP text config: expected a JSON object, got ", j.type_name());
     if (j.contains("text_config") && j["text_config"].is_object()) return from_json(j["text_config"]);
     CLIPTextConfig c;
-    auto read = [&](const char* key, auto& field) {
-      auto it = j.find(key);
-      if (it == j.end() || it->is_null()) return;
-      try {
-        it->get_to(field);
-      } catch (const nlohmann::json::exception&) {
-        LDM_FAIL("CLIP text config: \"", key, "\" has the wrong type (", it->type_name(), ")");
-      }
-    };
+    auto read = [&](const char* key, auto& field) { read_config(j, key, field, "CLIP text config"); };
     read("vocab_size", c.vocab_size);
     read("hidden_size", c.hidden_size);
     read("intermediate_size", c.intermediate_size);

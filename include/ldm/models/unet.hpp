@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ldm/core/config_json.hpp"
 #include "ldm/blocks/timestep_embedding.hpp"
 #include "ldm/blocks/unet_blocks.hpp"
 
@@ -217,15 +218,7 @@ inline void UNetConfig::validate() const {
 inline UNetConfig UNetConfig::from_json(const nlohmann::json& j) {
   LDM_CHECK(j.is_object(), "U-Net config: expected a JSON object, got ", j.type_name());
   UNetConfig c;
-  auto read = [&](const char* key, auto& field) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return;
-    try {
-      it->get_to(field);
-    } catch (const nlohmann::json::exception&) {
-      LDM_FAIL("U-Net config: \"", key, "\" has the wrong type (", it->type_name(), ")");
-    }
-  };
+  auto read = [&](const char* key, auto& field) { read_config(j, key, field, "U-Net config"); };
   // An int means the same value for every block; a list gives one per block.
   auto read_per_block = [&](const char* key, std::vector<int64_t>& field) {
     auto it = j.find(key);

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "ldm/core/config_json.hpp"
 #include "ldm/blocks/vae_blocks.hpp"
 #include "ldm/nn/activations.hpp"
 
@@ -60,15 +61,7 @@ struct VAEConfig {
 inline VAEConfig VAEConfig::from_json(const nlohmann::json& j) {
   LDM_CHECK(j.is_object(), "VAE config: expected a JSON object, got ", j.type_name());
   VAEConfig c;
-  auto read = [&](const char* key, auto& field) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return;
-    try {
-      it->get_to(field);
-    } catch (const nlohmann::json::exception&) {
-      LDM_FAIL("VAE config: \"", key, "\" has the wrong type (", it->type_name(), ")");
-    }
-  };
+  auto read = [&](const char* key, auto& field) { read_config(j, key, field, "VAE config"); };
   read("in_channels", c.in_channels);
   read("out_channels", c.out_channels);
   read("block_out_channels", c.block_out_channels);

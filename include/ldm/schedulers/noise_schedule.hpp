@@ -21,6 +21,7 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xtensor.hpp>
 
+#include "ldm/core/config_json.hpp"
 #include "ldm/core/error.hpp"
 #include "ldm/core/tensor.hpp"
 
@@ -66,15 +67,7 @@ struct SchedulerConfig {
 
 inline SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, SchedulerConfig c) {
   LDM_CHECK(j.is_object(), "scheduler config: expected a JSON object, got ", j.type_name());
-  auto read = [&](const char* key, auto& field) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return;
-    try {
-      it->get_to(field);
-    } catch (const nlohmann::json::exception&) {
-      LDM_FAIL("scheduler config: \"", key, "\" has the wrong type (", it->type_name(), ")");
-    }
-  };
+  auto read = [&](const char* key, auto& field) { read_config(j, key, field, "scheduler config"); };
   read("num_train_timesteps", c.num_train_timesteps);
   read("beta_start", c.beta_start);
   read("beta_end", c.beta_end);
