@@ -133,7 +133,13 @@ BENCHMARK(BM_Conv2d)
     ->Args({320, 320, 64, 1})
     ->Args({640, 640, 32, 1});
 
-BENCHMARK(BM_GroupNormSiLU)->Apply(Common)->ArgNames({"C", "S"})->Args({320, 64})->Args({640, 32})->Args({1280, 16})->Args({1280, 8});
+BENCHMARK(BM_GroupNormSiLU)
+    ->Apply(Common)
+    ->ArgNames({"C", "S"})
+    ->Args({320, 64})
+    ->Args({640, 32})
+    ->Args({1280, 16})
+    ->Args({1280, 8});
 
 // Self-attention at 64x64 (4096 tokens) and 32x32; cross-attention to 77 text tokens.
 BENCHMARK(BM_Attention)

@@ -77,7 +77,8 @@ Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_
         double mx = -1e300, sum = 0;
         for (int64_t j = 0; j < visible; ++j) {
           double s = 0;
-          for (int64_t t = 0; t < d; ++t) s += at(q, (b * Lq + i) * D + h * d + t) * at(k, (b * Lk + j) * D + h * d + t);
+          for (int64_t t = 0; t < d; ++t)
+            s += at(q, (b * Lq + i) * D + h * d + t) * at(k, (b * Lk + j) * D + h * d + t);
           p[size_t(j)] = s / std::sqrt(double(d));
           mx = std::max(mx, p[size_t(j)]);
         }
@@ -153,8 +154,12 @@ TEST_CASE("nn: conv2d 3x3 on [1,128,512,512] -> 128 channels stays within 256 Mi
 
 TEST_CASE("nn: gemm, all four transposes, tile edges, alpha and beta") {
   // Sizes straddle the register tile (16) and the K block (256) in every dimension.
-  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {17, 33, 5}, {40, 77, 300}, {154, 320, 768},
-                         {257, 18, 513}, {3, 100, 40}}) {
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                         {17, 33, 5},
+                         {40, 77, 300},
+                         {154, 320, 768},
+                         {257, 18, 513},
+                         {3, 100, 40}}) {
     for (int t = 0; t < 4; ++t) {
       const bool ta = t & 1, tb = t & 2;
       Tensor A = random_tensor(ta ? Shape{K, M} : Shape{M, K}, 1), B = random_tensor(tb ? Shape{N, K} : Shape{K, N}, 2);
@@ -172,7 +177,10 @@ TEST_CASE("nn: gemm, all four transposes, tile edges, alpha and beta") {
         if (beta == 0.0f) std::fill(C.begin(), C.end(), NAN);  // beta 0 must not read C
         gemm(ta, tb, M, N, K, alpha, A.data(), ta ? M : K, B.data(), tb ? K : N, beta, C.data(), N);
         const std::string what = "gemm " + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) +
-                                 (ta ? " A^T" : "") + (tb ? " B^T" : "") + (beta == 0.0f ? " beta 0" : beta == 1.0f ? " beta 1" : " beta 0.5");
+                                 (ta ? " A^T" : "") + (tb ? " B^T" : "") +
+                                 (beta == 0.0f   ? " beta 0"
+                                  : beta == 1.0f ? " beta 1"
+                                                 : " beta 0.5");
         require_close(C, from_double({M, N}, ref), kTol, what);
         Tensor Cs = C0.clone();
         gemm_serial(ta, tb, M, N, K, alpha, A.data(), ta ? M : K, B.data(), tb ? K : N, beta, Cs.data(), N);
@@ -210,7 +218,8 @@ TEST_CASE("nn: Linear with and without bias") {
           for (int64_t i = 0; i < in; ++i) s += at(x, r * in + i) * at(lin.weight, o * in + i);
           ref[size_t(r * out + o)] = s;
         }
-      const std::string what = "linear " + std::to_string(in) + " -> " + std::to_string(out) + (has_bias ? " + bias" : "");
+      const std::string what =
+          "linear " + std::to_string(in) + " -> " + std::to_string(out) + (has_bias ? " + bias" : "");
       require_close(lin.forward(x), from_double({2, 77, out}, ref), kTol, what);
     }
   }
@@ -260,7 +269,8 @@ TEST_CASE("nn: GroupNorm, eps 1e-5 and 1e-6, with and without fused SiLU") {
   Tensor w = random_tensor({64}, 2, 0.5f, 1.5f), b = random_tensor({64}, 3);
   for (float eps : {1e-5f, 1e-6f}) {
     for (bool silu : {false, true}) {
-      const std::string what = std::string("group_norm eps ") + (eps == 1e-5f ? "1e-5" : "1e-6") + (silu ? " + silu" : "");
+      const std::string what =
+          std::string("group_norm eps ") + (eps == 1e-5f ? "1e-5" : "1e-6") + (silu ? " + silu" : "");
       require_close(group_norm(x, w, b, 32, eps, silu), naive_group_norm(x, w, b, 32, eps, silu), kTol, what);
     }
   }
@@ -306,10 +316,14 @@ TEST_CASE("nn: activations SiLU, GELU (exact, tanh), quick_gelu, GEGLU") {
     op(y);
     require_close(y, naive_map(x, f), kTol, what);
   };
-  check(silu_, [](double v) { return v / (1 + std::exp(-v)); }, "silu_");
-  check(gelu_, [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); }, "gelu_ (exact)");
-  check(gelu_tanh_, [k](double v) { return 0.5 * v * (1 + std::tanh(k * (v + 0.044715 * v * v * v))); }, "gelu_tanh_");
-  check(quick_gelu_, [](double v) { return v / (1 + std::exp(-1.702 * v)); }, "quick_gelu_");
+  check(
+      silu_, [](double v) { return v / (1 + std::exp(-v)); }, "silu_");
+  check(
+      gelu_, [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); }, "gelu_ (exact)");
+  check(
+      gelu_tanh_, [k](double v) { return 0.5 * v * (1 + std::tanh(k * (v + 0.044715 * v * v * v))); }, "gelu_tanh_");
+  check(
+      quick_gelu_, [](double v) { return v / (1 + std::exp(-1.702 * v)); }, "quick_gelu_");
   require_close(silu(x), naive_map(x, [](double v) { return v / (1 + std::exp(-v)); }), kTol, "silu (copy)");
 
   Tensor h = random_tensor({2, 5, 2 * 37}, 2, -4.0f, 4.0f);  // [..., 2F] -> [..., F]
@@ -354,8 +368,8 @@ TEST_CASE("nn: scaled_dot_product_attention, self / cross / multi-head / causal"
        }) {
     Tensor q = random_tensor({c.B, c.Lq, c.D}, 1, -2.0f, 2.0f), k = random_tensor({c.B, c.Lk, c.D}, 2, -2.0f, 2.0f);
     Tensor v = random_tensor({c.B, c.Lk, c.Dv}, 3);
-    require_close(scaled_dot_product_attention(q, k, v, c.heads, c.causal),
-                  naive_attention(q, k, v, c.heads, c.causal), kTol, c.what);
+    require_close(scaled_dot_product_attention(q, k, v, c.heads, c.causal), naive_attention(q, k, v, c.heads, c.causal),
+                  kTol, c.what);
   }
   REQUIRE_THROWS_WITH(scaled_dot_product_attention(Tensor({1, 4, 10}), Tensor({1, 4, 10}), Tensor({1, 4, 10}), 3),
                       Catch::Contains("do not split"));

@@ -30,8 +30,8 @@ inline Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, con
   LDM_CHECK(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, "attention: expected [B, L, H*d] tensors, got q ",
             q.shape_str(), ", k ", k.shape_str(), ", v ", v.shape_str());
   const int64_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), D = q.dim(2), Dv = v.dim(2);
-  LDM_CHECK(k.dim(0) == B && v.dim(0) == B && v.dim(1) == Lk && k.dim(2) == D, "attention: q ", q.shape_str(),
-            ", k ", k.shape_str(), ", v ", v.shape_str(), " do not fit together");
+  LDM_CHECK(k.dim(0) == B && v.dim(0) == B && v.dim(1) == Lk && k.dim(2) == D, "attention: q ", q.shape_str(), ", k ",
+            k.shape_str(), ", v ", v.shape_str(), " do not fit together");
   LDM_CHECK(heads > 0 && D % heads == 0 && Dv % heads == 0, "attention: ", D, " features do not split into ", heads,
             " heads");
   LDM_CHECK(Lk > 0, "attention: no keys to attend to (k ", k.shape_str(), ")");
@@ -46,7 +46,8 @@ inline Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, con
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t j = 0; j < Lk; ++j)
-        for (int64_t t = 0; t < d; ++t) kt[size_t(((b * heads + h) * d + t) * Lk + j)] = k[(b * Lk + j) * D + h * d + t];
+        for (int64_t t = 0; t < d; ++t)
+          kt[size_t(((b * heads + h) * d + t) * Lk + j)] = k[(b * Lk + j) * D + h * d + t];
 
 #pragma omp parallel
   {
@@ -59,7 +60,7 @@ inline Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, con
         for (int64_t qb = 0; qb < qblocks; ++qb) {
           const int64_t q0 = qb * kQueryBlock, nq = std::min(kQueryBlock, Lq - q0);
           const int64_t keys = causal ? std::min(Lk, q0 + nq) : Lk;  // later keys are masked for every query here
-          const float* qp = q.data() + (b * Lq + q0) * D + h * d;     // Q block [nq, d], row stride D
+          const float* qp = q.data() + (b * Lq + q0) * D + h * d;    // Q block [nq, d], row stride D
           const float* ktp = kt.data() + (b * heads + h) * d * Lk;   // K^T [d, Lk]
           const float* vp = v.data() + b * Lk * Dv + h * dv;         // V [Lk, dv], row stride Dv
           float* op = out.data() + (b * Lq + q0) * Dv + h * dv;      // O block [nq, dv], row stride Dv
