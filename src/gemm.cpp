@@ -194,7 +194,8 @@ int64_t k_block(int64_t K) {
   return (K + blocks - 1) / blocks;
 }
 
-// Tasks: a grid of row x column blocks of C, at least ~4 per thread so that none idles long.
+// Tasks: a grid of row x column blocks of C, about 8 per thread (when C is large enough), so
+// that handing them out dynamically leaves no thread idle for long.
 struct Tasks {
   int64_t mb, nb, rows, cols;
 };
@@ -202,7 +203,7 @@ Tasks make_tasks(int64_t M, int64_t N, int threads) {
   Tasks t{};
   t.mb = block_size(M, MR, MB, threads > 1 ? 2 : 1);
   t.rows = (M + t.mb - 1) / t.mb;
-  t.nb = block_size(N, NR, NB, threads > 1 ? std::max<int64_t>(1, 4 * threads / t.rows) : 1);
+  t.nb = block_size(N, NR, NB, threads > 1 ? (8 * threads + t.rows - 1) / t.rows : 1);
   t.cols = (N + t.nb - 1) / t.nb;
   return t;
 }
