@@ -15,6 +15,7 @@
 #include "ldm/core/checkpoint.hpp"
 #include "ldm/core/half.hpp"
 #include "reference.hpp"
+#include "tmp_path.hpp"
 
 using namespace ldm;
 using Catch::Contains;
@@ -24,20 +25,8 @@ namespace {
 
 const Component kComponents[] = {Component::UNet, Component::VAE, Component::TextEncoder};
 
-// A path under /tmp removed (file or folder) when the test ends, pass or fail.
-struct TmpPath {
-  std::string path;
-  explicit TmpPath(const std::string& name) : path("/tmp/ldm_test_" + std::to_string(::getpid()) + "_" + name) {
-    fs::remove_all(path);
-  }
-  ~TmpPath() { fs::remove_all(path); }
-  operator const std::string&() const { return path; }
-};
-
-struct Timer {
-  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
-};
+using ldm::test::TmpPath;
+using ldm::test::Timer;
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary);

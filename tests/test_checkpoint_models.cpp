@@ -20,6 +20,7 @@
 #include "ldm/core/memory.hpp"
 #include "ldm/load.hpp"
 #include "reference.hpp"
+#include "tmp_path.hpp"
 
 using namespace ldm;
 using Catch::Contains;
@@ -30,20 +31,8 @@ namespace {
 const Component kComponents[] = {Component::UNet, Component::VAE, Component::TextEncoder};
 constexpr double kHalfTol = 2e-2;  // fp16 paths: relative L2 against the fp32 result
 
-// A path under /tmp removed (file or folder) when the test ends, pass or fail.
-struct TmpPath {
-  std::string path;
-  explicit TmpPath(const std::string& name) : path("/tmp/ldm_test_models_" + std::to_string(::getpid()) + "_" + name) {
-    fs::remove_all(path);
-  }
-  ~TmpPath() { fs::remove_all(path); }
-  operator const std::string&() const { return path; }
-};
-
-struct Timer {
-  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
-};
+using ldm::test::TmpPath;
+using ldm::test::Timer;
 
 // Bytes under a path (a file, or every file of a folder).
 double disk_gb(const std::string& path) {

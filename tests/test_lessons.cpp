@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "lesson_checks.hpp"
 #include "../lessons/01_pixel_space/lesson.hpp"
 #include "../lessons/02_vae_latent_space/lesson.hpp"
 #include "../lessons/03_noise_schedules/lesson.hpp"
@@ -22,21 +23,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string out_dir(const char* lesson) {
-  const fs::path p = fs::temp_directory_path() / "ldm_test_lessons" / lesson;
-  fs::create_directories(p);
-  return p.string();
-}
-
-void require_pictures(const std::vector<std::string>& paths, size_t expected) {
-  REQUIRE(paths.size() == expected);
-  for (const auto& p : paths) {
-    INFO(p);
-    REQUIRE(fs::exists(p));
-    REQUIRE(fs::file_size(p) > 100);
-    REQUIRE(fs::file_size(p) < 200 * 1024);
-  }
-}
+using ldm::test::out_dir;
+using ldm::test::require_pictures;
 
 // The tiny models of lesson 9 (VAE f = 8, U-Net 32/64 channels, CLIP 2 x 32), built once.
 lessons::train_step::Models& tiny() {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "lesson_checks.hpp"
 #include "../lessons/06_guidance_sweep/lesson.hpp"
 #include "../lessons/07_latent_interpolation/lesson.hpp"
 #include "../lessons/08_latent_arithmetic/lesson.hpp"
@@ -18,21 +19,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string out_dir(const char* lesson) {
-  const fs::path p = fs::temp_directory_path() / "ldm_test_lessons" / lesson;
-  fs::create_directories(p);
-  return p.string();
-}
-
-void require_pictures(const std::vector<std::string>& paths, size_t expected) {
-  REQUIRE(paths.size() == expected);
-  for (const auto& p : paths) {
-    INFO(p);
-    REQUIRE(fs::exists(p));
-    REQUIRE(fs::file_size(p) > 100);
-    REQUIRE(fs::file_size(p) < 200 * 1024);
-  }
-}
+using ldm::test::out_dir;
+using ldm::test::require_pictures;
 
 // A CLIP tokenizer in memory: letters only, no merges (every word splits into its letters).
 CLIPTokenizer letter_tokenizer() {

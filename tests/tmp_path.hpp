@@ -1,0 +1,26 @@
+// Test helpers for files: a /tmp path removed when the test ends, and a stopwatch.
+#pragma once
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+
+namespace ldm::test {
+
+// A path under /tmp removed (file or folder) when the test ends, pass or fail.
+struct TmpPath {
+  std::string path;
+  explicit TmpPath(const std::string& name) : path("/tmp/ldm_test_" + std::to_string(::getpid()) + "_" + name) {
+    std::filesystem::remove_all(path);
+  }
+  ~TmpPath() { std::filesystem::remove_all(path); }
+  operator const std::string&() const { return path; }
+};
+
+struct Timer {
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+};
+
+}  // namespace ldm::test
