@@ -17,22 +17,9 @@
 #include <vector>
 
 #include "ldm/core/error.hpp"
+#include "ldm/core/shape.hpp"
 
 namespace ldm {
-
-using Shape = std::vector<int64_t>;
-
-inline int64_t numel_of(const Shape& s) {
-  int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
-}
-
-inline std::string shape_str(const Shape& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
 
 // Row-major Eigen views over tensor memory, for matrix work.
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
