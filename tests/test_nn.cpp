@@ -230,6 +230,59 @@ TEST_CASE("nn: Linear with and without bias") {
   REQUIRE_THROWS_WITH(lin.forward(Tensor({3, 7})), Catch::Contains("expected last dimension 8"));
 }
 
+TEST_CASE("nn: Winograd F(2x2,3x3) conv2d against a direct convolution") {
+  // conv2d takes the Winograd path for these (3x3, stride 1, pad 1, >= 64 channels, W % 32 == 0,
+  // H even); the panels at the image's left and right edges and the padded top and bottom rows
+  // are all exercised, a batch, and a layer wide enough to split an image into bands of tile rows.
+  struct Case {
+    const char* what;
+    int64_t B, C, H, W, O;
+  };
+  for (const Case& c : {Case{"64 -> 64, 8x32", 1, 64, 8, 32, 64}, Case{"batch 2, 80 -> 96, 6x64", 2, 80, 6, 64, 96},
+                        Case{"batch 3, 64 -> 72, 34x96", 3, 64, 34, 96, 72},
+                        Case{"64 -> 1024, 40x32 (two bands of tile rows: 16 + 4)", 1, 64, 40, 32, 1024}}) {
+    REQUIRE(winograd_enabled());
+    REQUIRE(detail::conv_shape({c.B, c.C, c.H, c.W}, {c.O, c.C, 3, 3}, 1, Padding::same(1)).winograd);
+    Tensor x = random_tensor({c.B, c.C, c.H, c.W}, 1), w = random_tensor({c.O, c.C, 3, 3}, 2, -0.1f, 0.1f);
+    Tensor b = random_tensor({c.O}, 3);
+    const Tensor expected = naive_conv2d(x, w, b, 1, Padding::same(1));
+    require_close(conv2d(x, w, b, 1, Padding::same(1)), expected, kTol, c.what);
+    set_winograd_enabled(false);  // the direct path on the same case
+    REQUIRE_FALSE(detail::conv_shape({c.B, c.C, c.H, c.W}, {c.O, c.C, 3, 3}, 1, Padding::same(1)).winograd);
+    require_close(conv2d(x, w, b, 1, Padding::same(1)), expected, kTol, c.what);
+    set_winograd_enabled(true);
+  }
+}
+
+TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
+  // Conv2d with float32 weights takes F(4x4, 3x3) where H and W are multiples of 4 (W >= 16):
+  // groups of 16 tiles that fill a tile row, a part of one (4 and 8 tiles per row), a band of
+  // tile rows spanning two images, and a layer wide enough for two bands (28 + 4 tile rows).
+  // Its transforms scale by up to 25 and by 1/6, 1/12, 1/24, so it rounds several times more
+  // than a direct sum (about 1.4e-6 relative L2 here, against 2e-7): it is held to the
+  // project's tolerance for ops and blocks (../shared/README.md), not to kTol.
+  constexpr double kF43Tol = 1e-5;
+  struct Case {
+    const char* what;
+    int64_t B, C, H, W, O;
+  };
+  for (const Case& c : {Case{"64 -> 64, 16x16 (4 tiles per row)", 1, 64, 16, 16, 64},
+                        Case{"batch 2, 80 -> 96, 12x32 (8 tiles per row)", 2, 80, 12, 32, 96},
+                        Case{"batch 2, 64 -> 72, 8x96 (24 tiles per row)", 2, 64, 8, 96, 72},
+                        Case{"batch 2, 64 -> 2048, 64x16 (two bands, across the images)", 2, 64, 64, 16, 2048}}) {
+    REQUIRE(winograd_f43_enabled());
+    Conv2d conv;
+    conv.weight = random_tensor({c.O, c.C, 3, 3}, 2, -0.1f, 0.1f);
+    conv.bias = random_tensor({c.O}, 3);
+    conv.padding = Padding::same(1);
+    Tensor x = random_tensor({c.B, c.C, c.H, c.W}, 1);
+    const Tensor expected = naive_conv2d(x, conv.weight, conv.bias, 1, Padding::same(1));
+    require_close(conv.forward(x), expected, kF43Tol, c.what);
+    REQUIRE(conv.winograd_tile == 4);
+    require_close(conv.forward(x), expected, kF43Tol, c.what);  // again, with the kept U
+  }
+}
+
 TEST_CASE("nn: conv2d against a direct convolution") {
   struct Case {
     const char* what;

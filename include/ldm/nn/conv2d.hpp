@@ -9,11 +9,13 @@
 #pragma once
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/gemm.hpp"
+#include "ldm/nn/winograd.hpp"
 
 namespace ldm {
 
@@ -30,6 +32,7 @@ struct ConvShape {
   bool pointwise;  // 1x1, stride 1, no padding: the input already is the [C, H*W] col matrix
   bool batched;    // small images (the U-Net's 8x8 and 16x16): one GEMM for the whole batch,
                    // so that the weights are packed once, not once per image
+  bool winograd;   // 3x3, stride 1, padding 1, enough channels: Winograd F(2x2, 3x3) (winograd.hpp)
 };
 
 inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding pad) {
@@ -49,6 +52,9 @@ inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding 
   s.pointwise = s.kh == 1 && s.kw == 1 && stride == 1 && pad.top == 0 && pad.left == 0 && pad.bottom == 0 &&
                 pad.right == 0;
   s.batched = !s.pointwise && s.B > 1 && s.P < 1024;
+  // With few channels the transforms' memory traffic outweighs the saved multiplications.
+  s.winograd = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 && pad.bottom == 1 &&
+               pad.right == 1 && s.C >= 64 && s.O >= 64 && winograd_fits(s.H, s.W) && winograd_enabled();
   return s;
 }
 
@@ -112,17 +118,25 @@ inline void im2col_panel(const ConvShape& s, const float* x, int stride, Padding
 // small-image batch the GEMM's output [O, B*P] before it is spread over the images.
 inline int64_t conv2d_scratch_bytes(const Shape& x, const Shape& weight, int stride, Padding pad) {
   const detail::ConvShape s = detail::conv_shape(x, weight, stride, pad);
+  if (s.winograd) return winograd_scratch_bytes(s.B, s.C, s.H, s.W, s.O);
   if (s.batched) return int64_t(sizeof(float)) * s.O * s.B * s.P + gemm_scratch_bytes(s.O, s.B * s.P, s.K);
   return gemm_scratch_bytes(s.O, s.P, s.pointwise ? s.C : s.K);
 }
 
-// x [B, C, H, W], weight [O, C, kh, kw], bias [O] or undefined -> [B, O, Ho, Wo]
-inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, Padding pad) {
+// x [B, C, H, W], weight [O, C, kh, kw], bias [O] or undefined -> [B, O, Ho, Wo].
+// winograd_u: winograd_weights(weight) when the caller keeps them (Conv2d does); else made here.
+inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, Padding pad,
+                     const std::vector<float>* winograd_u = nullptr) {
   const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad);
   LDM_CHECK(!bias.defined() || bias.numel() == s.O, "conv2d: bias ", bias.shape_str(), " does not match ", s.O,
             " output channels");
   Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
   const float* b_o = bias.defined() ? bias.data() : nullptr;  // added to row o of each GEMM's output
+  if (s.winograd) {
+    const std::vector<float> made = winograd_u ? std::vector<float>() : winograd_weights(weight.data(), s.O, s.C);
+    winograd_conv3x3(x.data(), s.B, s.C, s.H, s.W, winograd_u ? winograd_u->data() : made.data(), s.O, b_o, y.data());
+    return y;
+  }
   // col panels of the images from x0 on, n pixels in all
   auto col_of = [&](const float* x0, int64_t n) {
     return [&s, x0, n, stride, pad](int64_t k0, int64_t kc, int64_t p0, float* dst) {
@@ -194,7 +208,35 @@ struct Conv2d {
   int64_t weight_numel() const { return numel_of(weight_shape()); }
 
   // [B, in, H, W] -> [B, out, Ho, Wo]
-  Tensor forward(const Tensor& x) const { return conv2d(x, weights(), bias, stride, padding); }
+  Tensor forward(const Tensor& x) const {
+    const detail::ConvShape s = detail::conv_shape(x.shape(), weight_shape(), stride, padding);
+    // float32 weights: Winograd's transformed weights made once and kept (fp16: per call, F(2x2))
+    if (weight.defined() && s.kh == 3 && s.kw == 3 && stride == 1 && s.C >= 64 && s.O >= 64 &&
+        padding.top == 1 && padding.left == 1 && padding.bottom == 1 && padding.right == 1) {
+      if (winograd_f43_enabled() && winograd_f43_fits(s.H, s.W)) {
+        if (!winograd_u || winograd_tile != 4)
+          winograd_u = std::make_shared<const std::vector<float>>(winograd_f43_weights(weight.data(), s.O, s.C));
+        winograd_tile = 4;
+        Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
+        winograd_f43_conv3x3(x.data(), s.B, s.C, s.H, s.W, winograd_u->data(), s.O,
+                             bias.defined() ? bias.data() : nullptr, y.data());
+        return y;
+      }
+      if (s.winograd) {
+        if (!winograd_u || winograd_tile != 2)
+          winograd_u = std::make_shared<const std::vector<float>>(winograd_weights(weight.data(), s.O, s.C));
+        winograd_tile = 2;
+        return conv2d(x, weight, bias, stride, padding, winograd_u.get());
+      }
+    }
+    return conv2d(x, weights(), bias, stride, padding);
+  }
+
+  // Winograd-transformed weights of F(winograd_tile x winograd_tile, 3x3), made on the first
+  // call that uses them. Not synchronised: call a model from one thread at a time (its ops use
+  // all the cores).
+  mutable std::shared_ptr<const std::vector<float>> winograd_u;
+  mutable int winograd_tile = 0;
 };
 
 }  // namespace ldm

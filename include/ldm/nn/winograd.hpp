@@ -1,0 +1,70 @@
+// 3x3 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2015).
+//
+// A 2x2 block of outputs of a 3x3 kernel needs 36 multiplications done directly; Winograd's
+// algorithm gets them from 16, by moving to a transformed space where the convolution of a 4x4
+// input tile d with the kernel g is an element-wise product:
+//
+//   Y = A^T [ (G g G^T) (.) (B^T d B) ] A          (.) element-wise, 4x4
+//
+//   B^T = | 1  0 -1  0 |    G = |  1    0    0  |    A^T = | 1  1  1  0 |
+//         | 0  1  1  0 |        | 1/2  1/2  1/2 |          | 0  1 -1 -1 |
+//         | 0 -1  1  0 |        | 1/2 -1/2  1/2 |
+//         | 0  1  0 -1 |        |  0    0    1  |
+//
+// Summed over input channels, the element-wise product at each of the 16 positions k of the
+// tile becomes a matrix product, so a convolution turns into 16 GEMMs:
+//
+//   M_k[O, T] = U_k[O, C] . V_k[C, T]      U = G g G^T per (o, c), V = B^T d B per (c, tile)
+//
+// over T tiles, then each output tile is A^T M A. That is 2.25x fewer multiply-adds than the
+// direct convolution (16 instead of 36 per 2x2 outputs), at the cost of the transforms, which
+// are additions only (G's halves are exact in binary), so the rounding error stays that of a
+// direct fp32 convolution (tests/test_nn.cpp compares both with a naive loop).
+//
+// Here V_k is never stored: the GEMM asks for it panel by panel (gemm_packed_b) and each panel
+// value is two rows of two input pixels added or subtracted, computed from a zero-padded copy
+// of the input rows in use. An image is done in bands of tile rows, M (about 16 MiB) and the
+// padded rows held for one band at a time, so memory stays bounded on a 512x512 image.
+//
+// Used by conv2d for 3x3, stride 1, padding 1 convolutions whose output width is a multiple of
+// 32 and height even (every 3x3 convolution of the SD1.5 VAE, and the U-Net's at 64x64 and
+// 32x32 latents); LDM_CONV=direct in the environment turns it off (for comparisons).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace ldm {
+
+// Can winograd_conv3x3 compute a 3x3 stride-1 pad-1 convolution of H x W images?
+inline bool winograd_fits(int64_t H, int64_t W) { return H % 2 == 0 && W % 32 == 0 && H > 0; }
+
+// Whether conv2d uses it where it fits: on unless LDM_CONV=direct, or set_winograd_enabled(false).
+bool winograd_enabled();
+void set_winograd_enabled(bool on);
+
+// F(4x4, 3x3) (src/winograd_f43.cpp): 36 multiplications for 16 outputs, 4x fewer than direct,
+// with 6x6 transforms; its U is 36/9 = 4x the weight's size, so only Conv2d with float32
+// weights uses it, keeping U (the U-Net's 64x64 and 32x32 levels: +1.3 GB). LDM_CONV=f23 in
+// the environment (or set_winograd_f43_enabled(false)) keeps F(2x2, 3x3) everywhere.
+inline bool winograd_f43_fits(int64_t H, int64_t W) { return H % 4 == 0 && W % 4 == 0 && W >= 16 && H > 0; }
+bool winograd_f43_enabled();
+void set_winograd_f43_enabled(bool on);
+std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C);  // U[36][O][C]
+void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
+                          const float* bias, float* y);
+
+// The transformed weights U[16][O][C] = G g G^T of w[O, C, 3, 3]. Conv2d keeps them once made:
+// on this machine's memory bandwidth, transforming a 1280 x 1280 layer costs a sixth of the
+// convolution itself.
+std::vector<float> winograd_weights(const float* w, int64_t O, int64_t C);
+
+// Working memory of one call besides U (kept by the calling thread for its next call): M for
+// one band of tiles, the band's padded input rows, the GEMM's panels.
+int64_t winograd_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O);
+
+// y[B, O, H, W] = conv3x3(x[B, C, H, W], w, stride 1, padding 1) + bias[O] (may be null), given
+// U = winograd_weights(w).
+void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
+                      const float* bias, float* y);
+
+}  // namespace ldm

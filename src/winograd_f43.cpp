@@ -1,0 +1,239 @@
+// Winograd F(4x4, 3x3): 4x4 outputs of a 3x3 kernel from 36 multiplications instead of 144.
+// See include/ldm/nn/winograd.hpp. The same scheme as F(2x2, 3x3) with 6x6 input tiles:
+//
+//   B^T = | 4  0 -5  0  1  0 |   G = |  1/4    0     0  |   A^T = | 1  1  1  1  1  0 |
+//         | 0 -4 -4  1  1  0 |       | -1/6 -1/6  -1/6 |         | 0  1 -1  2 -2  0 |
+//         | 0  4 -4 -1  1  0 |       | -1/6  1/6  -1/6 |         | 0  1  1  4  4  0 |
+//         | 0 -2 -1  2  1  0 |       | 1/24 1/12   1/6 |         | 0  1 -1  8 -8  1 |
+//         | 0  2 -1 -2  1  0 |       | 1/24 -1/12  1/6 |
+//         | 0  4  0 -5  0  1 |       |   0    0     1  |
+//
+//   for each band of tile rows (across the batch):
+//     V[k][c][t] = (B^T d B)[k]      all 36 components at once, 16 tiles per vector
+//     M[k][O, n] = U[k][O, C] . V[k][C, n]        36 GEMMs
+//     y tiles    = A^T M A + bias
+//
+// The transforms multiply by small integers and by 1/4, 1/6, 1/12, 1/24 (the last three not
+// exact in binary), so the rounding error is a few times that of F(2x2, 3x3); tests/test_nn.cpp
+// holds it to the same bound against a double-precision loop.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "ldm/nn/gemm.hpp"
+#include "ldm/nn/winograd.hpp"
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // v16 by value in internal functions (see gemm.cpp)
+
+namespace ldm {
+namespace {
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+inline v16 load(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+
+constexpr float kBt[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                             {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+constexpr float kG[6][3] = {{1.f / 4, 0, 0},
+                            {-1.f / 6, -1.f / 6, -1.f / 6},
+                            {-1.f / 6, 1.f / 6, -1.f / 6},
+                            {1.f / 24, 1.f / 12, 1.f / 6},
+                            {1.f / 24, -1.f / 12, 1.f / 6},
+                            {0, 0, 1}};
+constexpr float kAt[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+
+// p[s], p[s + 4], ..., p[s + 60]: one column of 16 consecutive tiles' 6x6 inputs (s < 4).
+template <int S>
+inline v16 gather4(const float* p) {
+  constexpr v16i pick = {S, S + 4, S + 8, S + 12, S + 16, S + 20, S + 24, S + 28, 0, 0, 0, 0, 0, 0, 0, 0};
+  const v16 lo = __builtin_shuffle(load(p), load(p + 16), pick);       // lanes 0..7
+  const v16 hi = __builtin_shuffle(load(p + 32), load(p + 48), pick);  // lanes 0..7 of the rest
+  return __builtin_shuffle(lo, hi, v16i{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23});
+}
+
+void transform_weights_into(const float* w, int64_t O, int64_t C, float* U) {
+  const int64_t OC = O * C;
+#pragma omp parallel for schedule(static)
+  for (int64_t oc = 0; oc < OC; ++oc) {
+    const float* g = w + oc * 9;  // g[r * 3 + s]
+    float t[6][3];                // G g
+    for (int i = 0; i < 6; ++i)
+      for (int s = 0; s < 3; ++s) t[i][s] = kG[i][0] * g[s] + kG[i][1] * g[3 + s] + kG[i][2] * g[6 + s];
+    for (int i = 0; i < 6; ++i)  // (G g) G^T
+      for (int j = 0; j < 6; ++j)
+        U[(i * 6 + j) * OC + oc] = t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2];
+  }
+}
+
+struct Geometry {
+  int64_t B, C, H, W, tiles_w, tiles_h;
+};
+
+// Each tile row of a band keeps its own 6 input rows, zero-padded: slot i (the band's i-th tile
+// row, g = b * tiles_h + ty over the batch) holds rows[c][6 i + r][1 + x] = x[b][c][4 ty - 1 + r][x].
+// The vector loads of a row's last group of tiles read past its end (lanes that are then
+// dropped), so the buffer has slack after the last row.
+struct Band {
+  std::vector<float> data;
+  int64_t rows = 0, width = 0;
+  const float* row(int64_t c, int64_t r) const { return data.data() + (c * rows + r) * width; }
+};
+
+void fill_band(const Geometry& g, const float* x, int64_t g0, int64_t g1, Band& band) {
+  band.rows = 6 * (g1 - g0);
+  band.width = 4 * g.tiles_w + 2;
+  band.data.resize(size_t(g.C * band.rows * band.width + 128));
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < g.C; ++c) {
+    for (int64_t i = 0; i < g1 - g0; ++i) {
+      const int64_t b = (g0 + i) / g.tiles_h, ty = (g0 + i) % g.tiles_h;
+      for (int r = 0; r < 6; ++r) {
+        float* dst = band.data.data() + (c * band.rows + 6 * i + r) * band.width;
+        const int64_t y = 4 * ty - 1 + r;
+        dst[0] = 0.0f;
+        dst[band.width - 1] = 0.0f;
+        if (y >= 0 && y < g.H) {
+          std::memcpy(dst + 1, x + ((b * g.C + c) * g.H + y) * g.W, size_t(g.W) * sizeof(float));
+        } else {
+          std::fill(dst + 1, dst + 1 + g.W, 0.0f);
+        }
+      }
+    }
+  }
+}
+
+// V[k][c][t] for the band's n tiles, t = i * tiles_w + tx.
+void input_transform(const Geometry& g, const Band& band, int64_t tile_rows, int64_t n, float* V) {
+  const int64_t groups = (g.tiles_w + 15) / 16;
+#pragma omp parallel for collapse(3) schedule(static)
+  for (int64_t c = 0; c < g.C; ++c) {
+    for (int64_t i = 0; i < tile_rows; ++i) {
+      for (int64_t q = 0; q < groups; ++q) {
+        v16 t[6][6];  // B^T d: t[xi][s]
+        for (int xi = 0; xi < 6; ++xi)
+          for (int s = 0; s < 6; ++s) t[xi][s] = v16{};
+        for (int r = 0; r < 6; ++r) {
+          const float* p = band.row(c, 6 * i + r) + 64 * q;  // tile 16q's first column
+          const v16 d[6] = {gather4<0>(p),     gather4<1>(p),     gather4<2>(p),
+                            gather4<3>(p),     gather4<0>(p + 4), gather4<1>(p + 4)};
+          for (int xi = 0; xi < 6; ++xi) {
+            const float b = kBt[xi][r];
+            if (b == 0.0f) continue;
+            for (int s = 0; s < 6; ++s) t[xi][s] += b * d[s];
+          }
+        }
+        const int64_t valid = std::min<int64_t>(16, g.tiles_w - 16 * q);
+        float* out = V + c * n + i * g.tiles_w + 16 * q;
+        for (int xi = 0; xi < 6; ++xi) {
+          for (int nu = 0; nu < 6; ++nu) {  // (B^T d) B
+            v16 v{};
+            for (int s = 0; s < 6; ++s)
+              if (kBt[nu][s] != 0.0f) v += kBt[nu][s] * t[xi][s];
+            float* dst = out + (xi * 6 + nu) * g.C * n;
+            if (valid == 16) {
+              store(dst, v);
+            } else {
+              float tmp[16];
+              store(tmp, v);
+              std::copy_n(tmp, valid, dst);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// y tiles of the band from M[k][O][n] (+ bias).
+void output_transform(const Geometry& g, const float* M, int64_t O, int64_t g0, int64_t tile_rows, int64_t n,
+                      const float* bias, float* y) {
+  const int64_t groups = (g.tiles_w + 15) / 16;
+#pragma omp parallel for collapse(3) schedule(static)
+  for (int64_t o = 0; o < O; ++o) {
+    for (int64_t i = 0; i < tile_rows; ++i) {
+      for (int64_t q = 0; q < groups; ++q) {
+        const int64_t valid = std::min<int64_t>(16, g.tiles_w - 16 * q);
+        const float* m = M + o * n + i * g.tiles_w + 16 * q;
+        v16 s[4][6];  // A^T along xi
+        for (int a = 0; a < 4; ++a)
+          for (int nu = 0; nu < 6; ++nu) s[a][nu] = v16{};
+        for (int xi = 0; xi < 6; ++xi) {
+          for (int nu = 0; nu < 6; ++nu) {
+            v16 mk;
+            if (valid == 16) {
+              mk = load(m + (xi * 6 + nu) * O * n);
+            } else {
+              float tmp[16] = {};
+              std::copy_n(m + (xi * 6 + nu) * O * n, valid, tmp);
+              mk = load(tmp);
+            }
+            for (int a = 0; a < 4; ++a)
+              if (kAt[a][xi] != 0.0f) s[a][nu] += kAt[a][xi] * mk;
+          }
+        }
+        const int64_t b = (g0 + i) / g.tiles_h, ty = (g0 + i) % g.tiles_h;
+        const float bo = bias ? bias[o] : 0.0f;
+        for (int a = 0; a < 4; ++a) {
+          float tile[4][16];  // tile[col in tile][tile]
+          for (int cb = 0; cb < 4; ++cb) {
+            v16 v = v16{} + bo;
+            for (int nu = 0; nu < 6; ++nu)
+              if (kAt[cb][nu] != 0.0f) v += kAt[cb][nu] * s[a][nu];
+            store(tile[cb], v);
+          }
+          float* row = y + ((b * O + o) * g.H + 4 * ty + a) * g.W + 64 * q;
+          for (int64_t j = 0; j < valid; ++j)
+            for (int cb = 0; cb < 4; ++cb) row[4 * j + cb] = tile[cb][j];
+        }
+      }
+    }
+  }
+}
+
+// Tile rows per band: V and M up to about 32 MiB each (whole tile rows, at least one). Bands of
+// many tiles matter because the GEMMs repack U for each band.
+int64_t band_tile_rows(const Geometry& g, int64_t O) {
+  const int64_t target = (int64_t(8) << 20) / (36 * std::max(g.C, O));
+  return std::clamp<int64_t>(target / g.tiles_w, 1, g.B * g.tiles_h);
+}
+
+}  // namespace
+
+std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C) {
+  std::vector<float> U(size_t(36 * O * C));
+  transform_weights_into(w, O, C, U.data());
+  return U;
+}
+
+void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
+                          const float* bias, float* y) {
+  const Geometry g{B, C, H, W, W / 4, H / 4};
+  const int64_t rows = band_tile_rows(g, O), total_rows = B * g.tiles_h;
+  // Kept by the calling thread between calls (fresh pages cost more than the work done in
+  // them); other threads reach them through these references only.
+  thread_local std::vector<float> V_kept, M_kept;
+  thread_local Band band_kept;
+  std::vector<float>& V = V_kept;
+  std::vector<float>& M = M_kept;
+  Band& band = band_kept;
+  V.resize(size_t(36 * C * rows * g.tiles_w));
+  M.resize(size_t(36 * O * rows * g.tiles_w));
+  for (int64_t g0 = 0; g0 < total_rows; g0 += rows) {
+    const int64_t g1 = std::min(total_rows, g0 + rows), n = (g1 - g0) * g.tiles_w;
+    fill_band(g, x, g0, g1, band);
+    input_transform(g, band, g1 - g0, n, V.data());
+    for (int k = 0; k < 36; ++k)
+      gemm(false, false, O, n, C, 1.0f, U + k * O * C, C, V.data() + k * C * n, n, 0.0f, M.data() + k * O * n, n);
+    output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
+  }
+}
+
+}  // namespace ldm
