@@ -255,9 +255,10 @@ TEST_CASE("nn: Winograd F(2x2,3x3) conv2d against a direct convolution") {
 }
 
 TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
-  // Conv2d with float32 weights takes F(4x4, 3x3) where H and W are multiples of 4 (W >= 16):
-  // groups of 16 tiles that fill a tile row, a part of one (4 and 8 tiles per row), a band of
-  // tile rows spanning two images, and a layer wide enough for two bands (28 + 4 tile rows).
+  // A Conv2d that allows it (the U-Net's) with float32 weights takes F(4x4, 3x3) on images of
+  // at least 32x32 with sides multiples of 4: groups of 16 tiles that fill a tile row and parts
+  // of one (8, 9 and 24 tiles per row), a band of tile rows spanning two images, and a layer
+  // wide enough for two bands.
   // Its transforms scale by up to 25 and by 1/6, 1/12, 1/24, so it rounds several times more
   // than a direct sum (about 1.4e-6 relative L2 here, against 2e-7): it is held to the
   // project's tolerance for ops and blocks (../shared/README.md), not to kTol.
@@ -266,12 +267,13 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
     const char* what;
     int64_t B, C, H, W, O;
   };
-  for (const Case& c : {Case{"64 -> 64, 16x16 (4 tiles per row)", 1, 64, 16, 16, 64},
-                        Case{"batch 2, 80 -> 96, 12x32 (8 tiles per row)", 2, 80, 12, 32, 96},
-                        Case{"batch 2, 64 -> 72, 8x96 (24 tiles per row)", 2, 64, 8, 96, 72},
-                        Case{"batch 2, 64 -> 2048, 64x16 (two bands, across the images)", 2, 64, 64, 16, 2048}}) {
+  for (const Case& c : {Case{"64 -> 64, 32x32 (8 tiles per row)", 1, 64, 32, 32, 64},
+                        Case{"batch 2, 80 -> 96, 32x36 (9 tiles per row)", 2, 80, 32, 36, 96},
+                        Case{"64 -> 72, 32x96 (24 tiles per row)", 1, 64, 32, 96, 72},
+                        Case{"batch 2, 64 -> 1024, 64x32 (bands of 28 + 4 tile rows, across the images)", 2, 64, 64, 32, 1024}}) {
     REQUIRE(winograd_f43_enabled());
     Conv2d conv;
+    conv.allow_winograd_f43 = true;
     conv.weight = random_tensor({c.O, c.C, 3, 3}, 2, -0.1f, 0.1f);
     conv.bias = random_tensor({c.O}, 3);
     conv.padding = Padding::same(1);
@@ -281,6 +283,13 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
     REQUIRE(conv.winograd_tile == 4);
     require_close(conv.forward(x), expected, kF43Tol, c.what);  // again, with the kept U
   }
+  // Without the owner's leave, F(2x2, 3x3) (whose transform is 16/9 the weight's size).
+  Conv2d conv;
+  conv.weight = random_tensor({64, 64, 3, 3}, 2, -0.1f, 0.1f);
+  conv.padding = Padding::same(1);
+  Tensor x = random_tensor({1, 64, 32, 32}, 1);
+  require_close(conv.forward(x), naive_conv2d(x, conv.weight, Tensor(), 1, Padding::same(1)), kTol, "F(2x2)");
+  REQUIRE(conv.winograd_tile == 2);
 }
 
 TEST_CASE("nn: conv2d against a direct convolution") {

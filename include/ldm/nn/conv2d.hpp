@@ -210,10 +210,13 @@ struct Conv2d {
   // [B, in, H, W] -> [B, out, Ho, Wo]
   Tensor forward(const Tensor& x) const {
     const detail::ConvShape s = detail::conv_shape(x.shape(), weight_shape(), stride, padding);
-    // float32 weights: Winograd's transformed weights made once and kept (fp16: per call, F(2x2))
+    // float32 weights: Winograd's transformed weights made once and kept (fp16: per call, F(2x2)).
+    // F(4x4) keeps 4x the weight's size: only where the owner allows it (the U-Net) and on
+    // images of at least 32x32 (not the U-Net's 16x16 level: its 1280-channel weights would
+    // need 2.8 GB more).
     if (weight.defined() && s.kh == 3 && s.kw == 3 && stride == 1 && s.C >= 64 && s.O >= 64 &&
         padding.top == 1 && padding.left == 1 && padding.bottom == 1 && padding.right == 1) {
-      if (winograd_f43_enabled() && winograd_f43_fits(s.H, s.W)) {
+      if (allow_winograd_f43 && winograd_f43_enabled() && winograd_f43_fits(s.H, s.W) && s.H >= 32 && s.W >= 32) {
         if (!winograd_u || winograd_tile != 4)
           winograd_u = std::make_shared<const std::vector<float>>(winograd_f43_weights(weight.data(), s.O, s.C));
         winograd_tile = 4;
@@ -237,6 +240,7 @@ struct Conv2d {
   // all the cores).
   mutable std::shared_ptr<const std::vector<float>> winograd_u;
   mutable int winograd_tile = 0;
+  bool allow_winograd_f43 = false;  // may keep F(4x4, 3x3)'s 4x-sized transform (set by the U-Net)
 };
 
 }  // namespace ldm
