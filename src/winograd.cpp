@@ -206,6 +206,9 @@ void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W
     for (int64_t ty0 = 0; ty0 < tiles_h; ty0 += rows) {
       const int64_t ty1 = std::min(tiles_h, ty0 + rows), n = (ty1 - ty0) * g.tiles_w;  // n % 16 == 0
       fill_band(g, image, ty0, ty1, band);
+      // 16 independent GEMMs, one per thread at a time (gemm_packed_b runs on the calling
+      // thread inside a parallel region): no barrier between them.
+#pragma omp parallel for schedule(dynamic)
       for (int k = 0; k < 16; ++k) {
         const int xi = k / 4, nu = k % 4;
         auto pack = [&g, &band, xi, nu](int64_t k0, int64_t kc, int64_t j0, float* dst) {

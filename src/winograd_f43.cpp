@@ -230,8 +230,13 @@ void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64
     const int64_t g1 = std::min(total_rows, g0 + rows), n = (g1 - g0) * g.tiles_w;
     fill_band(g, x, g0, g1, band);
     input_transform(g, band, g1 - g0, n, V.data());
+    // 36 independent GEMMs, one per thread at a time: no thread waits for another until the
+    // last one is done (a GEMM split across the threads would meet at a barrier 36 times).
+    const float* v = V.data();
+    float* m = M.data();
+#pragma omp parallel for schedule(dynamic)
     for (int k = 0; k < 36; ++k)
-      gemm(false, false, O, n, C, 1.0f, U + k * O * C, C, V.data() + k * C * n, n, 0.0f, M.data() + k * O * n, n);
+      gemm_serial(false, false, O, n, C, 1.0f, U + k * O * C, C, v + k * C * n, n, 0.0f, m + k * O * n, n);
     output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
   }
 }
