@@ -60,6 +60,12 @@ cublasHandle_t cublas() {
     LDM_CUBLAS_CHECK(cublasSetStream(handle, stream()));
     // fp32 parity: never let cuBLAS round fp32 operands to TF32.
     LDM_CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_PEDANTIC_MATH));
+    // A workspace of its own, allocated once here, so that cuBLAS allocates nothing while a
+    // CUDA graph is being recorded (unet_graph.hpp). 32 MiB is what NVIDIA suggests for Hopper.
+    constexpr size_t kWorkspace = size_t(32) << 20;
+    void* workspace = nullptr;
+    LDM_CUDA_CHECK(cudaMalloc(&workspace, kWorkspace));
+    LDM_CUBLAS_CHECK(cublasSetWorkspace(handle, workspace, kWorkspace));
     return handle;
   }();
   return h;

@@ -16,6 +16,9 @@
 
 #include "ldm/core/safetensors.hpp"
 #include "reference.hpp"
+#ifdef LDM_WITH_CUDA
+#include "ldm/cuda/device_tensor.hpp"
+#endif
 
 using namespace ldm;
 using Catch::Contains;
@@ -211,4 +214,18 @@ TEST_CASE("ldm eval: wrong inputs, component or model exit non-zero with a messa
     CHECK_THAT(r.err, Contains(missing + ".safetensors"));
   }
   CHECK_FALSE(fs::exists(out.path));  // nothing written when the run fails
+}
+
+// Built with and without CUDA: `--device cuda` names what is missing, the CUDA build or the GPU
+// (with both, tests/test_cuda_cli.cpp runs the real thing). Found before anything is read.
+TEST_CASE("ldm eval --device cuda: a clear error without a CUDA build or without a GPU") {
+#ifdef LDM_WITH_CUDA
+  if (ldm::cuda::available()) return;
+  const std::string expected = "--device cuda: no CUDA device";
+#else
+  const std::string expected = "this build has no CUDA: nvcc was not found when it was configured";
+#endif
+  const Run r = ldm_eval("unet --device cuda --precision fp16 --inputs /nonexistent.safetensors --output /tmp/x.safetensors");
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("error: ") && Contains(expected));
 }

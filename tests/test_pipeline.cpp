@@ -10,14 +10,14 @@
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng.hpp"
 #include "ldm/load.hpp"
+#include "pipeline_ref.hpp"
 #include "reference.hpp"
 
 using namespace ldm;
+using ldm::test::check_pipeline_result;
 using ldm::test::Reference;
 
 namespace {
-
-constexpr double kLatentTol = 1e-3, kImageMaxDiff = 4e-3;
 
 // One full-size synthetic SD1.5, shared by every case of this file.
 const StableDiffusion& synthetic_sd15() {
@@ -29,46 +29,18 @@ const StableDiffusion& synthetic_sd15() {
   return sd;
 }
 
-std::vector<int64_t> ids(const Reference& ref, const std::string& name) { return ref.file.load_i64(name); }
-
-void check_result(const std::string& name, const Tensor& latents, const Tensor& image, const Reference& ref) {
-  Tensor steps = ref.get(name, "step_latents");  // [S, 1, 4, h, w]
-  const int64_t S = steps.dim(0);
-  Tensor final_ref = steps.slice0(S - 1, S).reshape(latents.shape());
-  ldm::test::require_close(latents, final_ref, kLatentTol, name + " final latents");
-  Tensor img_ref = ref.get(name, "image");
-  REQUIRE(image.shape() == img_ref.shape());
-  const double d = ldm::test::max_abs_diff(image, img_ref);
-  std::printf("  %-40s image max |diff| %.3e  (tol %.0e)\n", (name + " image").c_str(), d, kImageMaxDiff);
-  CHECK(d <= kImageMaxDiff);
-}
-
 }  // namespace
 
 TEST_CASE("pipeline: txt2img with given latents, four samplers (ref_pipeline_full)") {
   LDM_REQUIRE_REFERENCE(path, "ref_pipeline_full.safetensors");
   Reference ref(path);
   const StableDiffusion& sd = synthetic_sd15();
-  for (const char* name : {"pipe_ddim", "pipe_pndm", "pipe_euler", "pipe_dpmpp_2m"}) {
-    const auto& meta = ref.meta(name);
-    GenerationParams p;
-    p.prompt_ids = ids(ref, std::string(name) + ".input_ids");
-    p.negative_prompt_ids = ids(ref, std::string(name) + ".negative_input_ids");
-    p.scheduler = meta.at("scheduler").get<std::string>();  // diffusers class names are accepted
-    p.steps = meta.at("steps").get<int>();
-    p.guidance_scale = meta.at("guidance_scale").get<float>();
-    p.width = meta.at("width").get<int>();
-    p.height = meta.at("height").get<int>();
-    p.init_latents = ref.get(name, "latents");
+  for (const std::string& name : ldm::test::pipeline_full_cases()) {
+    const GenerationParams p = ldm::test::pipeline_case_params(ref, name);
     LdmGenerator unused(0);
     GenerationResult r = generate(sd, p, unused, nullptr, /*keep_step_latents=*/true);
-    Tensor steps = ref.get(name, "step_latents");
-    REQUIRE(int64_t(r.step_latents.size()) == steps.dim(0));
-    for (size_t i = 0; i < r.step_latents.size(); ++i) {
-      Tensor s = steps.slice0(int64_t(i), int64_t(i) + 1).reshape(r.step_latents[i].shape());
-      std::printf("    %s step %zu latents rel L2 %.3e\n", name, i + 1, ldm::test::rel_l2(r.step_latents[i], s));
-    }
-    check_result(name, r.latents, r.image, ref);
+    ldm::test::print_step_errors(name, r.step_latents, ref);
+    check_pipeline_result(name, r.latents, r.image, ref);
   }
 }
 
@@ -96,7 +68,7 @@ TEST_CASE("pipeline: seeded txt2img and img2img through `ldm generate --rng torc
     INFO(cmd);
     REQUIRE(std::system(cmd.c_str()) == 0);
     SafeTensors got(out + ".safetensors");
-    check_result(name, got.load("latents"), got.load("image"), ref);
+    check_pipeline_result(name, got.load("latents"), got.load("image"), ref);
     Tensor png = read_image(out + ".png");  // the PNG is the 8-bit rounding of the image tensor
     CHECK(ldm::test::max_abs_diff(nchw_to_nhwc(png), got.load("image")) <= 0.5 / 255 + 1e-6);
     CHECK(read_png_text(out + ".png").at("parameters").find("Seed: " + std::to_string(meta.at("seed").get<int64_t>())) !=

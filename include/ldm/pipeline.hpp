@@ -22,6 +22,7 @@
 #include "ldm/core/image.hpp"
 #include "ldm/core/random.hpp"
 #include "ldm/guidance.hpp"
+#include "ldm/model_runner.hpp"
 #include "ldm/models/clip_text.hpp"
 #include "ldm/models/clip_tokenizer.hpp"
 #include "ldm/models/unet.hpp"
@@ -31,12 +32,17 @@
 namespace ldm {
 
 // The loaded components of a Stable Diffusion 1.5 model.
+//
+// The networks run through `runner` when it is set (e.g. the GPU one of ldm/cuda/runner.hpp;
+// the CPU models are then left empty, only vae.config is filled), else through the CPU models
+// here. The tokenizer, scheduler and guidance always run on the host.
 struct StableDiffusion {
   std::optional<CLIPTokenizer> tokenizer;  // absent: prompts must come as token ids
   CLIPTextModel text_encoder;
   UNet2DConditionModel unet;
   AutoencoderKL vae;
   SchedulerConfig scheduler_config;
+  std::shared_ptr<ModelRunner> runner;  // null: the CPU models above
 };
 
 struct GenerationParams {
@@ -126,16 +132,18 @@ inline GenerationResult generate(const StableDiffusion& sd, const GenerationPara
               p.init_image.dim(3), "x", p.init_image.dim(2), " is not a multiple of 8");
   }
   GenerationResult result;
+  CpuModelRunner cpu(sd.text_encoder, sd.unet, sd.vae);
+  ModelRunner& net = sd.runner ? *sd.runner : cpu;
   const bool cfg = p.guidance_scale > 1.0f;
   const int64_t B = p.batch;
 
   // 1. Text -> context [B (uncond) + B (text), 77, 768]
   auto t0 = clock::now();
   const auto ids = prompt_token_ids(sd, p.prompt, p.prompt_ids);
-  Tensor context = detail::repeat_batch(sd.text_encoder.encode(ids, 1, p.clip_skip), B);
+  Tensor context = detail::repeat_batch(net.encode_text(ids, 1, p.clip_skip), B);
   if (cfg) {
     const auto neg = prompt_token_ids(sd, p.negative_prompt, p.negative_prompt_ids);
-    Tensor uncond = detail::repeat_batch(sd.text_encoder.encode(neg, 1, p.clip_skip), B);
+    Tensor uncond = detail::repeat_batch(net.encode_text(neg, 1, p.clip_skip), B);
     context = detail::cat_batch(uncond, context);
   }
   result.timings.text_encoding = detail::seconds_since(t0);
@@ -161,7 +169,7 @@ inline GenerationResult generate(const StableDiffusion& sd, const GenerationPara
     t0 = clock::now();
     Tensor image = p.init_image.clone();
     image.vec() = image.vec() * 2.0f - Eigen::VectorXf::Ones(image.numel());  // [0, 1] -> [-1, 1]
-    DiagonalGaussian posterior = sd.vae.encode(image);
+    DiagonalGaussian posterior = net.vae_encode(image);
     Tensor init = posterior.sample(gen.randn(posterior.mean.shape()));
     init.vec() *= sf;
     init = detail::repeat_batch(init, B);
@@ -177,7 +185,7 @@ inline GenerationResult generate(const StableDiffusion& sd, const GenerationPara
     auto ts = clock::now();
     Tensor model_in = cfg ? detail::cat_batch(latents, latents) : latents;
     model_in = scheduler->scale_model_input(model_in, t);
-    Tensor eps = sd.unet.forward(model_in, float(t), context);  // [2B or B, 4, h, w]
+    Tensor eps = net.unet(model_in, float(t), context);  // [2B or B, 4, h, w]
     if (cfg) {
       Tensor guided = classifier_free_guidance(eps, p.guidance_scale);
       if (p.guidance_rescale > 0.0f) guided = rescale_noise_cfg(guided, eps.slice0(B, 2 * B), p.guidance_rescale);
@@ -195,7 +203,7 @@ inline GenerationResult generate(const StableDiffusion& sd, const GenerationPara
   t0 = clock::now();
   Tensor z = latents.clone();
   z.vec() /= sf;
-  Tensor decoded = sd.vae.decode(z);  // [B, 3, H, W] in about [-1, 1]
+  Tensor decoded = net.vae_decode(z);  // [B, 3, H, W] in about [-1, 1]
   for (float& v : decoded) v = std::clamp(v / 2.0f + 0.5f, 0.0f, 1.0f);
   result.image = nchw_to_nhwc(decoded);
   result.timings.decoding = detail::seconds_since(t0);

@@ -11,6 +11,9 @@
 #include "ldm/load.hpp"
 #include "ldm/pipeline.hpp"
 #include "progress.hpp"
+#ifdef LDM_WITH_CUDA
+#include "ldm/cuda/device_tensor.hpp"
+#endif
 
 namespace ldm::cli {
 namespace {
@@ -24,6 +27,8 @@ struct Options {
   uint64_t seed = 42;
   std::string rng = "ldm", init_image, init_latents, output = "out.png", output_tensors;
   bool fp16_weights = false;
+  std::string device = "cpu", precision = "fp32";
+  bool cuda_graphs = false;
 };
 
 std::string output_name(const std::string& base, int index, int count) {
@@ -55,6 +60,13 @@ void run_generate(const Options& o) {
             o.height);
   LDM_CHECK(o.init_image.empty() || (o.strength > 0.0f && o.strength <= 1.0f), "--strength must be in (0, 1], got ",
             o.strength);
+  LoadOptions lo;
+  lo.tokenizer_dir = o.tokenizer;
+  lo.fp16_weights = o.fp16_weights;
+  lo.device = o.device;
+  lo.precision = o.precision;
+  lo.cuda_graphs = o.cuda_graphs;
+  check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
   if (o.threads > 0) omp_set_num_threads(o.threads);
   auto gen = make_generator(o.rng, o.seed);
 
@@ -64,14 +76,12 @@ void run_generate(const Options& o) {
   if (!o.init_image.empty()) p.init_image = read_image(o.init_image);
   if (!o.init_latents.empty()) p.init_latents = SafeTensors(o.init_latents).load("latents");
 
-  LoadOptions lo;
-  lo.tokenizer_dir = o.tokenizer;
-  lo.fp16_weights = o.fp16_weights;
   StableDiffusion sd = load_stable_diffusion(o.model, lo);
   if (o.karras) sd.scheduler_config.use_karras_sigmas = true;
   if (!o.timestep_spacing.empty()) sd.scheduler_config.timestep_spacing = o.timestep_spacing;
   const double load_s = detail::seconds_since(t0);
-  std::fprintf(stderr, "loaded %s in %.1f s\n", o.model.c_str(), load_s);
+  std::fprintf(stderr, "loaded %s in %.1f s on %s\n", o.model.c_str(), load_s,
+               sd.runner ? sd.runner->device().c_str() : "cpu");
 
   p.prompt = o.prompt;
   p.negative_prompt = o.negative_prompt;
@@ -111,10 +121,16 @@ void run_generate(const Options& o) {
     std::fprintf(stderr, "wrote %s (image, latents)\n", o.output_tensors.c_str());
   }
   const auto& t = r.timings;
+  std::string gpu_memory;
+#ifdef LDM_WITH_CUDA
+  if (o.device == "cuda")
+    gpu_memory = str(", GPU peak memory ", double(cuda::peak_memory_allocated_bytes()) / double(1ull << 30), " GiB");
+#endif
   std::fprintf(stderr,
-               "done: load %.1f s, text encoding %.2f s,%s sampling %.1f s (%.2f s/step), decode %.1f s, peak memory %.2f GB\n",
+               "done: load %.1f s, text encoding %.2f s,%s sampling %.1f s (%.3f s/step), decode %.2f s, peak memory %.2f GB%s\n",
                load_s, t.text_encoding, t.encoding > 0 ? str(" image encoding ", t.encoding, " s,").c_str() : "",
-               t.sampling, t.sampling / std::max<size_t>(1, size_t(bar.total())), t.decoding, peak_rss_gb());
+               t.sampling, t.sampling / std::max<size_t>(1, size_t(bar.total())), t.decoding, peak_rss_gb(),
+               gpu_memory.c_str());
 }
 
 }  // namespace
@@ -146,6 +162,13 @@ void add_generate(CLI::App& app) {
   c->add_option("--tokenizer", o.tokenizer, "folder with vocab.json + merges.txt (default: the model's tokenizer/)");
   c->add_option("--threads", o.threads, "CPU threads (default: all)");
   c->add_flag("--fp16-weights", o.fp16_weights, "keep weights in fp16 in memory (half the memory, converted on the fly)");
+  c->add_option("--device", o.device, "where the networks run: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  c->add_option("--precision", o.precision, "cuda: fp32, fp16 or bf16 (the CPU path is fp32)")
+      ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
+      ->capture_default_str();
+  c->add_flag("--cuda-graphs", o.cuda_graphs, "cuda: replay the U-Net forward from CUDA graphs (experimental)");
   c->add_option("--output", o.output, "PNG to write (several: out-0.png, out-1.png, ...)")->capture_default_str();
   c->add_option("--output-tensors", o.output_tensors, "also write image [B,H,W,3] and latents as safetensors");
   c->callback([] { run_generate(o); });

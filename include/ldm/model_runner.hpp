@@ -1,0 +1,67 @@
+// ModelRunner: the three networks of a Stable Diffusion pipeline behind one interface, so that
+// the pipeline (ldm/pipeline.hpp) does not care where they run.
+//
+//   encode_text(ids [B*77], B, clip_skip) -> context [B, 77, 768]     (CLIP text encoder)
+//   unet(sample [N, 4, h, w], t, context [N, 77, 768]) -> eps [N, 4, h, w]
+//   vae_decode(z [B, 4, h, w], already / scaling_factor) -> image [B, 3, 8h, 8w] in about [-1, 1]
+//   vae_encode(x [B, 3, H, W] in [-1, 1]) -> q(z | x), a DiagonalGaussian over [B, 4, H/8, W/8]
+//
+// Everything crosses the interface as host float32 ldm::Tensors: the scheduler, guidance and
+// random draws stay on the host in every case, so a runner only has to move the network
+// inputs in and the outputs out (a few hundred KB per U-Net step at 512x512).
+//
+// Two implementations:
+//   CpuModelRunner          (this file) calls the CPU models of ldm/models/ directly;
+//   cuda::CudaModelRunner   (ldm/cuda/runner.hpp, CUDA builds only) keeps the weights on the GPU.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "ldm/core/tensor.hpp"
+#include "ldm/models/clip_text.hpp"
+#include "ldm/models/unet.hpp"
+#include "ldm/models/vae.hpp"
+
+namespace ldm {
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+
+  // "cpu", or e.g. "cuda fp16: NVIDIA H200 (sm_90, ...)": for logs.
+  virtual std::string device() const = 0;
+
+  // CLIPTextModel::encode: ids holds `batch` rows of 77 token ids -> [batch, 77, 768].
+  virtual Tensor encode_text(const std::vector<int64_t>& ids, int64_t batch, int clip_skip) = 0;
+  // UNet2DConditionModel::forward with one timestep for the whole batch -> eps, sample's shape.
+  virtual Tensor unet(const Tensor& sample, float timestep, const Tensor& context) = 0;
+  // AutoencoderKL::decode (latent already divided by the scaling factor).
+  virtual Tensor vae_decode(const Tensor& latent) = 0;
+  // AutoencoderKL::encode.
+  virtual DiagonalGaussian vae_encode(const Tensor& image) = 0;
+};
+
+// The CPU models, called exactly as the pipeline always called them. Holds references: the
+// models must outlive the runner (the pipeline builds one per generate() call).
+class CpuModelRunner : public ModelRunner {
+ public:
+  CpuModelRunner(const CLIPTextModel& text_encoder, const UNet2DConditionModel& unet, const AutoencoderKL& vae)
+      : text_encoder_(text_encoder), unet_(unet), vae_(vae) {}
+
+  std::string device() const override { return "cpu"; }
+  Tensor encode_text(const std::vector<int64_t>& ids, int64_t batch, int clip_skip) override {
+    return text_encoder_.encode(ids, batch, clip_skip);
+  }
+  Tensor unet(const Tensor& sample, float timestep, const Tensor& context) override {
+    return unet_.forward(sample, timestep, context);
+  }
+  Tensor vae_decode(const Tensor& latent) override { return vae_.decode(latent); }
+  DiagonalGaussian vae_encode(const Tensor& image) override { return vae_.encode(image); }
+
+ private:
+  const CLIPTextModel& text_encoder_;
+  const UNet2DConditionModel& unet_;
+  const AutoencoderKL& vae_;
+};
+
+}  // namespace ldm
