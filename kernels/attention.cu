@@ -512,8 +512,6 @@ __global__ void __launch_bounds__(128)
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 // false when no tiling fits (the caller then uses v2).
 template <typename T>
 bool attention_flash_mma(const T* q, const T* k, const T* v, T* out, const AttnShape& a) {

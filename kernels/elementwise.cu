@@ -26,17 +26,6 @@
 namespace ldm::cuda {
 namespace {
 
-// ---- vector access ------------------------------------------------------------------------
-// V consecutive elements moved by one instruction (16 bytes when V = 16 / sizeof(T)).
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-template <typename T>
-constexpr int kVec = int(16 / sizeof(T));  // 4 floats, 8 halves / bfloat16s
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride loops cover the rest
 unsigned grid_for(int64_t items) { return unsigned(std::clamp<int64_t>(ceil_div(items, kThreads), 1, kMaxBlocks)); }

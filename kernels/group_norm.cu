@@ -42,15 +42,6 @@ const char* group_norm_impl_name(GroupNormImpl impl) {
 
 namespace {
 
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-template <typename T>
-constexpr int kVec = int(16 / sizeof(T));
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 __device__ __forceinline__ float silu_f(float y) { return y / (1.0f + expf(-y)); }
 
 // ---- v1: one thread per (sample, group) ---------------------------------------------------

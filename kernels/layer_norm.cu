@@ -22,15 +22,6 @@
 namespace ldm::cuda {
 namespace {
 
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-template <typename T>
-constexpr int kVec = int(16 / sizeof(T));
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 constexpr int kThreads = 256, kRowsPerBlock = kThreads / 32;
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -35,6 +35,16 @@ cublasHandle_t cublas();
 std::shared_ptr<void> scratch_alloc(int64_t bytes);
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// V consecutive elements moved by one 16-byte instruction (V = kVec<T>: 4 floats, 8 halves or
+// bfloat16s), for pointers that aligned16() accepts.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+template <typename T>
+constexpr int kVec = int(16 / sizeof(T));
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 inline unsigned grid_1d(int64_t n, int threads = 256) { return unsigned(ceil_div(n, threads)); }
 
 template <typename T>

@@ -102,17 +102,7 @@ class Tensor {
 
   // Same storage, new shape; one dimension may be -1.
   Tensor reshape(Shape shape) const {
-    int64_t known = 1, infer = -1;
-    for (size_t i = 0; i < shape.size(); ++i) {
-      if (shape[i] == -1) {
-        LDM_CHECK(infer < 0, "reshape: only one dimension may be -1");
-        infer = int64_t(i);
-      } else {
-        known *= shape[i];
-      }
-    }
-    if (infer >= 0) shape[size_t(infer)] = known ? numel() / known : 0;
-    LDM_CHECK(numel_of(shape) == numel(), "reshape: cannot view ", shape_str(), " as ", ldm::shape_str(shape));
+    shape = infer_shape(std::move(shape), numel(), shape_str());
     Tensor t = *this;
     t.shape_ = std::move(shape);
     return t;
