@@ -10,7 +10,8 @@
 //
 //   for each band of tile rows (across the batch):
 //     V[k][c][t] = (B^T d B)[k]      all 36 components at once, 16 tiles per vector
-//     M[k][O, n] = U[k][O, C] . V[k][C, n]        36 GEMMs
+//     M[k][O, n] = U[k][O, C] . V[k][C, n]        36 GEMMs (U kept as U[k]^T [C, O], so that
+//                                                 packing it is a plain copy, not a transpose)
 //     y tiles    = A^T M A + bias
 //
 // The transforms multiply by small integers and by 1/4, 1/6, 1/12, 1/24 (the last three not
@@ -67,9 +68,10 @@ void transform_weights_into(const float* w, int64_t O, int64_t C, float* U) {
     float t[6][3];                // G g
     for (int i = 0; i < 6; ++i)
       for (int s = 0; s < 3; ++s) t[i][s] = kG[i][0] * g[s] + kG[i][1] * g[3 + s] + kG[i][2] * g[6 + s];
-    for (int i = 0; i < 6; ++i)  // (G g) G^T
+    const int64_t o = oc / C, c = oc % C;
+    for (int i = 0; i < 6; ++i)  // (G g) G^T, stored transposed: U[k][c][o]
       for (int j = 0; j < 6; ++j)
-        U[(i * 6 + j) * OC + oc] = t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2];
+        U[(i * 6 + j) * OC + c * O + o] = t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2];
   }
 }
 
@@ -236,7 +238,7 @@ void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64
     float* m = M.data();
 #pragma omp parallel for schedule(dynamic)
     for (int k = 0; k < 36; ++k)
-      gemm_serial(false, false, O, n, C, 1.0f, U + k * O * C, C, v + k * C * n, n, 0.0f, m + k * O * n, n);
+      gemm_serial(true, false, O, n, C, 1.0f, U + k * O * C, O, v + k * C * n, n, 0.0f, m + k * O * n, n);
     output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
   }
 }

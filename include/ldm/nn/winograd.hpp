@@ -49,7 +49,7 @@ void set_winograd_enabled(bool on);
 inline bool winograd_f43_fits(int64_t H, int64_t W) { return H % 4 == 0 && W % 4 == 0 && W >= 16 && H > 0; }
 bool winograd_f43_enabled();
 void set_winograd_f43_enabled(bool on);
-std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C);  // U[36][O][C]
+std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C);  // U[36][C][O]
 void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
                           const float* bias, float* y);
 
