@@ -43,6 +43,7 @@ static_assert(NR == 16, "the micro-kernel holds a row of the tile in one v16");
 constexpr int64_t KC = 256;  // a B panel, KC x NR floats = 16 KiB, stays in a 32 KiB L1
 constexpr int64_t MB = 256;   // rows per task: its packed A block (256 KiB) stays in L2
 constexpr int64_t NB = 1024;  // columns per task: its packed B block (1 MiB) streams from L2/L3
+constexpr int64_t kSharedBMax = int64_t(2) << 20;  // floats (8 MiB) of B packed once per call
 
 inline v16 load(const float* p) {
   v16 v;
@@ -223,10 +224,31 @@ void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand& A, const P
   const int64_t kc_max = k_block(K);
   const Tasks t = make_tasks(M, N, threads);
 
+  // Where several row blocks would each pack the same B panels (tall C: the linear layers over
+  // 8192 tokens pack their weights 32 times), B is packed once, up front, when it is small:
+  // panel j of K block k0 at packed_b + k0 * n_pad + j * kc.
+  const int64_t n_pad = (N + NR - 1) / NR * NR;
+  const bool share_b = t.rows >= 3 && K * n_pad <= kSharedBMax;
+  thread_local std::vector<float> packed_b_kept;  // the calling thread's, reused across calls
+  std::vector<float>& packed_b = packed_b_kept;
+  if (share_b) {
+    packed_b.resize(size_t(K * n_pad));
+    const int64_t panels = n_pad / NR, kblocks = (K + kc_max - 1) / kc_max;
+    float* const pb = packed_b.data();
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      for (int64_t p = 0; p < panels; ++p) {
+        const int64_t k0 = kb * kc_max, kc = std::min(kc_max, K - k0);
+        pack_b(k0, kc, p * NR, pb + k0 * n_pad + p * NR * kc);
+      }
+    }
+  }
+  const float* const shared_b = share_b ? packed_b.data() : nullptr;
+
   // Each task owns its block of C through all of K: the threads never wait for each other
   // (one barrier, at the end), which matters on a machine shared with other processes. The
-  // price is packing a block of A once per column block and of B once per row block (a few
-  // percent at these block sizes).
+  // price is packing a block of A once per column block and (unless shared above) of B once
+  // per row block.
 #pragma omp parallel for collapse(2) schedule(dynamic) num_threads(threads) if (threads > 1)
   for (int64_t rt = 0; rt < t.rows; ++rt) {
     for (int64_t ct = 0; ct < t.cols; ++ct) {
@@ -240,13 +262,15 @@ void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand& A, const P
         const bool first = k0 == 0;  // later K blocks accumulate onto the first
         const float beta_k = first ? beta : 1.0f;
         for (int64_t i = i0; i < i_end; i += MR) pack_a_panel(A, M, i, k0, kc, a_block.data() + (i - i0) * kc);
-        for (int64_t j = j0; j < j_end; j += NR) pack_b(k0, kc, j, b_block.data() + (j - j0) * kc);
+        if (!shared_b)
+          for (int64_t j = j0; j < j_end; j += NR) pack_b(k0, kc, j, b_block.data() + (j - j0) * kc);
         // Each B panel (16 KiB) stays in L1 while it meets every A panel of the block (in L2).
         for (int64_t j = j0; j < j_end; j += NR) {
+          const float* b_panel = shared_b ? shared_b + k0 * n_pad + j * kc : b_block.data() + (j - j0) * kc;
           for (int64_t i = i0; i < i_end; i += MR) {
             const Bias tile_bias{first && bias.rows ? bias.rows + i : nullptr,
                                  first && bias.cols ? bias.cols + j : nullptr};
-            micro_kernel(kc, a_block.data() + (i - i0) * kc, b_block.data() + (j - j0) * kc, C + i * ldc + j, ldc,
+            micro_kernel(kc, a_block.data() + (i - i0) * kc, b_panel, C + i * ldc + j, ldc,
                          int(std::min<int64_t>(MR, i_end - i)), int(std::min<int64_t>(NR, j_end - j)), alpha,
                          beta_k, tile_bias);
           }
