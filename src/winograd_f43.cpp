@@ -200,11 +200,13 @@ void output_transform(const Geometry& g, const float* M, int64_t O, int64_t g0, 
   }
 }
 
-// Tile rows per band: V and M up to about 32 MiB each (whole tile rows, at least one). Bands of
-// many tiles matter because the GEMMs repack U for each band.
+// Tile rows per band: V and M up to about 48 MiB each (whole tile rows, at least one), in bands
+// of equal size. Bands of many tiles matter because the GEMMs repack U for each band: at 48 MiB
+// every U-Net layer at 32x32 latents, batch 2, takes one band (the 1920-channel one needs 35 MB).
 int64_t band_tile_rows(const Geometry& g, int64_t O) {
-  const int64_t target = (int64_t(8) << 20) / (36 * std::max(g.C, O));
-  return std::clamp<int64_t>(target / g.tiles_w, 1, g.B * g.tiles_h);
+  const int64_t total = g.B * g.tiles_h, target = (int64_t(12) << 20) / (36 * std::max(g.C, O));
+  const int64_t rows = std::clamp<int64_t>(target / g.tiles_w, 1, total), bands = (total + rows - 1) / rows;
+  return (total + bands - 1) / bands;
 }
 
 }  // namespace
