@@ -6,8 +6,11 @@
 //   clip        input_ids int64 [B,77]                              -> last_hidden_state, penultimate
 // --device cuda --precision fp32|fp16|bf16 runs the GPU twin of the component instead (inputs
 // and outputs stay float32 files).
-#include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "commands.hpp"
 #include "ldm/core/memory.hpp"
@@ -30,41 +33,95 @@ Tensor input(const SafeTensors& f, const std::string& name, int ndim, const char
   return t;
 }
 
-#ifdef LDM_WITH_CUDA
-// The component on the GPU: same inputs, same output names as the CPU branches of run_eval.
-// Returns the load time; the forward's time is the caller's clock minus that.
-void eval_cuda(const std::string& component, const SafeTensors& in, const ModelFiles& files, const LoadOptions& lo,
-               SafeTensorsWriter& out, double& load_s) {
-  using clock = std::chrono::steady_clock;
-  const cuda::DType dt = cuda::parse_dtype(lo.precision);
-  auto t0 = clock::now();
+// The inputs of a component, read and checked once, whatever device runs it.
+struct EvalInputs {
+  Tensor sample, timestep, context;  // unet
+  Tensor latent;                     // vae-decode
+  Tensor image;                      // vae-encode
+  std::vector<int64_t> ids;          // clip: batch rows of 77
+  int64_t batch = 0;
+};
+
+EvalInputs read_inputs(const std::string& component, const SafeTensors& in) {
+  EvalInputs x;
   if (component == "unet") {
-    Tensor sample = in.load("sample"), timestep = in.load("timestep"), context = in.load("context");
-    auto unet = load_cuda_unet(files, lo);
-    load_s = detail::seconds_since(t0);
-    out.add("out", cuda::to_host(unet->forward(cuda::to_device(sample, dt), {timestep[0]}, cuda::to_device(context, dt))));
+    x.sample = input(in, "sample", 4, "[B, 4, H, W] noisy latents");
+    x.timestep = input(in, "timestep", 1, "[1] diffusion timestep");
+    x.context = input(in, "context", 3, "[B, L, 768] text embeddings");
+    LDM_CHECK(x.sample.dim(1) == 4, "tensor 'sample' needs 4 latent channels, got ", x.sample.shape_str());
+    LDM_CHECK(x.context.dim(0) == x.sample.dim(0) && x.context.dim(2) == 768, "tensor 'context' ",
+              x.context.shape_str(), " does not fit sample ", x.sample.shape_str(), ": expected [", x.sample.dim(0),
+              ", L, 768]");
   } else if (component == "vae-decode") {
-    auto vae = load_cuda_vae(files, lo);
-    load_s = detail::seconds_since(t0);
-    out.add("image", cuda::to_host(vae->decode(cuda::to_device(in.load("latent"), dt))));
+    x.latent = input(in, "latent", 4, "[B, 4, h, w] latents, already divided by the scaling factor");
+    LDM_CHECK(x.latent.dim(1) == 4, "tensor 'latent' needs 4 channels, got ", x.latent.shape_str());
   } else if (component == "vae-encode") {
-    auto vae = load_cuda_vae(files, lo);
-    load_s = detail::seconds_since(t0);
-    cuda::DeviceTensor mean, logvar;
-    vae->encode_moments(cuda::to_device(in.load("image"), dt), mean, logvar);
-    Tensor lv = cuda::to_host(logvar);
-    for (float& v : lv) v = std::clamp(v, -30.0f, 20.0f);  // as DiagonalGaussian::from_moments
-    out.add("mean", cuda::to_host(mean));
-    out.add("logvar", lv);
-  } else {  // clip
+    x.image = input(in, "image", 4, "[B, 3, H, W] image in [-1, 1]");
+    LDM_CHECK(x.image.dim(1) == 3 && x.image.dim(2) % 8 == 0 && x.image.dim(3) % 8 == 0,
+              "tensor 'image' must be [B, 3, H, W] with H and W multiples of 8, got ", x.image.shape_str());
+  } else if (component == "clip") {
+    LDM_CHECK(in.contains("input_ids"), "'", in.path(), "' has no tensor 'input_ids' (int64 [B, 77] token ids)");
     const Shape shape = in.info("input_ids").shape;
-    std::vector<int64_t> ids = in.load_i64("input_ids");
-    auto clip = load_cuda_text_encoder(files, lo);
-    load_s = detail::seconds_since(t0);
-    CLIPTextOutput r = clip->forward(ids, shape[0], /*output_hidden_states=*/true);
-    out.add("last_hidden_state", r.last_hidden_state);
-    out.add("penultimate", r.hidden_states[r.hidden_states.size() - 2]);
+    LDM_CHECK(shape.size() == 2 && shape[1] == 77, "tensor 'input_ids' should be [B, 77], got ", shape_str(shape));
+    x.ids = in.load_i64("input_ids");
+    x.batch = shape[0];
+  } else {
+    LDM_FAIL("unknown component '", component, "': choose unet, vae-encode, vae-decode or clip");
   }
+  return x;
+}
+
+// The forward of a loaded component: its outputs by name.
+using Outputs = std::vector<std::pair<std::string, Tensor>>;
+using Forward = std::function<Outputs()>;
+
+// Loads the component on the CPU; returns its forward on x.
+Forward load_cpu(const std::string& component, const EvalInputs& x, const ModelFiles& files, const LoadOptions& lo) {
+  if (component == "unet") {
+    auto unet = std::make_shared<UNet2DConditionModel>(load_unet(files, lo));
+    return [unet, &x] { return Outputs{{"out", unet->forward(x.sample, x.timestep[0], x.context)}}; };
+  }
+  if (component == "vae-decode" || component == "vae-encode") {
+    auto vae = std::make_shared<AutoencoderKL>(load_vae(files, lo));
+    if (component == "vae-decode") return [vae, &x] { return Outputs{{"image", vae->decode(x.latent)}}; };
+    return [vae, &x] {
+      DiagonalGaussian post = vae->encode(x.image);
+      return Outputs{{"mean", post.mean}, {"logvar", post.logvar}};
+    };
+  }
+  auto clip = std::make_shared<CLIPTextModel>(load_text_encoder(files, lo));
+  return [clip, &x] {
+    CLIPTextOutput r = clip->forward(x.ids, x.batch, /*output_hidden_states=*/true);
+    return Outputs{{"last_hidden_state", r.last_hidden_state}, {"penultimate", r.hidden_states[r.hidden_states.size() - 2]}};
+  };
+}
+
+#ifdef LDM_WITH_CUDA
+// The same on the GPU, in lo.precision: inputs go up and outputs come down as float32.
+Forward load_cuda(const std::string& component, const EvalInputs& x, const ModelFiles& files, const LoadOptions& lo) {
+  const cuda::DType dt = cuda::parse_dtype(lo.precision);
+  if (component == "unet") {
+    auto unet = load_cuda_unet(files, lo);
+    return [unet, &x, dt] {
+      const cuda::DeviceTensor out =
+          unet->forward(cuda::to_device(x.sample, dt), {x.timestep[0]}, cuda::to_device(x.context, dt));
+      return Outputs{{"out", cuda::to_host(out)}};
+    };
+  }
+  if (component == "vae-decode" || component == "vae-encode") {
+    auto vae = load_cuda_vae(files, lo);
+    if (component == "vae-decode")
+      return [vae, &x, dt] { return Outputs{{"image", cuda::to_host(vae->decode(cuda::to_device(x.latent, dt)))}}; };
+    return [vae, &x, dt] {
+      DiagonalGaussian post = vae->encode(cuda::to_device(x.image, dt));
+      return Outputs{{"mean", post.mean}, {"logvar", post.logvar}};
+    };
+  }
+  auto clip = load_cuda_text_encoder(files, lo);
+  return [clip, &x] {
+    CLIPTextOutput r = clip->forward(x.ids, x.batch, /*output_hidden_states=*/true);
+    return Outputs{{"last_hidden_state", r.last_hidden_state}, {"penultimate", r.hidden_states[r.hidden_states.size() - 2]}};
+  };
 }
 #endif
 
@@ -77,83 +134,27 @@ void run_eval(const EvalOptions& o) {
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
   SafeTensors in(o.inputs);
   ModelFiles files = open_model(o.model);
-  SafeTensorsWriter out;
+  const EvalInputs x = read_inputs(o.component, in);
+
   auto t0 = clock::now();
-  double load_s = 0;
-  if (o.component == "unet") {
-    Tensor sample = input(in, "sample", 4, "[B, 4, H, W] noisy latents");
-    Tensor timestep = input(in, "timestep", 1, "[1] diffusion timestep");
-    Tensor context = input(in, "context", 3, "[B, L, 768] text embeddings");
-    LDM_CHECK(sample.dim(1) == 4, "tensor 'sample' needs 4 latent channels, got ", sample.shape_str());
-    LDM_CHECK(context.dim(0) == sample.dim(0) && context.dim(2) == 768, "tensor 'context' ", context.shape_str(),
-              " does not fit sample ", sample.shape_str(), ": expected [", sample.dim(0), ", L, 768]");
-    if (o.device == "cuda") {
-#ifdef LDM_WITH_CUDA
-      eval_cuda(o.component, in, files, lo, out, load_s);
-#endif
-    } else {
-      UNet2DConditionModel unet = load_unet(files, lo);
-      load_s = detail::seconds_since(t0);
-      t0 = clock::now();
-      out.add("out", unet.forward(sample, timestep[0], context));
-    }
-  } else if (o.component == "vae-decode") {
-    Tensor latent = input(in, "latent", 4, "[B, 4, h, w] latents, already divided by the scaling factor");
-    LDM_CHECK(latent.dim(1) == 4, "tensor 'latent' needs 4 channels, got ", latent.shape_str());
-    if (o.device == "cuda") {
-#ifdef LDM_WITH_CUDA
-      eval_cuda(o.component, in, files, lo, out, load_s);
-#endif
-    } else {
-      AutoencoderKL vae = load_vae(files, lo);
-      load_s = detail::seconds_since(t0);
-      t0 = clock::now();
-      out.add("image", vae.decode(latent));
-    }
-  } else if (o.component == "vae-encode") {
-    Tensor image = input(in, "image", 4, "[B, 3, H, W] image in [-1, 1]");
-    LDM_CHECK(image.dim(1) == 3 && image.dim(2) % 8 == 0 && image.dim(3) % 8 == 0, "tensor 'image' must be [B, 3, H, W]",
-              " with H and W multiples of 8, got ", image.shape_str());
-    if (o.device == "cuda") {
-#ifdef LDM_WITH_CUDA
-      eval_cuda(o.component, in, files, lo, out, load_s);
-#endif
-    } else {
-      AutoencoderKL vae = load_vae(files, lo);
-      load_s = detail::seconds_since(t0);
-      t0 = clock::now();
-      DiagonalGaussian post = vae.encode(image);
-      out.add("mean", post.mean);
-      out.add("logvar", post.logvar);
-    }
-  } else if (o.component == "clip") {
-    LDM_CHECK(in.contains("input_ids"), "'", in.path(), "' has no tensor 'input_ids' (int64 [B, 77] token ids)");
-    const Shape shape = in.info("input_ids").shape;
-    LDM_CHECK(shape.size() == 2 && shape[1] == 77, "tensor 'input_ids' should be [B, 77], got ", shape_str(shape));
-    if (o.device == "cuda") {
-#ifdef LDM_WITH_CUDA
-      eval_cuda(o.component, in, files, lo, out, load_s);
-#endif
-    } else {
-      std::vector<int64_t> ids = in.load_i64("input_ids");
-      CLIPTextModel clip = load_text_encoder(files, lo);
-      load_s = detail::seconds_since(t0);
-      t0 = clock::now();
-      CLIPTextOutput r = clip.forward(ids, shape[0], /*output_hidden_states=*/true);
-      out.add("last_hidden_state", r.last_hidden_state);
-      out.add("penultimate", r.hidden_states[r.hidden_states.size() - 2]);
-    }
-  } else {
-    LDM_FAIL("unknown component '", o.component, "': choose unet, vae-encode, vae-decode or clip");
-  }
-  double run_s = detail::seconds_since(t0);
+  Forward forward;
   std::string gpu;
-#ifdef LDM_WITH_CUDA
   if (o.device == "cuda") {
-    run_s -= load_s;  // eval_cuda ran the load and the forward under the same clock
+#ifdef LDM_WITH_CUDA
+    forward = load_cuda(o.component, x, files, lo);
+#endif
+  } else {
+    forward = load_cpu(o.component, x, files, lo);
+  }
+  const double load_s = detail::seconds_since(t0);
+  t0 = clock::now();
+  SafeTensorsWriter out;
+  for (const auto& [name, t] : forward()) out.add(name, t);
+  const double run_s = detail::seconds_since(t0);
+#ifdef LDM_WITH_CUDA
+  if (o.device == "cuda")
     gpu = str(", GPU peak memory ", double(cuda::peak_memory_allocated_bytes()) / double(1ull << 30), " GiB (",
               o.precision, " on ", cuda::device_description(), ")");
-  }
 #endif
   out.save(o.output);
   std::fprintf(stderr, "%s: load %.1f s, forward %.3f s, peak memory %.2f GB%s; wrote %s\n", o.component.c_str(),

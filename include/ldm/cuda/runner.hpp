@@ -13,7 +13,6 @@
 // Optional: CUDA graphs for the U-Net (ldm/cuda/unet_graph.hpp), off unless use_graphs is set.
 // Only compiled in CUDA builds (LDM_WITH_CUDA): include it behind #ifdef LDM_WITH_CUDA.
 #pragma once
-#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -63,16 +62,7 @@ class CudaModelRunner : public ModelRunner {
 
   Tensor vae_decode(const Tensor& latent) override { return to_host(vae_->decode(to_device(latent, dtype_))); }
 
-  DiagonalGaussian vae_encode(const Tensor& image) override {
-    DeviceTensor mean, logvar;
-    vae_->encode_moments(to_device(image, dtype_), mean, logvar);
-    DiagonalGaussian g;
-    g.mean = to_host(mean);
-    g.logvar = to_host(logvar);
-    // DiagonalGaussian's contract (as from_moments): logvar clamped to [-30, 20]; idempotent.
-    for (float& v : g.logvar) v = std::clamp(v, -30.0f, 20.0f);
-    return g;
-  }
+  DiagonalGaussian vae_encode(const Tensor& image) override { return vae_->encode(to_device(image, dtype_)); }
 
  private:
   // The context on the GPU: uploaded again only when its shape or values change.

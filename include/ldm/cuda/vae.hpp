@@ -106,10 +106,10 @@ struct AutoencoderKL {
     return to_dtype(image, z.dtype());
   }
 
-  // image [B, 3, H, W] in [-1, 1] -> q(z | image): mean and logvar [B, 4, H/8, W/8] in the
-  // image's dtype, logvar clamped to [-30, 20]. The split and clamp run on the host, by the CPU
-  // code (ldm::DiagonalGaussian::from_moments), so this waits for the GPU.
-  void encode_moments(const DeviceTensor& x, DeviceTensor& mean, DeviceTensor& logvar) const {
+  // image [B, 3, H, W] in [-1, 1] -> q(z | image) on the host: mean and logvar [B, 4, H/8, W/8],
+  // logvar clamped to [-30, 20]. The split and clamp are the CPU code's
+  // (ldm::DiagonalGaussian::from_moments), so this waits for the GPU.
+  DiagonalGaussian encode(const DeviceTensor& x) const {
     LDM_CHECK(encoder.conv_in.weight.defined(), "cuda::AutoencoderKL: encode called before load()");
     LDM_CHECK(x.ndim() == 4 && x.dim(1) == config.in_channels, "cuda::AutoencoderKL::encode: expected an image [B, ",
               config.in_channels, ", H, W] with values in [-1, 1], got ", x.shape_str());
@@ -120,7 +120,12 @@ struct AutoencoderKL {
     const DeviceTensor moments = per_image(to_dtype(x, dtype), [this](const DeviceTensor& xb) {
       return quant_conv.forward(encoder.forward(xb));  // [1, 8, H/8, W/8]
     });
-    const DiagonalGaussian g = DiagonalGaussian::from_moments(to_host(moments));
+    return DiagonalGaussian::from_moments(to_host(moments));
+  }
+
+  // The same moments back on the GPU, in the image's dtype.
+  void encode_moments(const DeviceTensor& x, DeviceTensor& mean, DeviceTensor& logvar) const {
+    const DiagonalGaussian g = encode(x);
     mean = to_device(g.mean, x.dtype());
     logvar = to_device(g.logvar, x.dtype());
   }
