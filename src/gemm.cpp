@@ -22,14 +22,15 @@
 #include <cstring>
 #include <vector>
 
-// Without AVX-512, GCC warns that passing a v16 by value has a different ABI; these functions
-// are internal to this file, so no call crosses an ABI boundary.
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "v16.hpp"
 
 namespace ldm {
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));  // one AVX-512 register of floats
+using simd::load;
+using simd::store;
+using simd::v16;
+using simd::v16i;
 
 #if defined(__AVX512F__)
 constexpr int MR = 16;  // 16 accumulator registers of 16 floats, of the 32 zmm registers
@@ -44,13 +45,6 @@ constexpr int64_t KC = 256;  // a B panel, KC x NR floats = 16 KiB, stays in a 3
 constexpr int64_t MB = 256;   // rows per task: its packed A block (256 KiB) stays in L2
 constexpr int64_t NB = 1024;  // columns per task: its packed B block (1 MiB) streams from L2/L3
 constexpr int64_t kSharedBMax = int64_t(2) << 20;  // floats (8 MiB) of B packed once per call
-
-inline v16 load(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 
 // Bias added to a tile of C on the first K block: row_bias[i] along rows (a convolution's
 // per-channel bias), col_bias[j] along columns (a linear layer's); either may be null.
@@ -110,7 +104,6 @@ struct Operand {
 // off-diagonal b x b sub-blocks of every 2b x 2b block (b = 8, 4, 2, 1). For rows x = r[i] and
 // y = r[i + b], in each group of 2b lanes: r[i] gets the low b lanes of x then of y (`lo`),
 // r[i + b] the high b lanes of x then of y (`hi`).
-typedef int32_t v16i __attribute__((vector_size(64)));
 template <int b>
 void transpose_stage(v16* r, v16i lo, v16i hi) {
   for (int i = 0; i < 16; ++i) {

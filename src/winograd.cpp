@@ -21,22 +21,17 @@
 #include <vector>
 
 #include "ldm/nn/gemm.hpp"
-
-#pragma GCC diagnostic ignored "-Wpsabi"  // v16 by value in internal functions (see gemm.cpp)
+#include "v16.hpp"
 
 namespace ldm {
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-static_assert(kGemmPanelWidth == 16, "a GEMM panel is 16 tiles, one v16");
+using simd::load;
+using simd::store;
+using simd::v16;
+using simd::v16i;
 
-inline v16 load(const float* p) {
-  v16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+static_assert(kGemmPanelWidth == 16, "a GEMM panel is 16 tiles, one v16");
 
 // p[0], p[2], ..., p[30]: every other float of 32.
 inline v16 load_even(const float* p) {
