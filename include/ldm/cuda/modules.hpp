@@ -83,7 +83,7 @@ struct Conv2d {
     weight = upload_param(m.weights(), dtype);
     bias = upload_param(m.bias, dtype);
     stride = m.stride;
-    padding = Padding{m.padding.top, m.padding.left, m.padding.bottom, m.padding.right};
+    padding = m.padding;
   }
   void load(WeightStore& w, const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int stride_, int pad,
             bool has_bias, DType dtype) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ldm/cuda/device_tensor.hpp"
+#include "ldm/nn/padding.hpp"
 
 namespace ldm::cuda {
 
@@ -33,10 +34,7 @@ DeviceTensor linear(const DeviceTensor& x, const DeviceTensor& weight, const Dev
                     GemmImpl impl = GemmImpl::cublas);
 
 // ---- conv2d (kernels/conv2d.cu) ----------------------------------------------------------
-struct Padding {
-  int top = 0, left = 0, bottom = 0, right = 0;
-  static Padding same(int p) { return {p, p, p, p}; }
-};
+using ldm::Padding;  // the CPU conv2d's (nn/padding.hpp)
 enum class ConvImpl {
   v1_direct,          // one thread per output element, loops over C x kh x kw
   v2_implicit_gemm,   // im2col tiles built in shared memory, never in global memory

@@ -15,14 +15,10 @@
 
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/gemm.hpp"
+#include "ldm/nn/padding.hpp"
 #include "ldm/nn/winograd.hpp"
 
 namespace ldm {
-
-struct Padding {
-  int top = 0, left = 0, bottom = 0, right = 0;
-  static Padding same(int p) { return {p, p, p, p}; }
-};
 
 namespace detail {
 
