@@ -126,7 +126,7 @@ TEST_CASE("unet: UNetConfig from a diffusers config.json") {
   CHECK_THROWS_WITH(UNetConfig::from_json(bad), Catch::Contains("attention_head_dim has 2 entries for 4 blocks"));
   bad = sd15;
   bad["norm_eps"] = "small";
-  CHECK_THROWS_WITH(UNetConfig::from_json(bad), Catch::Contains("\"norm_eps\" has the wrong type"));
+  CHECK_THROWS_WITH(UNetConfig::from_json(bad), Catch::Contains("\"norm_eps\" must be a finite number"));
 }
 
 TEST_CASE("unet: tiny U-Net (2 levels, 32/64 channels) against diffusers") {

@@ -88,7 +88,7 @@ TEST_CASE("vae: VAEConfig from a diffusers config.json") {
   CHECK_THROWS_WITH(VAEConfig::from_json(bad), Catch::Contains("multiple of norm_num_groups"));
   bad = j;
   bad["latent_channels"] = "four";
-  CHECK_THROWS_WITH(VAEConfig::from_json(bad), Catch::Contains("latent_channels") && Catch::Contains("wrong type"));
+  CHECK_THROWS_WITH(VAEConfig::from_json(bad), Catch::Contains("latent_channels") && Catch::Contains("must be an integer"));
 }
 
 TEST_CASE("vae: DiagonalGaussian splits moments, clamps logvar, samples mean + std * noise") {
