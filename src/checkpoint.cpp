@@ -317,15 +317,21 @@ ModelFiles open_diffusers_folder(const std::string& dir, const std::string& vari
     const std::string path = find_component_file(dir, c, variant);
     auto file = std::make_shared<const SafeTensors>(path);
     auto source = std::make_shared<DiffusersFileSource>(file, c);
-    const nlohmann::json config = read_optional_json(path_join(path_join(dir, component_name(c)), "config.json"));
+    const std::string config_path = path_join(path_join(dir, component_name(c)), "config.json");
+    const nlohmann::json config = read_optional_json(config_path);
+    const std::string found = is_file(config_path) ? config_path : "";
     switch (c) {
-      case Component::UNet: m.unet = source, m.unet_config = config; break;
-      case Component::VAE: m.vae = source, m.vae_config = config; break;
-      case Component::TextEncoder: m.text_encoder = source, m.text_encoder_config = config; break;
+      case Component::UNet: m.unet = source, m.unet_config = config, m.unet_config_path = found; break;
+      case Component::VAE: m.vae = source, m.vae_config = config, m.vae_config_path = found; break;
+      case Component::TextEncoder:
+        m.text_encoder = source, m.text_encoder_config = config, m.text_encoder_config_path = found;
+        break;
     }
     summary += str(summary.empty() ? "" : ", ", component_name(c), " ", dtype_summary(*file, file->names()));
   }
-  m.scheduler_config = read_optional_json(path_join(dir, "scheduler/scheduler_config.json"));
+  const std::string scheduler_path = path_join(dir, "scheduler/scheduler_config.json");
+  m.scheduler_config = read_optional_json(scheduler_path);
+  if (is_file(scheduler_path)) m.scheduler_config_path = scheduler_path;
   const std::string tok = path_join(dir, "tokenizer");
   if (is_file(path_join(tok, "vocab.json")) && is_file(path_join(tok, "merges.txt"))) m.tokenizer_dir = tok;
   m.description = str("diffusers folder '", dir, "' (", summary, ")");

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "ldm/core/atomic_file.hpp"
+
 namespace ldm {
 namespace {
 
@@ -68,10 +70,9 @@ void write_png_rgb8(const std::string& path, const std::vector<uint8_t>& rgb, in
     chunks.insert(chunks.end(), c.begin(), c.end());
   }
   png.insert(png.begin() + 33, chunks.begin(), chunks.end());
-  std::ofstream f(path, std::ios::binary);
-  LDM_CHECK(f, "cannot write '", path, "'");
-  f.write(reinterpret_cast<const char*>(png.data()), std::streamsize(png.size()));
-  LDM_CHECK(f.good(), "error while writing '", path, "'");
+  AtomicFile f(path);  // an existing file survives a failed write
+  f.write(png.data(), png.size());
+  f.commit();
 }
 
 void write_png(const std::string& path, const Tensor& hwc, const std::map<std::string, std::string>& text) {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "ldm/core/atomic_file.hpp"
 #include "ldm/core/half.hpp"
 
 namespace ldm {
@@ -259,7 +260,7 @@ void SafeTensorsWriter::add_i64(const std::string& name, const Shape& shape, con
 }
 
 void SafeTensorsWriter::save(const std::string& path) const {
-  nlohmann::ordered_json header;
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();  // "{}" when there are no tensors
   if (!metadata_.empty()) header["__metadata__"] = metadata_;
   uint64_t offset = 0;
   for (const auto& e : entries_) {
@@ -268,13 +269,12 @@ void SafeTensorsWriter::save(const std::string& path) const {
   }
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');  // keep the data section 8-byte aligned
-  std::ofstream f(path, std::ios::binary);
-  LDM_CHECK(f, "cannot write '", path, "'");
-  uint64_t n = h.size();
-  f.write(reinterpret_cast<const char*>(&n), 8);
-  f.write(h.data(), std::streamsize(h.size()));
-  for (const auto& e : entries_) f.write(reinterpret_cast<const char*>(e.bytes.data()), std::streamsize(e.bytes.size()));
-  LDM_CHECK(f.good(), "error while writing '", path, "' (disk full?)");
+  AtomicFile f(path);  // an existing file survives a failed write
+  const uint64_t n = h.size();
+  f.write(&n, 8);
+  f.write(h.data(), h.size());
+  for (const auto& e : entries_) f.write(e.bytes.data(), e.bytes.size());
+  f.commit();
 }
 
 }  // namespace ldm

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <sys/wait.h>
@@ -185,6 +186,68 @@ TEST_CASE("ldm eval: wrong inputs, component or model exit non-zero with a messa
     r = ldm_eval(eval_args("clip", ids, out));
     CHECK(r.status != 0);
     CHECK_THAT(r.err, Contains("'input_ids'") && Contains("[B, 77]") && Contains("[1, 10]"));
+  }
+  // A batch of 0 reached a division by zero (SIGFPE) in the first resnet block; a timestep of
+  // shape [0] was read past its end.
+  SECTION("an empty, non-finite or inconsistent input") {
+    TmpPath in("bad_values.safetensors");
+    auto expect = [&](const std::string& component, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::string& message) {
+      SafeTensorsWriter w;
+      for (const auto& [name, t] : tensors) w.add(name, t);
+      w.save(in);
+      const Run r = ldm_eval(eval_args(component, in, out));
+      CHECK(r.status == 1);
+      CHECK_THAT(r.err, Contains("error: ") && Contains(message));
+    };
+    const Tensor t1 = Tensor::full({1}, 981.0f), ctx = Tensor::full({1, 77, 768}, 0.0f);
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    expect("unet", {{"sample", Tensor::full({0, 4, 8, 8}, 0.0f)}, {"timestep", t1}, {"context", ctx}},
+           "tensor 'sample' in '" + in.path + "' is empty: [0, 4, 8, 8]");
+    expect("unet", {{"sample", latent}, {"timestep", Tensor::full({0}, 0.0f)}, {"context", ctx}},
+           "tensor 'timestep' in '" + in.path + "' is empty: [0]");
+    expect("unet", {{"sample", latent}, {"timestep", Tensor::full({3}, 1.0f)}, {"context", ctx}},
+           "tensor 'timestep' [3] does not fit sample [1, 4, 8, 8]: expected [1]");
+    expect("unet", {{"sample", latent}, {"timestep", Tensor::full({1}, nan)}, {"context", ctx}},
+           "tensor 'timestep' in '" + in.path + "' holds NaN or infinite values");
+    expect("unet", {{"sample", latent}, {"timestep", t1}, {"context", Tensor::full({1, 0, 768}, 0.0f)}},
+           "tensor 'context' in '" + in.path + "' is empty: [1, 0, 768]");
+    expect("unet", {{"sample", Tensor::full({1, 4, 8, 8}, inf)}, {"timestep", t1}, {"context", ctx}},
+           "tensor 'sample' in '" + in.path + "' holds NaN or infinite values");
+    expect("unet", {{"sample", Tensor::full({1, 4, 12, 12}, 0.0f)}, {"timestep", t1}, {"context", ctx}},
+           "H and W multiples of 8, got [1, 4, 12, 12]");
+    expect("vae-decode", {{"latent", Tensor::full({1, 4, 0, 8}, 0.0f)}}, "is empty: [1, 4, 0, 8]");
+    expect("vae-decode", {{"latent", Tensor::full({1, 4, 8, 8}, nan)}}, "holds NaN or infinite values");
+    expect("vae-encode", {{"image", Tensor::full({0, 3, 8, 8}, 0.0f)}}, "is empty: [0, 3, 8, 8]");
+    expect("vae-encode", {{"image", Tensor::full({1, 3, 8, 8}, -inf)}}, "holds NaN or infinite values");
+
+    for (int64_t id : {int64_t(-1), int64_t(49408), int64_t(1) << 40}) {
+      std::vector<int64_t> ids(77, 49407);
+      ids[5] = id;
+      SafeTensorsWriter w;
+      w.add_i64("input_ids", {1, 77}, ids);
+      w.save(in);
+      const Run r = ldm_eval(eval_args("clip", in, out));
+      CHECK(r.status == 1);
+      CHECK_THAT(r.err, Contains("id " + std::to_string(id) + " at [0, 5] is outside the vocabulary [0, 49408)"));
+    }
+    SafeTensorsWriter w;
+    w.add_i64("input_ids", {0, 77}, {});
+    w.save(in);
+    const Run r = ldm_eval(eval_args("clip", in, out));
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Contains("tensor 'input_ids' should be [B, 77] with B >= 1, got [0, 77]"));
+  }
+  SECTION("an output folder that does not exist, found before the model is opened") {
+    TmpPath in("latent_for_output.safetensors");
+    SafeTensorsWriter w;
+    w.add("latent", latent);
+    w.save(in);
+    const std::string missing = out.path + "_missing/out.safetensors";
+    const Run r = ldm_eval(eval_args("vae-decode", in, missing, "/nonexistent_model"));
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Contains("--output '" + missing + "': its folder '" + out.path +
+                               "_missing' cannot be used: No such file or directory"));
   }
   SECTION("an unknown component") {
     TmpPath in("latent.safetensors");

@@ -58,7 +58,7 @@ TEST_CASE("clip_text: config defaults are SD1.5's and from_json reads a transfor
   CHECK_THROWS_WITH(CLIPTextConfig::from_json(nlohmann::json{{"hidden_size", 100}}),
                     Catch::Contains("does not split into 12 attention heads"));
   CHECK_THROWS_WITH(CLIPTextConfig::from_json(nlohmann::json{{"hidden_size", "big"}}),
-                    Catch::Contains("\"hidden_size\" has the wrong type"));
+                    Catch::Contains("\"hidden_size\" must be an integer"));
 }
 
 TEST_CASE("clip_text: tiny CLIPTextModel (2 layers, hidden 64, 4 heads)") {

@@ -126,7 +126,7 @@ TEST_CASE("unet: UNetConfig from a diffusers config.json") {
   CHECK_THROWS_WITH(UNetConfig::from_json(bad), Catch::Contains("attention_head_dim has 2 entries for 4 blocks"));
   bad = sd15;
   bad["norm_eps"] = "small";
-  CHECK_THROWS_WITH(UNetConfig::from_json(bad), Catch::Contains("\"norm_eps\" has the wrong type"));
+  CHECK_THROWS_WITH(UNetConfig::from_json(bad), Catch::Contains("\"norm_eps\" must be a finite number"));
 }
 
 TEST_CASE("unet: tiny U-Net (2 levels, 32/64 channels) against diffusers") {
@@ -190,6 +190,13 @@ TEST_CASE("unet: helpful errors for bad inputs and weights") {
                     Catch::Contains("3 timesteps for a batch of 2"));
   CHECK_THROWS_WITH(UNet2DConditionModel{}.forward(Tensor({1, 4, 16, 16}), 1.0f, ctx),
                     Catch::Contains("before load()"));
+  // An empty batch reached a division by zero (SIGFPE) in the first resnet block.
+  CHECK_THROWS_WITH(unet.forward(Tensor({0, 4, 16, 16}), 10.0f, Tensor({0, 5, 16})),
+                    Catch::Contains("the batch of latents [0, 4, 16, 16] is empty"));
+  CHECK_THROWS_WITH(unet.forward(Tensor({1, 4, 16, 16}), std::vector<float>{}, ctx),
+                    Catch::Contains("0 timesteps for a batch of 1"));
+  CHECK_THROWS_WITH(unet.forward(Tensor({1, 4, 16, 16}), 10.0f, Tensor({1, 0, 16})),
+                    Catch::Contains("the text embeddings [1, 0, 16] have no tokens"));
 
   // A checkpoint of another model: every missing tensor is named.
   WeightStore empty(std::make_shared<MapSource>(std::map<std::string, Tensor>{}));

@@ -88,7 +88,7 @@ TEST_CASE("vae: VAEConfig from a diffusers config.json") {
   CHECK_THROWS_WITH(VAEConfig::from_json(bad), Catch::Contains("multiple of norm_num_groups"));
   bad = j;
   bad["latent_channels"] = "four";
-  CHECK_THROWS_WITH(VAEConfig::from_json(bad), Catch::Contains("latent_channels") && Catch::Contains("wrong type"));
+  CHECK_THROWS_WITH(VAEConfig::from_json(bad), Catch::Contains("latent_channels") && Catch::Contains("must be an integer"));
 }
 
 TEST_CASE("vae: DiagonalGaussian splits moments, clamps logvar, samples mean + std * noise") {
@@ -145,6 +145,8 @@ TEST_CASE("vae: a wrong channel count is a clear error") {
   CHECK_THROWS_WITH(vae.encode(Tensor({1, 4, 32, 32})),
                     Catch::Contains("expected an image [B, 3, H, W] with values in [-1, 1], got [1, 4, 32, 32]"));
   CHECK_THROWS_WITH(vae.encode(Tensor({1, 3, 1, 1})), Catch::Contains("smaller than the VAE's downscale factor"));
+  CHECK_THROWS_WITH(vae.decode(Tensor({1, 4, 0, 16})), Catch::Contains("the latent [1, 4, 0, 16] has no pixels"));
+  CHECK_THROWS_WITH(vae.decode(Tensor({0, 4, 16, 16})), Catch::Contains("the batch [0, 4, 16, 16] is empty"));
 
   // A checkpoint of another width: every mis-shaped tensor is named at load time.
   WeightStore w(

@@ -49,6 +49,8 @@ inline void check_device(const LoadOptions& o) {
 namespace detail {
 // A component's config.json, or {} (SD1.5 defaults) where the model has none (synthetic:sd15).
 inline nlohmann::json config_or_defaults(const nlohmann::json& j) { return j.is_null() ? nlohmann::json::object() : j; }
+// How errors name a config: its file, or what it is where there is no file.
+inline std::string config_what(const std::string& path, const char* what) { return path.empty() ? what : "'" + path + "'"; }
 
 inline WeightStore weight_store(const ModelFiles& files, Component c, const LoadOptions& o) {
   WeightStore w(files.source(c));
@@ -57,10 +59,27 @@ inline WeightStore weight_store(const ModelFiles& files, Component c, const Load
 }
 }  // namespace detail
 
+// Each component's config, read and validated (errors name its config.json) before any weight
+// is allocated; the SD1.5 defaults where the model has none.
+inline UNetConfig unet_config(const ModelFiles& f) {
+  return UNetConfig::from_json(detail::config_or_defaults(f.unet_config), detail::config_what(f.unet_config_path, "U-Net config"));
+}
+inline VAEConfig vae_config(const ModelFiles& f) {
+  return VAEConfig::from_json(detail::config_or_defaults(f.vae_config), detail::config_what(f.vae_config_path, "VAE config"));
+}
+inline CLIPTextConfig text_encoder_config(const ModelFiles& f) {
+  return CLIPTextConfig::from_json(detail::config_or_defaults(f.text_encoder_config),
+                                   detail::config_what(f.text_encoder_config_path, "CLIP text config"));
+}
+inline SchedulerConfig scheduler_config(const ModelFiles& f) {
+  return SchedulerConfig::from_json(detail::config_or_defaults(f.scheduler_config), SchedulerConfig{},
+                                    detail::config_what(f.scheduler_config_path, "scheduler config"));
+}
+
 inline UNet2DConditionModel load_unet(const ModelFiles& files, const LoadOptions& o = {}) {
   WeightStore w = detail::weight_store(files, Component::UNet, o);
   UNet2DConditionModel unet;
-  unet.load(w, "", UNetConfig::from_json(detail::config_or_defaults(files.unet_config)));
+  unet.load(w, "", unet_config(files));
   w.finish();
   return unet;
 }
@@ -68,7 +87,7 @@ inline UNet2DConditionModel load_unet(const ModelFiles& files, const LoadOptions
 inline AutoencoderKL load_vae(const ModelFiles& files, const LoadOptions& o = {}) {
   WeightStore w = detail::weight_store(files, Component::VAE, o);
   AutoencoderKL vae;
-  vae.load(w, "", VAEConfig::from_json(detail::config_or_defaults(files.vae_config)));
+  vae.load(w, "", vae_config(files));
   w.finish();
   return vae;
 }
@@ -76,7 +95,7 @@ inline AutoencoderKL load_vae(const ModelFiles& files, const LoadOptions& o = {}
 inline CLIPTextModel load_text_encoder(const ModelFiles& files, const LoadOptions& o = {}) {
   WeightStore w = detail::weight_store(files, Component::TextEncoder, o);
   CLIPTextModel clip;
-  clip.load(w, "text_model", CLIPTextConfig::from_json(detail::config_or_defaults(files.text_encoder_config)));
+  clip.load(w, "text_model", text_encoder_config(files));
   w.finish();
   return clip;
 }
@@ -86,7 +105,7 @@ inline CLIPTextModel load_text_encoder(const ModelFiles& files, const LoadOption
 inline std::shared_ptr<cuda::UNet2DConditionModel> load_cuda_unet(const ModelFiles& files, const LoadOptions& o) {
   WeightStore w = detail::weight_store(files, Component::UNet, LoadOptions{});
   auto unet = std::make_shared<cuda::UNet2DConditionModel>();
-  unet->load(w, "", UNetConfig::from_json(detail::config_or_defaults(files.unet_config)), cuda::parse_dtype(o.precision));
+  unet->load(w, "", unet_config(files), cuda::parse_dtype(o.precision));
   w.finish();
   return unet;
 }
@@ -94,7 +113,7 @@ inline std::shared_ptr<cuda::UNet2DConditionModel> load_cuda_unet(const ModelFil
 inline std::shared_ptr<cuda::AutoencoderKL> load_cuda_vae(const ModelFiles& files, const LoadOptions& o) {
   WeightStore w = detail::weight_store(files, Component::VAE, LoadOptions{});
   auto vae = std::make_shared<cuda::AutoencoderKL>();
-  vae->load(w, "", VAEConfig::from_json(detail::config_or_defaults(files.vae_config)), cuda::parse_dtype(o.precision));
+  vae->load(w, "", vae_config(files), cuda::parse_dtype(o.precision));
   w.finish();
   return vae;
 }
@@ -102,21 +121,25 @@ inline std::shared_ptr<cuda::AutoencoderKL> load_cuda_vae(const ModelFiles& file
 inline std::shared_ptr<cuda::CLIPTextModel> load_cuda_text_encoder(const ModelFiles& files, const LoadOptions& o) {
   WeightStore w = detail::weight_store(files, Component::TextEncoder, LoadOptions{});
   auto clip = std::make_shared<cuda::CLIPTextModel>();
-  clip->load(w, "text_model", CLIPTextConfig::from_json(detail::config_or_defaults(files.text_encoder_config)),
-             cuda::parse_dtype(o.precision));
+  clip->load(w, "text_model", text_encoder_config(files), cuda::parse_dtype(o.precision));
   w.finish();
   return clip;
 }
 #endif
 
-inline StableDiffusion load_stable_diffusion(const std::string& spec, const LoadOptions& o = {}) {
+// Every component of an opened model (open_model), on o.device.
+inline StableDiffusion load_stable_diffusion(const ModelFiles& files, const LoadOptions& o = {}) {
   check_device(o);
-  ModelFiles files = open_model(spec);
   StableDiffusion sd;
+  // Every config is checked first, before the tokenizer and any weight are read.
+  sd.scheduler_config = scheduler_config(files);
+  unet_config(files);
+  vae_config(files);
+  text_encoder_config(files);
   const std::string tok = o.tokenizer_dir.empty() ? files.tokenizer_dir : o.tokenizer_dir;
   if (!tok.empty()) sd.tokenizer.emplace(tok);
-  LDM_CHECK(sd.tokenizer.has_value(), "model '", spec,
-            "' has no tokenizer/ folder: pass --tokenizer DIR (a folder with vocab.json and merges.txt, e.g. an SD1.5 "
+  LDM_CHECK(sd.tokenizer.has_value(), "the model (", files.description,
+            ") has no tokenizer/ folder: pass --tokenizer DIR (a folder with vocab.json and merges.txt, e.g. an SD1.5 "
             "download's tokenizer/)");
   if (o.device == "cuda") {
 #ifdef LDM_WITH_CUDA
@@ -132,8 +155,12 @@ inline StableDiffusion load_stable_diffusion(const std::string& spec, const Load
     sd.unet = load_unet(files, o);
     sd.vae = load_vae(files, o);
   }
-  sd.scheduler_config = SchedulerConfig::from_json(detail::config_or_defaults(files.scheduler_config));
   return sd;
+}
+
+inline StableDiffusion load_stable_diffusion(const std::string& spec, const LoadOptions& o = {}) {
+  check_device(o);
+  return load_stable_diffusion(open_model(spec), o);
 }
 
 }  // namespace ldm

@@ -53,7 +53,7 @@ struct GenerationParams {
   int steps = 50;
   float guidance_scale = 7.5f;     // <= 1: no unconditional pass
   float guidance_rescale = 0.0f;
-  int width = 512, height = 512;   // multiples of 8
+  int width = 512, height = 512;   // multiples of 64 for SD1.5 (the VAE's 8 x the U-Net's 3 halvings)
   int batch = 1;                   // images per prompt
   int clip_skip = 1;               // 1: last layer
   Tensor init_latents;             // [batch, 4, h/8, w/8] given instead of drawn (txt2img)

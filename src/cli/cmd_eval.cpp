@@ -1,6 +1,6 @@
 // `ldm eval`: one component on tensors from a safetensors file, so anyone can compare it with
 // PyTorch on the same inputs.
-//   unet        sample [B,4,H,W], timestep [1], context [B,L,768]  -> out
+//   unet        sample [B,4,H,W], timestep [1] or [B], context [B,L,768]  -> out
 //   vae-decode  latent [B,4,h,w] (already / 0.18215)               -> image
 //   vae-encode  image [B,3,H,W] in [-1,1]                           -> mean, logvar
 //   clip        input_ids int64 [B,77]                              -> last_hidden_state, penultimate
@@ -15,6 +15,7 @@
 #include "commands.hpp"
 #include "ldm/core/memory.hpp"
 #include "ldm/load.hpp"
+#include "output_path.hpp"
 
 namespace ldm::cli {
 namespace {
@@ -25,46 +26,70 @@ struct EvalOptions {
   std::string device = "cpu", precision = "fp32";
 };
 
-Tensor input(const SafeTensors& f, const std::string& name, int ndim, const char* what) {
+// Tensor `name` of f, `ndim`-d with no empty dimension and (float tensors) only finite values.
+Tensor input(const SafeTensors& f, const std::string& name, int ndim, const std::string& what) {
   LDM_CHECK(f.contains(name), "'", f.path(), "' has no tensor '", name, "' (", what, ")");
   Tensor t = f.load(name);
   LDM_CHECK(t.ndim() == ndim, "tensor '", name, "' in '", f.path(), "' should be ", ndim, "-d (", what, "), got ",
             t.shape_str());
+  for (int i = 0; i < ndim; ++i)
+    LDM_CHECK(t.dim(i) > 0, "tensor '", name, "' in '", f.path(), "' is empty: ", t.shape_str(), " (", what, ")");
+  LDM_CHECK(t.vec().allFinite(), "tensor '", name, "' in '", f.path(), "' holds NaN or infinite values");
   return t;
 }
 
-// The inputs of a component, read and checked once, whatever device runs it.
+// The inputs of a component, read and checked once against the model's config, whatever
+// device runs it, before the model is loaded.
 struct EvalInputs {
-  Tensor sample, timestep, context;  // unet
-  Tensor latent;                     // vae-decode
-  Tensor image;                      // vae-encode
-  std::vector<int64_t> ids;          // clip: batch rows of 77
+  Tensor sample, context;        // unet
+  std::vector<float> timesteps;  // unet: one for the batch, or one per sample
+  Tensor latent;                 // vae-decode
+  Tensor image;                  // vae-encode
+  std::vector<int64_t> ids;      // clip: batch rows of 77
   int64_t batch = 0;
 };
 
-EvalInputs read_inputs(const std::string& component, const SafeTensors& in) {
+EvalInputs read_inputs(const std::string& component, const SafeTensors& in, const ModelFiles& files) {
   EvalInputs x;
   if (component == "unet") {
-    x.sample = input(in, "sample", 4, "[B, 4, H, W] noisy latents");
-    x.timestep = input(in, "timestep", 1, "[1] diffusion timestep");
-    x.context = input(in, "context", 3, "[B, L, 768] text embeddings");
-    LDM_CHECK(x.sample.dim(1) == 4, "tensor 'sample' needs 4 latent channels, got ", x.sample.shape_str());
-    LDM_CHECK(x.context.dim(0) == x.sample.dim(0) && x.context.dim(2) == 768, "tensor 'context' ",
-              x.context.shape_str(), " does not fit sample ", x.sample.shape_str(), ": expected [", x.sample.dim(0),
-              ", L, 768]");
+    const UNetConfig c = unet_config(files);
+    const int64_t m = c.size_multiple();
+    x.sample = input(in, "sample", 4, str("[B, ", c.in_channels, ", H, W] noisy latents"));
+    const int64_t B = x.sample.dim(0);
+    LDM_CHECK(x.sample.dim(1) == c.in_channels && x.sample.dim(2) % m == 0 && x.sample.dim(3) % m == 0,
+              "tensor 'sample' must be [B, ", c.in_channels, ", H, W] with H and W multiples of ", m, ", got ",
+              x.sample.shape_str());
+    const Tensor timestep = input(in, "timestep", 1, "[1] or [B] diffusion timesteps");
+    LDM_CHECK(timestep.dim(0) == 1 || timestep.dim(0) == B, "tensor 'timestep' ", timestep.shape_str(),
+              " does not fit sample ", x.sample.shape_str(), ": expected [1]", B > 1 ? str(" or [", B, "]") : "");
+    x.timesteps.assign(timestep.data(), timestep.data() + timestep.numel());
+    x.context = input(in, "context", 3, str("[B, L, ", c.cross_attention_dim, "] text embeddings"));
+    LDM_CHECK(x.context.dim(0) == B && x.context.dim(2) == c.cross_attention_dim, "tensor 'context' ",
+              x.context.shape_str(), " does not fit sample ", x.sample.shape_str(), ": expected [", B, ", L, ",
+              c.cross_attention_dim, "]");
   } else if (component == "vae-decode") {
+    const VAEConfig c = vae_config(files);
     x.latent = input(in, "latent", 4, "[B, 4, h, w] latents, already divided by the scaling factor");
-    LDM_CHECK(x.latent.dim(1) == 4, "tensor 'latent' needs 4 channels, got ", x.latent.shape_str());
+    LDM_CHECK(x.latent.dim(1) == c.latent_channels, "tensor 'latent' needs ", c.latent_channels, " channels, got ",
+              x.latent.shape_str());
   } else if (component == "vae-encode") {
+    const VAEConfig c = vae_config(files);
+    const int64_t f = c.downscale_factor();
     x.image = input(in, "image", 4, "[B, 3, H, W] image in [-1, 1]");
-    LDM_CHECK(x.image.dim(1) == 3 && x.image.dim(2) % 8 == 0 && x.image.dim(3) % 8 == 0,
-              "tensor 'image' must be [B, 3, H, W] with H and W multiples of 8, got ", x.image.shape_str());
+    LDM_CHECK(x.image.dim(1) == c.in_channels && x.image.dim(2) % f == 0 && x.image.dim(3) % f == 0,
+              "tensor 'image' must be [B, ", c.in_channels, ", H, W] with H and W multiples of ", f, ", got ",
+              x.image.shape_str());
   } else if (component == "clip") {
+    const CLIPTextConfig c = text_encoder_config(files);
     LDM_CHECK(in.contains("input_ids"), "'", in.path(), "' has no tensor 'input_ids' (int64 [B, 77] token ids)");
     const Shape shape = in.info("input_ids").shape;
-    LDM_CHECK(shape.size() == 2 && shape[1] == 77, "tensor 'input_ids' should be [B, 77], got ", shape_str(shape));
+    LDM_CHECK(shape.size() == 2 && shape[0] > 0 && shape[1] == 77, "tensor 'input_ids' should be [B, 77] with B >= 1, got ",
+              shape_str(shape));
     x.ids = in.load_i64("input_ids");
     x.batch = shape[0];
+    for (size_t i = 0; i < x.ids.size(); ++i)
+      LDM_CHECK(x.ids[i] >= 0 && x.ids[i] < c.vocab_size, "tensor 'input_ids' in '", in.path(), "': id ", x.ids[i],
+                " at [", i / 77, ", ", i % 77, "] is outside the vocabulary [0, ", c.vocab_size, ")");
   } else {
     LDM_FAIL("unknown component '", component, "': choose unet, vae-encode, vae-decode or clip");
   }
@@ -79,7 +104,7 @@ using Forward = std::function<Outputs()>;
 Forward load_cpu(const std::string& component, const EvalInputs& x, const ModelFiles& files, const LoadOptions& lo) {
   if (component == "unet") {
     auto unet = std::make_shared<UNet2DConditionModel>(load_unet(files, lo));
-    return [unet, &x] { return Outputs{{"out", unet->forward(x.sample, x.timestep[0], x.context)}}; };
+    return [unet, &x] { return Outputs{{"out", unet->forward(x.sample, x.timesteps, x.context)}}; };
   }
   if (component == "vae-decode" || component == "vae-encode") {
     auto vae = std::make_shared<AutoencoderKL>(load_vae(files, lo));
@@ -104,7 +129,7 @@ Forward load_cuda(const std::string& component, const EvalInputs& x, const Model
     auto unet = load_cuda_unet(files, lo);
     return [unet, &x, dt] {
       const cuda::DeviceTensor out =
-          unet->forward(cuda::to_device(x.sample, dt), {x.timestep[0]}, cuda::to_device(x.context, dt));
+          unet->forward(cuda::to_device(x.sample, dt), x.timesteps, cuda::to_device(x.context, dt));
       return Outputs{{"out", cuda::to_host(out)}};
     };
   }
@@ -132,9 +157,10 @@ void run_eval(const EvalOptions& o) {
   lo.device = o.device;
   lo.precision = o.precision;
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
+  check_output_path(o.output, "--output");
   SafeTensors in(o.inputs);
   ModelFiles files = open_model(o.model);
-  const EvalInputs x = read_inputs(o.component, in);
+  const EvalInputs x = read_inputs(o.component, in, files);
 
   auto t0 = clock::now();
   Forward forward;

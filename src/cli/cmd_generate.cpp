@@ -2,14 +2,19 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <random>
 #include <sstream>
+#include <utility>
 
 #include "commands.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng.hpp"
 #include "ldm/load.hpp"
 #include "ldm/pipeline.hpp"
+#include "output_path.hpp"
 #include "progress.hpp"
 #ifdef LDM_WITH_CUDA
 #include "ldm/cuda/device_tensor.hpp"
@@ -24,12 +29,15 @@ struct Options {
   std::string timestep_spacing;  // empty: the model's scheduler config (SD1.5: leading)
   int steps = 50, width = 512, height = 512, batch = 1, clip_skip = 1, threads = 0;
   float guidance = 7.5f, guidance_rescale = 0.0f, strength = 0.75f;
-  uint64_t seed = 42;
+  std::string seed = "42";  // text: CLI11 would wrap "-1" into 2^64 - 1 (see parse_seed)
   std::string rng = "ldm", init_image, init_latents, output = "out.png", output_tensors;
   bool fp16_weights = false;
   std::string device = "cpu", precision = "fp32";
   bool cuda_graphs = false;
 };
+
+constexpr int kMaxSize = 4096;   // pixels per side: a 4096^2 U-Net pass already needs tens of GB
+constexpr int kMaxSteps = 1000;  // SD1.5's num_train_timesteps
 
 std::string output_name(const std::string& base, int index, int count) {
   if (count == 1) return base;
@@ -39,27 +47,58 @@ std::string output_name(const std::string& base, int index, int count) {
   return stem + "-" + std::to_string(index) + ext;
 }
 
-// The "parameters" text chunk, in the form Stable Diffusion web UIs write and read.
-std::string parameters_text(const Options& o, uint64_t seed) {
+// The "parameters" text chunk, in the form Stable Diffusion web UIs write and read. One
+// generator draws the whole batch, so every image has the same seed and its batch position.
+std::string parameters_text(const Options& o, uint64_t seed, int64_t index, int64_t count) {
   std::ostringstream s;
   s << o.prompt << "\n";
   if (!o.negative_prompt.empty()) s << "Negative prompt: " << o.negative_prompt << "\n";
   s << "Steps: " << o.steps << ", Sampler: " << o.scheduler << (o.karras ? " karras" : "") << ", CFG scale: " << o.guidance
     << ", Seed: " << seed << ", RNG: " << o.rng << ", Size: " << o.width << "x" << o.height << ", Model: " << o.model;
+  if (count > 1) s << ", Batch size: " << count << ", Batch pos: " << index;
   if (o.clip_skip > 1) s << ", Clip skip: " << o.clip_skip;
   if (o.guidance_rescale > 0) s << ", Guidance rescale: " << o.guidance_rescale;
   if (!o.init_image.empty()) s << ", Denoising strength: " << o.strength << ", Init image: " << o.init_image;
   return s.str();
 }
 
+// "-1" is a random seed, as in Stable Diffusion web UIs; anything else an integer the
+// generators take, [0, 2^64 - 1], refused (not wrapped) outside it.
+uint64_t parse_seed(const std::string& text) {
+  if (text == "-1") {
+    std::random_device rd;
+    return uint64_t(rd()) << 32 | uint64_t(rd());
+  }
+  uint64_t seed = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, ec] = std::from_chars(text.data(), end, seed);
+  LDM_CHECK(!text.empty() && ec == std::errc() && stop == end,
+            "--seed must be -1 (a random seed) or an integer from 0 to 18446744073709551615, got '", text, "'");
+  return seed;
+}
+
+// CLI11's Range lets NaN through (every comparison with NaN is false): numbers are checked here.
+void check_number(const char* option, double value, double lo, double hi) {
+  LDM_CHECK(std::isfinite(value) && value >= lo && value <= hi, option, " must be a number from ", lo, " to ", hi,
+            ", got ", value);
+}
+
+// Image sides: multiples of `multiple` (the VAE's 8 times the U-Net's halvings: 64 for SD1.5).
+bool size_ok(int64_t side, int64_t multiple) { return side >= multiple && side <= kMaxSize && side % multiple == 0; }
+
 void run_generate(const Options& o) {
-  // Check what can be checked before the (slow) model load.
+  // Check everything that can be checked before the (slow) model load.
   make_scheduler(o.scheduler, SchedulerConfig{});  // throws for an unknown name, listing the valid ones
-  LDM_CHECK(o.steps >= 1, "--steps must be at least 1, got ", o.steps);
-  LDM_CHECK(o.width % 8 == 0 && o.height % 8 == 0, "--width and --height must be multiples of 8, got ", o.width, "x",
-            o.height);
-  LDM_CHECK(o.init_image.empty() || (o.strength > 0.0f && o.strength <= 1.0f), "--strength must be in (0, 1], got ",
+  LDM_CHECK(o.steps >= 1 && o.steps <= kMaxSteps, "--steps must be at least 1 and at most ", kMaxSteps, ", got ",
+            o.steps);
+  check_number("--guidance", o.guidance, 0.0, 100.0);
+  check_number("--guidance-rescale", o.guidance_rescale, 0.0, 1.0);
+  LDM_CHECK(std::isfinite(o.strength) && o.strength > 0.0f && o.strength <= 1.0f, "--strength must be in (0, 1], got ",
             o.strength);
+  check_number("--threads", o.threads, 0, 1024);
+  const uint64_t seed = parse_seed(o.seed);
+  check_output_path(o.output, "--output");
+  if (!o.output_tensors.empty()) check_output_path(o.output_tensors, "--output-tensors");
   LoadOptions lo;
   lo.tokenizer_dir = o.tokenizer;
   lo.fp16_weights = o.fp16_weights;
@@ -68,15 +107,50 @@ void run_generate(const Options& o) {
   lo.cuda_graphs = o.cuda_graphs;
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
   if (o.threads > 0) omp_set_num_threads(o.threads);
-  auto gen = make_generator(o.rng, o.seed);
+  auto gen = make_generator(o.rng, seed);
 
   using clock = std::chrono::steady_clock;
   auto t0 = clock::now();
-  GenerationParams p;
-  if (!o.init_image.empty()) p.init_image = read_image(o.init_image);
-  if (!o.init_latents.empty()) p.init_latents = SafeTensors(o.init_latents).load("latents");
+  // Opening maps the weight files and reads the configs (every one validated here); the
+  // weights themselves are read by load_stable_diffusion below.
+  const ModelFiles files = open_model(o.model);
+  const UNetConfig unet = unet_config(files);
+  const int64_t f = vae_config(files).downscale_factor(), multiple = f * unet.size_multiple();
+  const SchedulerConfig sched = scheduler_config(files);
+  LDM_CHECK(o.steps <= sched.num_train_timesteps, "--steps ", o.steps, " is more than the model's ",
+            sched.num_train_timesteps, " training timesteps (num_train_timesteps)");
 
-  StableDiffusion sd = load_stable_diffusion(o.model, lo);
+  GenerationParams p;
+  p.width = o.width;
+  p.height = o.height;
+  const std::string size_rule = str("multiples of ", multiple, " from ", multiple, " to ", kMaxSize, " (the VAE divides ",
+                                    "them by ", f, ", the U-Net halves that ", unet.num_blocks() - 1, " times)");
+  if (!o.init_image.empty()) {
+    LDM_CHECK(o.init_latents.empty(), "--init-latents is for txt2img: with --init-image the latents come from the image");
+    p.init_image = read_image(o.init_image);  // [1, 3, H, W]: its size is the output size
+    p.width = int(p.init_image.dim(3));
+    p.height = int(p.init_image.dim(2));
+    LDM_CHECK(size_ok(p.width, multiple) && size_ok(p.height, multiple), "--init-image '", o.init_image, "' is ",
+              p.width, "x", p.height, ": its width and height must be ", size_rule, "; resize or crop it");
+    LDM_CHECK(int(double(o.steps) * double(o.strength)) >= 1, "--strength ", o.strength, " with --steps ", o.steps,
+              " leaves no denoising step: raise either");
+  } else {
+    LDM_CHECK(size_ok(o.width, multiple) && size_ok(o.height, multiple), "--width and --height must be ", size_rule,
+              ", got ", o.width, "x", o.height);
+  }
+  if (!o.init_latents.empty()) {
+    p.init_latents = SafeTensors(o.init_latents).load("latents");
+    const Shape want{o.batch, unet.in_channels, o.height / f, o.width / f};
+    LDM_CHECK(p.init_latents.shape() == want, "--init-latents '", o.init_latents, "': tensor 'latents' is ",
+              p.init_latents.shape_str(), ", expected ", shape_str(want), " for --batch ", o.batch, " --width ",
+              o.width, " --height ", o.height);
+    LDM_CHECK(p.init_latents.vec().allFinite(), "--init-latents '", o.init_latents,
+              "': tensor 'latents' holds NaN or infinite values");
+  }
+
+  std::fprintf(stderr, "seed: %llu\n", static_cast<unsigned long long>(seed));
+
+  StableDiffusion sd = load_stable_diffusion(files, lo);
   if (o.karras) sd.scheduler_config.use_karras_sigmas = true;
   if (!o.timestep_spacing.empty()) sd.scheduler_config.timestep_spacing = o.timestep_spacing;
   const double load_s = detail::seconds_since(t0);
@@ -89,35 +163,38 @@ void run_generate(const Options& o) {
   p.steps = o.steps;
   p.guidance_scale = o.guidance;
   p.guidance_rescale = o.guidance_rescale;
-  p.width = o.width;
-  p.height = o.height;
   p.batch = o.batch;
   p.clip_skip = o.clip_skip;
   p.strength = o.strength;
-  if (p.init_image.defined()) {
-    p.width = int(p.init_image.dim(3));
-    p.height = int(p.init_image.dim(2));
+  for (const auto& [text, what] : {std::pair{&o.prompt, "prompt"}, std::pair{&o.negative_prompt, "negative prompt"}}) {
+    bool truncated = false;
+    prompt_token_ids(sd, *text, {}, &truncated);
+    if (truncated)
+      std::fprintf(stderr, "warning: the %s is longer than CLIP's 77 tokens and was truncated, as diffusers does\n",
+                   what);
   }
-  bool truncated = false;
-  prompt_token_ids(sd, o.prompt, {}, &truncated);
-  if (truncated)
-    std::fprintf(stderr, "warning: the prompt is longer than CLIP's 77 tokens and was truncated, as diffusers does\n");
 
   ProgressBar bar("sampling");
   GenerationResult r = generate(sd, p, *gen, [&bar](int done, int total, double) { bar.update(done, total); });
   bar.finish();
 
-  const std::string params = parameters_text(o, o.seed);
+  std::string written;
   for (int64_t b = 0; b < r.image.dim(0); ++b) {
     const std::string path = output_name(o.output, int(b), int(r.image.dim(0)));
-    write_png(path, r.image.slice0(b, b + 1), {{"parameters", params}, {"Software", "ldm.cpp"}});
+    write_png(path, r.image.slice0(b, b + 1),
+              {{"parameters", parameters_text(o, seed, b, r.image.dim(0))}, {"Software", "ldm.cpp"}});
     std::fprintf(stderr, "wrote %s\n", path.c_str());
+    written += (written.empty() ? "" : ", ") + path;
   }
   if (!o.output_tensors.empty()) {
     SafeTensorsWriter w;
     w.add("image", r.image);
     w.add("latents", r.latents);
-    w.save(o.output_tensors);
+    try {
+      w.save(o.output_tensors);
+    } catch (const Error& e) {
+      LDM_FAIL("the images were written (", written, ") but --output-tensors was not: ", e.what());
+    }
     std::fprintf(stderr, "wrote %s (image, latents)\n", o.output_tensors.c_str());
   }
   const auto& t = r.timings;
@@ -146,21 +223,24 @@ void add_generate(CLI::App& app) {
   c->add_flag("--karras", o.karras, "Karras sigmas (sigma-based samplers)");
   c->add_option("--timestep-spacing", o.timestep_spacing, "leading|trailing|linspace (default: the model's config)")
       ->check(CLI::IsMember({"leading", "trailing", "linspace"}));
-  c->add_option("--steps", o.steps, "denoising steps")->capture_default_str();
-  c->add_option("--guidance", o.guidance, "classifier-free guidance scale (<= 1 disables it)")->capture_default_str();
-  c->add_option("--guidance-rescale", o.guidance_rescale, "guidance rescale phi in [0, 1]")->check(CLI::Range(0.0, 1.0));
-  c->add_option("--width", o.width, "image width, a multiple of 8")->capture_default_str();
-  c->add_option("--height", o.height, "image height, a multiple of 8")->capture_default_str();
-  c->add_option("--seed", o.seed, "random seed")->capture_default_str();
+  c->add_option("--steps", o.steps, "denoising steps, 1 to 1000")->capture_default_str();
+  c->add_option("--guidance", o.guidance, "classifier-free guidance scale, 0 to 100 (<= 1 disables it)")
+      ->capture_default_str();
+  c->add_option("--guidance-rescale", o.guidance_rescale, "guidance rescale phi in [0, 1]")->capture_default_str();
+  c->add_option("--width", o.width, "image width: a multiple of 64 (SD1.5: the VAE's 8 x the U-Net's 3 halvings), at most 4096")
+      ->capture_default_str();
+  c->add_option("--height", o.height, "image height: a multiple of 64, at most 4096")->capture_default_str();
+  c->add_option("--seed", o.seed, "random seed, 0 to 2^64-1; -1 picks one at random (printed as 'seed: N')")
+      ->capture_default_str();
   c->add_option("--rng", o.rng, "ldm (our own) or torch-cpu (same draws as torch.Generator('cpu'))")
       ->capture_default_str();
   c->add_option("--batch", o.batch, "images per prompt")->check(CLI::Range(1, 64));
   c->add_option("--clip-skip", o.clip_skip, "use the output of the k-th last CLIP layer (1 = last)")->check(CLI::Range(1, 11));
-  c->add_option("--init-image", o.init_image, "img2img: the starting image (PNG/JPEG)");
+  c->add_option("--init-image", o.init_image, "img2img: the starting image (PNG/JPEG), sides multiples of 64");
   c->add_option("--strength", o.strength, "img2img: how much to change the image, in (0, 1]")->capture_default_str();
   c->add_option("--init-latents", o.init_latents, "safetensors file with tensor 'latents' [B,4,H/8,W/8]");
   c->add_option("--tokenizer", o.tokenizer, "folder with vocab.json + merges.txt (default: the model's tokenizer/)");
-  c->add_option("--threads", o.threads, "CPU threads (default: all)");
+  c->add_option("--threads", o.threads, "CPU threads, 0 = all")->capture_default_str();
   c->add_flag("--fp16-weights", o.fp16_weights, "keep weights in fp16 in memory (half the memory, converted on the fly)");
   c->add_option("--device", o.device, "where the networks run: cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))

@@ -99,6 +99,8 @@ class DiffusersFileSource : public WeightSource {
 struct ModelFiles {
   std::shared_ptr<const WeightSource> unet, vae, text_encoder;
   nlohmann::json unet_config, vae_config, text_encoder_config, scheduler_config;
+  // The config.json each came from, named in errors; "" where there is none (SD1.5 defaults).
+  std::string unet_config_path, vae_config_path, text_encoder_config_path, scheduler_config_path;
   std::string tokenizer_dir;  // the folder's tokenizer/ (vocab.json, merges.txt); "" when none
   std::string description;    // one line for logs: what was opened
   const std::shared_ptr<const WeightSource>& source(Component c) const;

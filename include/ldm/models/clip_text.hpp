@@ -19,6 +19,7 @@
 // so diffusers' c is encode(..., c + 1), and diffusers' clip_skip=None is encode(..., 1).
 // penultimate() is hidden_states[-2] as it is, without the final norm (the raw layer 11 output).
 #pragma once
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -46,11 +47,12 @@ struct CLIPTextConfig {
 
   // A transformers config.json (CLIPTextConfig, or a full CLIPConfig with a "text_config");
   // keys not given keep the defaults above, unrelated keys (projection_dim, dropout, ...) are ignored.
-  static CLIPTextConfig from_json(const nlohmann::json& j) {
-    LDM_CHECK(j.is_object(), "CLIP text config: expected a JSON object, got ", j.type_name());
-    if (j.contains("text_config") && j["text_config"].is_object()) return from_json(j["text_config"]);
+  // `what` names the file in errors.
+  static CLIPTextConfig from_json(const nlohmann::json& j, const std::string& what = "CLIP text config") {
+    LDM_CHECK(j.is_object(), what, ": expected a JSON object, got ", j.type_name());
+    if (j.contains("text_config") && j["text_config"].is_object()) return from_json(j["text_config"], what);
     CLIPTextConfig c;
-    auto read = [&](const char* key, auto& field) { read_config(j, key, field, "CLIP text config"); };
+    auto read = [&](const char* key, auto& field) { read_config(j, key, field, what); };
     read("vocab_size", c.vocab_size);
     read("hidden_size", c.hidden_size);
     read("intermediate_size", c.intermediate_size);
@@ -59,19 +61,23 @@ struct CLIPTextConfig {
     read("max_position_embeddings", c.max_position_embeddings);
     read("hidden_act", c.hidden_act);
     read("layer_norm_eps", c.layer_norm_eps);
-    c.validate();
+    c.validate(what);
     return c;
   }
 
-  void validate() const {
-    LDM_CHECK(vocab_size > 0 && hidden_size > 0 && intermediate_size > 0 && num_hidden_layers > 0 &&
-                  max_position_embeddings > 0,
-              "CLIP text config: sizes must be positive (vocab_size ", vocab_size, ", hidden_size ", hidden_size,
-              ", intermediate_size ", intermediate_size, ", num_hidden_layers ", num_hidden_layers,
-              ", max_position_embeddings ", max_position_embeddings, ")");
-    LDM_CHECK(num_attention_heads > 0 && hidden_size % num_attention_heads == 0, "CLIP text config: hidden_size ",
-              hidden_size, " does not split into ", num_attention_heads, " attention heads");
-    LDM_CHECK(hidden_act == "quick_gelu" || hidden_act == "gelu", "CLIP text config: hidden_act \"", hidden_act,
+  // Every field within its range, before anything is allocated.
+  void validate(const std::string& what = "CLIP text config") const {
+    namespace lim = config_limits;
+    check_config_range(what, "vocab_size", vocab_size, int64_t(1), lim::kVocab);
+    check_config_range(what, "hidden_size", hidden_size, int64_t(1), lim::kWidth);
+    check_config_range(what, "intermediate_size", intermediate_size, int64_t(1), lim::kWidth);
+    check_config_range(what, "num_hidden_layers", num_hidden_layers, int64_t(1), lim::kLayers);
+    check_config_range(what, "num_attention_heads", num_attention_heads, int64_t(1), hidden_size);
+    check_config_range(what, "max_position_embeddings", max_position_embeddings, int64_t(1), lim::kSize);
+    check_config_range(what, "layer_norm_eps", layer_norm_eps, std::numeric_limits<float>::min(), 1.0f);
+    LDM_CHECK(hidden_size % num_attention_heads == 0, what, ": hidden_size ", hidden_size, " does not split into ",
+              num_attention_heads, " attention heads (num_attention_heads)");
+    LDM_CHECK(hidden_act == "quick_gelu" || hidden_act == "gelu", what, ": hidden_act \"", hidden_act,
               "\" is not supported (use quick_gelu or gelu)");
   }
 };

@@ -15,6 +15,7 @@
 //   Tensor eps = unet.forward(latents /*[2, 4, 64, 64]*/, 981.0f, text /*[2, 77, 768]*/);
 #pragma once
 #include <algorithm>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -58,8 +59,10 @@ struct UNetConfig {
   // Height and width must be multiples of this: each down block but the last halves them.
   int64_t size_multiple() const { return int64_t(1) << (num_blocks() - 1); }
 
-  static UNetConfig from_json(const nlohmann::json& j);  // fields present override the SD1.5 defaults
-  void validate() const;
+  // Fields present override the SD1.5 defaults; `what` names the file in errors.
+  static UNetConfig from_json(const nlohmann::json& j, const std::string& what = "U-Net config");
+  // Every field within its range and the per-block lists consistent, before anything is allocated.
+  void validate(const std::string& what = "U-Net config") const;
 };
 
 struct UNet2DConditionModel {
@@ -188,6 +191,7 @@ struct UNet2DConditionModel {
     LDM_CHECK(sample.ndim() == 4, "UNet2DConditionModel: expected latents [B, ", config.in_channels, ", H, W], got ",
               sample.shape_str());
     const int64_t B = sample.dim(0), H = sample.dim(2), W = sample.dim(3), m = config.size_multiple();
+    LDM_CHECK(B > 0, "UNet2DConditionModel: the batch of latents ", sample.shape_str(), " is empty");
     LDM_CHECK(sample.dim(1) == config.in_channels, "UNet2DConditionModel: expected latents with ", config.in_channels,
               " channels, got ", sample.shape_str(), " (pass the VAE latents, not the image)");
     LDM_CHECK(H > 0 && W > 0 && H % m == 0 && W % m == 0, "UNet2DConditionModel: latent height and width must be ",
@@ -199,47 +203,70 @@ struct UNet2DConditionModel {
               "UNet2DConditionModel: expected text embeddings [", B, ", L, ", config.cross_attention_dim, "], got ",
               context.shape_str(), " (the batch must match the latents': for classifier-free guidance stack the ",
               "unconditional and the text embeddings)");
+    LDM_CHECK(context.dim(1) > 0, "UNet2DConditionModel: the text embeddings ", context.shape_str(), " have no tokens");
   }
 };
 
 // ---- config.json
 
-inline void UNetConfig::validate() const {
-  const size_t n = block_out_channels.size();
-  LDM_CHECK(n >= 1, "U-Net config: block_out_channels is empty");
-  auto per_block = [n](const std::vector<int64_t>& v, const char* name) {
-    LDM_CHECK(v.size() == n, "U-Net config: ", name, " has ", v.size(), " entries for ", n, " blocks");
-    for (int64_t x : v) LDM_CHECK(x >= 1, "U-Net config: ", name, " entries must be >= 1");
+inline void UNetConfig::validate(const std::string& what) const {
+  namespace lim = config_limits;
+  const int64_t n = num_blocks();
+  check_config_range(what, "number of block_out_channels", n, int64_t(1), lim::kBlocks);
+  auto per_block = [&](const auto& v, const char* name) {
+    LDM_CHECK(int64_t(v.size()) == n, what, ": ", name, " has ", v.size(), " entries for ", n,
+              " blocks (one per block_out_channels entry)");
   };
-  per_block(block_out_channels, "block_out_channels");
   per_block(layers_per_block, "layers_per_block");
   per_block(attention_head_dim, "attention_head_dim");
   per_block(transformer_layers_per_block, "transformer_layers_per_block");
-  LDM_CHECK(down_block_types.size() == n && up_block_types.size() == n, "U-Net config: ", down_block_types.size(),
-            " down and ", up_block_types.size(), " up block types for ", n, " block_out_channels");
+  per_block(down_block_types, "down_block_types");
+  per_block(up_block_types, "up_block_types");
+  check_config_range(what, "block_out_channels", block_out_channels, int64_t(1), lim::kWidth);
+  check_config_range(what, "layers_per_block", layers_per_block, int64_t(1), lim::kLayers);
+  check_config_range(what, "attention_head_dim", attention_head_dim, int64_t(1), lim::kWidth);
+  check_config_range(what, "transformer_layers_per_block", transformer_layers_per_block, int64_t(1), lim::kLayers);
+  check_config_range(what, "sample_size", sample_size, int64_t(1), lim::kSize);
+  check_config_range(what, "in_channels", in_channels, int64_t(1), lim::kIO);
+  check_config_range(what, "out_channels", out_channels, int64_t(1), lim::kIO);
+  check_config_range(what, "cross_attention_dim", cross_attention_dim, int64_t(1), lim::kWidth);
+  check_config_range(what, "downsample_padding", downsample_padding, 0, 1);
+  check_config_range(what, "norm_num_groups", norm_num_groups, int64_t(1), lim::kWidth);
+  check_config_range(what, "norm_eps", norm_eps, std::numeric_limits<float>::min(), 1.0f);
+  // The timestep embedding divides by half its width minus the shift (0 or 1 in diffusers' models).
+  check_config_range(what, "freq_shift", freq_shift, 0.0f, 1.0f);
+  LDM_CHECK(float(block_out_channels[0] / 2) > freq_shift, what, ": block_out_channels[0] = ", block_out_channels[0],
+            " is too small for a timestep embedding with freq_shift ", freq_shift);
   for (const auto& t : down_block_types)
-    LDM_CHECK(t == "CrossAttnDownBlock2D" || t == "DownBlock2D", "U-Net config: down block type \"", t,
+    LDM_CHECK(t == "CrossAttnDownBlock2D" || t == "DownBlock2D", what, ": down block type \"", t,
               "\" is not supported (use CrossAttnDownBlock2D or DownBlock2D)");
   for (const auto& t : up_block_types)
-    LDM_CHECK(t == "CrossAttnUpBlock2D" || t == "UpBlock2D", "U-Net config: up block type \"", t,
+    LDM_CHECK(t == "CrossAttnUpBlock2D" || t == "UpBlock2D", what, ": up block type \"", t,
               "\" is not supported (use CrossAttnUpBlock2D or UpBlock2D)");
-  for (int64_t c : block_out_channels)
-    LDM_CHECK(c % norm_num_groups == 0, "U-Net config: ", c, " channels do not split into norm_num_groups ",
-              norm_num_groups);
-  LDM_CHECK(in_channels >= 1 && out_channels >= 1 && cross_attention_dim >= 1,
-            "U-Net config: in_channels, out_channels and cross_attention_dim must be positive");
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = block_out_channels[size_t(i)], heads = attention_head_dim[size_t(i)];
+    LDM_CHECK(c % norm_num_groups == 0, what, ": block_out_channels[", i, "] = ", c,
+              " channels do not split into norm_num_groups = ", norm_num_groups);
+    // Level i has attention in its down block, its up block (n-1-i) or, for the last, the mid block.
+    const bool attention = down_block_types[size_t(i)] == "CrossAttnDownBlock2D" ||
+                           up_block_types[size_t(n - 1 - i)] == "CrossAttnUpBlock2D" || i == n - 1;
+    LDM_CHECK(!attention || c % heads == 0, what, ": block_out_channels[", i, "] = ", c,
+              " channels do not split into attention_head_dim[", i, "] = ", heads, " attention heads");
+  }
 }
 
-inline UNetConfig UNetConfig::from_json(const nlohmann::json& j) {
-  LDM_CHECK(j.is_object(), "U-Net config: expected a JSON object, got ", j.type_name());
+inline UNetConfig UNetConfig::from_json(const nlohmann::json& j, const std::string& what) {
+  LDM_CHECK(j.is_object(), what, ": expected a JSON object, got ", j.type_name());
   UNetConfig c;
-  auto read = [&](const char* key, auto& field) { read_config(j, key, field, "U-Net config"); };
-  // An int means the same value for every block; a list gives one per block.
+  auto read = [&](const char* key, auto& field) { read_config(j, key, field, what); };
+  // A number means the same value for every block; a list gives one per block.
   auto read_per_block = [&](const char* key, std::vector<int64_t>& field) {
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) return;
-    if (it->is_number_integer()) {
-      field.assign(c.block_out_channels.size(), it->get<int64_t>());
+    if (it->is_number()) {
+      int64_t v = 0;
+      read(key, v);
+      field.assign(c.block_out_channels.size(), v);
     } else {
       read(key, field);
     }
@@ -249,7 +276,7 @@ inline UNetConfig UNetConfig::from_json(const nlohmann::json& j) {
   auto require = [&](const char* key, const nlohmann::json& expected) {
     auto it = j.find(key);
     if (it == j.end() || it->is_null() || *it == expected) return;
-    LDM_FAIL("U-Net config: ", key, " = ", it->dump(), " is not supported (only ", expected.dump(),
+    LDM_FAIL(what, ": ", key, " = ", it->dump(), " is not supported (only ", expected.dump(),
              ", the SD1.x/2.x U-Net)");
   };
   for (const char* key :
@@ -272,7 +299,7 @@ inline UNetConfig UNetConfig::from_json(const nlohmann::json& j) {
   require("mid_block_scale_factor", 1);
   require("resnet_out_scale_factor", 1);
   auto it = j.find("cross_attention_dim");
-  LDM_CHECK(it == j.end() || !it->is_array(), "U-Net config: a per-block cross_attention_dim is not supported");
+  LDM_CHECK(it == j.end() || !it->is_array(), what, ": a per-block cross_attention_dim is not supported");
 
   // block_out_channels first: it sets how many entries the per-block fields have.
   read("block_out_channels", c.block_out_channels);
@@ -297,7 +324,7 @@ inline UNetConfig UNetConfig::from_json(const nlohmann::json& j) {
   read("use_linear_projection", c.use_linear_projection);
   read_per_block("transformer_layers_per_block", c.transformer_layers_per_block);
   read("upcast_attention", c.upcast_attention);
-  c.validate();
+  c.validate(what);
   return c;
 }
 

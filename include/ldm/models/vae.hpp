@@ -45,23 +45,32 @@ struct VAEConfig {
   // Fills the fields present in a diffusers vae/config.json on top of the SD1.5 defaults, and
   // rejects the variants this implementation does not build (other block types, activations,
   // no quant convs, no mid-block attention). Other keys (force_upcast, _class_name, ...) are ignored.
-  static VAEConfig from_json(const nlohmann::json& j);
+  // `what` names the file in errors.
+  static VAEConfig from_json(const nlohmann::json& j, const std::string& what = "VAE config");
 
-  void validate() const {
-    LDM_CHECK(!block_out_channels.empty(), "VAE config: block_out_channels is empty");
-    for (int64_t c : block_out_channels)
-      LDM_CHECK(c > 0 && c % norm_num_groups == 0, "VAE config: block_out_channels ", c,
-                " must be a positive multiple of norm_num_groups ", norm_num_groups);
-    LDM_CHECK(in_channels > 0 && out_channels > 0 && latent_channels > 0 && layers_per_block > 0,
-              "VAE config: in_channels, out_channels, latent_channels and layers_per_block must be positive");
-    LDM_CHECK(scaling_factor > 0, "VAE config: scaling_factor must be positive, got ", scaling_factor);
+  // Every field within its range, before anything is allocated.
+  void validate(const std::string& what = "VAE config") const {
+    namespace lim = config_limits;
+    check_config_range(what, "number of block_out_channels", int64_t(block_out_channels.size()), int64_t(1),
+                       lim::kBlocks);
+    check_config_range(what, "block_out_channels", block_out_channels, int64_t(1), lim::kWidth);
+    check_config_range(what, "in_channels", in_channels, int64_t(1), lim::kIO);
+    check_config_range(what, "out_channels", out_channels, int64_t(1), lim::kIO);
+    check_config_range(what, "latent_channels", latent_channels, int64_t(1), lim::kIO);
+    check_config_range(what, "layers_per_block", layers_per_block, int64_t(1), lim::kLayers);
+    check_config_range(what, "norm_num_groups", norm_num_groups, int64_t(1), lim::kWidth);
+    check_config_range(what, "sample_size", sample_size, int64_t(1), lim::kSize);
+    check_config_range(what, "scaling_factor", scaling_factor, 1e-6, 1e6);
+    for (size_t i = 0; i < block_out_channels.size(); ++i)
+      LDM_CHECK(block_out_channels[i] % norm_num_groups == 0, what, ": block_out_channels[", i, "] = ",
+                block_out_channels[i], " must be a multiple of norm_num_groups = ", norm_num_groups);
   }
 };
 
-inline VAEConfig VAEConfig::from_json(const nlohmann::json& j) {
-  LDM_CHECK(j.is_object(), "VAE config: expected a JSON object, got ", j.type_name());
+inline VAEConfig VAEConfig::from_json(const nlohmann::json& j, const std::string& what) {
+  LDM_CHECK(j.is_object(), what, ": expected a JSON object, got ", j.type_name());
   VAEConfig c;
-  auto read = [&](const char* key, auto& field) { read_config(j, key, field, "VAE config"); };
+  auto read = [&](const char* key, auto& field) { read_config(j, key, field, what); };
   read("in_channels", c.in_channels);
   read("out_channels", c.out_channels);
   read("block_out_channels", c.block_out_channels);
@@ -75,7 +84,7 @@ inline VAEConfig VAEConfig::from_json(const nlohmann::json& j) {
   auto require = [&](const char* key, const nlohmann::json& want) {
     auto it = j.find(key);
     if (it == j.end() || it->is_null()) return;
-    LDM_CHECK(*it == want, "VAE config: ", key, " = ", it->dump(), " is not supported (this AutoencoderKL builds ",
+    LDM_CHECK(*it == want, what, ": ", key, " = ", it->dump(), " is not supported (this AutoencoderKL builds ",
               want.dump(), ")");
   };
   const size_t n = c.block_out_channels.size();
@@ -85,7 +94,7 @@ inline VAEConfig VAEConfig::from_json(const nlohmann::json& j) {
   require("use_quant_conv", true);
   require("use_post_quant_conv", true);
   require("mid_block_add_attention", true);
-  c.validate();
+  c.validate(what);
   return c;
 }
 
@@ -231,6 +240,8 @@ struct AutoencoderKL {
         latent.ndim() == 4 && latent.dim(1) == config.in_channels ? " (an image? decode takes latents; use encode)"
                                                                   : "");
     LDM_CHECK(latent.dim(0) > 0, "AutoencoderKL::decode: the batch ", latent.shape_str(), " is empty");
+    LDM_CHECK(latent.dim(2) > 0 && latent.dim(3) > 0, "AutoencoderKL::decode: the latent ", latent.shape_str(),
+              " has no pixels");
     return per_image(latent, [this](const Tensor& z) {
       return decoder.forward(post_quant_conv.forward(z));  // [1, 3, 8h, 8w]
     });

@@ -45,29 +45,38 @@ struct SchedulerConfig {
   bool use_karras_sigmas = false;               // LMS/Euler/Heun/DPM++/UniPC: Karras et al. 2022 sigmas, rho 7
 
   // Fills the fields present in a diffusers scheduler_config.json on top of `base`; other keys
-  // (_class_name, _diffusers_version, solver options at their defaults) are ignored.
-  static SchedulerConfig from_json(const nlohmann::json& j, SchedulerConfig base);
+  // (_class_name, _diffusers_version, solver options at their defaults) are ignored. `what`
+  // names the file in errors.
+  static SchedulerConfig from_json(const nlohmann::json& j, SchedulerConfig base,
+                                   const std::string& what = "scheduler config");
   static SchedulerConfig from_json(const nlohmann::json& j);  // on top of the SD1.5 defaults
 
-  void validate() const {
-    LDM_CHECK(num_train_timesteps >= 2, "scheduler config: num_train_timesteps must be >= 2, got ",
-              num_train_timesteps);
-    LDM_CHECK(trained_betas.empty() || int(trained_betas.size()) == num_train_timesteps, "scheduler config: ",
+  // Every field within its range: betas are probabilities in (0, 1), timesteps a sane count.
+  void validate(const std::string& what = "scheduler config") const {
+    check_config_range(what, "num_train_timesteps", num_train_timesteps, 2, 100000);
+    check_config_range(what, "steps_offset", steps_offset, 0, num_train_timesteps - 1);
+    check_config_range(what, "clip_sample_range", clip_sample_range, 1e-6, 1e6);
+    LDM_CHECK(trained_betas.empty() || int64_t(trained_betas.size()) == num_train_timesteps, what, ": ",
               trained_betas.size(), " trained_betas for num_train_timesteps ", num_train_timesteps);
+    if (trained_betas.empty()) {
+      check_config_range(what, "beta_start", beta_start, 1e-12, 1.0 - 1e-6);
+      check_config_range(what, "beta_end", beta_end, beta_start, 1.0 - 1e-6);
+    } else {
+      check_config_range(what, "trained_betas", trained_betas, 1e-12, 1.0 - 1e-6);
+    }
     LDM_CHECK(beta_schedule == "scaled_linear" || beta_schedule == "linear" || beta_schedule == "squaredcos_cap_v2",
-              "scheduler config: beta_schedule \"", beta_schedule,
+              what, ": beta_schedule \"", beta_schedule,
               "\" is not supported (use scaled_linear, linear or squaredcos_cap_v2)");
-    LDM_CHECK(prediction_type == "epsilon" || prediction_type == "v_prediction", "scheduler config: prediction_type \"",
+    LDM_CHECK(prediction_type == "epsilon" || prediction_type == "v_prediction", what, ": prediction_type \"",
               prediction_type, "\" is not supported (use epsilon or v_prediction)");
-    LDM_CHECK(timestep_spacing == "leading" || timestep_spacing == "trailing" || timestep_spacing == "linspace",
-              "scheduler config: timestep_spacing \"", timestep_spacing,
-              "\" is not supported (use leading, trailing or linspace)");
+    LDM_CHECK(timestep_spacing == "leading" || timestep_spacing == "trailing" || timestep_spacing == "linspace", what,
+              ": timestep_spacing \"", timestep_spacing, "\" is not supported (use leading, trailing or linspace)");
   }
 };
 
-inline SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, SchedulerConfig c) {
-  LDM_CHECK(j.is_object(), "scheduler config: expected a JSON object, got ", j.type_name());
-  auto read = [&](const char* key, auto& field) { read_config(j, key, field, "scheduler config"); };
+inline SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, SchedulerConfig c, const std::string& what) {
+  LDM_CHECK(j.is_object(), what, ": expected a JSON object, got ", j.type_name());
+  auto read = [&](const char* key, auto& field) { read_config(j, key, field, what); };
   read("num_train_timesteps", c.num_train_timesteps);
   read("beta_start", c.beta_start);
   read("beta_end", c.beta_end);
@@ -81,7 +90,7 @@ inline SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& j, Sched
   read("prediction_type", c.prediction_type);
   read("timestep_spacing", c.timestep_spacing);
   read("use_karras_sigmas", c.use_karras_sigmas);
-  c.validate();
+  c.validate(what);
   return c;
 }
 
