@@ -46,6 +46,22 @@ struct TimestepEmbedding {
     silu_(h);
     return linear_2.forward(h);
   }
+
+  // What backward needs: the input [N, in] and linear_1's output before the SiLU [N, T].
+  struct Saved {
+    Tensor x, h;
+  };
+  Tensor forward(const Tensor& x, Saved& saved) const {
+    saved.x = x;
+    saved.h = linear_1.forward(x);
+    return linear_2.forward(silu(saved.h));
+  }
+  // d out [N, T] -> d x [N, in]; the linears' gradients accumulate. (The sinusoidal embedding
+  // before it has no parameters: a training step drops this dx.)
+  Tensor backward(const Saved& saved, const Tensor& dy) {
+    const Tensor dh = silu_backward(saved.h, linear_2.backward(silu(saved.h), dy));
+    return linear_1.backward(saved.x, dh);
+  }
 };
 
 }  // namespace ldm

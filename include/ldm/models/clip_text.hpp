@@ -86,6 +86,7 @@ struct CLIPTextConfig {
 struct CLIPTextEmbeddings {
   struct Embedding {  // torch.nn.Embedding
     Tensor weight;    // [num_embeddings, dim]
+    Tensor grad_weight;  // accumulated by backward (nn/grad.hpp)
   };
   Embedding token_embedding;     // [vocab_size, hidden]
   Embedding position_embedding;  // [max_position_embeddings, hidden]
@@ -108,6 +109,23 @@ struct CLIPTextEmbeddings {
         for (int64_t i = 0; i < D; ++i) o[i] = tok[i] + pos[i];
       }
     return x;
+  }
+
+  // Saves the ids. dy [B, L, hidden] -> nothing (ids have no gradient); an embedding lookup's
+  // backward is a scatter-add: each token's row of dy is added to the gradient row of its id
+  // (a repeated id sums), and to that of its position.
+  void backward(const std::vector<int64_t>& ids, int64_t B, int64_t L, const Tensor& dy) {
+    const int64_t D = token_embedding.weight.dim(1);
+    LDM_CHECK(dy.shape() == Shape({B, L, D}) && int64_t(ids.size()) == B * L, "CLIPTextEmbeddings::backward: gradient ",
+              dy.shape_str(), " does not match ", ids.size(), " ids as [", B, ", ", L, ", ", D, "]");
+    float* gt = grad_buffer(token_embedding.grad_weight, token_embedding.weight.shape()).data();
+    float* gp = grad_buffer(position_embedding.grad_weight, position_embedding.weight.shape()).data();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < L; ++t) {
+        Eigen::Map<const Eigen::ArrayXf> d(dy.data() + (b * L + t) * D, D);
+        Eigen::Map<Eigen::ArrayXf>(gt + ids[size_t(b * L + t)] * D, D) += d;
+        Eigen::Map<Eigen::ArrayXf>(gp + t * D, D) += d;
+      }
   }
 };
 

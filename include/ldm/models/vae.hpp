@@ -135,6 +135,60 @@ struct DiagonalGaussian {
   }
   // The most likely latent: the mean.
   Tensor mode() const { return mean.clone(); }
+
+  // diffusers' kl() to N(0, I): per sample, 0.5 * sum over [C, h, w] of (mean^2 + var - 1 - logvar) -> [B]
+  Tensor kl() const {
+    const int64_t B = mean.dim(0), n = mean.numel() / B;
+    Tensor out = Tensor::empty({B});
+    for (int64_t b = 0; b < B; ++b) {
+      Eigen::Map<const Eigen::ArrayXf> m(mean.data() + b * n, n), lv(logvar.data() + b * n, n);
+      out[b] = float(0.5 * (m.square() + lv.exp() - 1.0f - lv).cast<double>().sum());
+    }
+    return out;
+  }
+
+  // Backwards, to the mean and the (clamped) logvar; from_moments_backward carries them to the moments.
+  struct Grad {
+    Tensor mean, logvar;  // [B, C, h, w]
+  };
+  // sample(noise): saves the noise. dz -> dmean = dz, dlogvar = dz * 0.5 * std * noise
+  Grad sample_backward(const Tensor& noise, const Tensor& dz) const {
+    LDM_CHECK(noise.shape() == mean.shape() && dz.shape() == mean.shape(), "DiagonalGaussian::sample_backward: noise ",
+              noise.shape_str(), " and gradient ", dz.shape_str(), " must have the latent's shape ", mean.shape_str());
+    Grad g{dz.clone(), std()};
+    g.logvar.vec() = (0.5f * g.logvar.vec().array() * noise.vec().array() * dz.vec().array()).matrix();
+    return g;
+  }
+  // kl(): dkl [B] -> dmean = dkl * mean, dlogvar = dkl * 0.5 * (var - 1)
+  Grad kl_backward(const Tensor& dkl) const {
+    const int64_t B = mean.dim(0), n = mean.numel() / B;
+    LDM_CHECK(dkl.numel() == B, "DiagonalGaussian::kl_backward: expected one gradient per sample (", B, "), got ",
+              dkl.shape_str());
+    Grad g{Tensor::empty(mean.shape()), Tensor::empty(mean.shape())};
+    for (int64_t b = 0; b < B; ++b) {
+      Eigen::Map<const Eigen::ArrayXf> m(mean.data() + b * n, n), lv(logvar.data() + b * n, n);
+      Eigen::Map<Eigen::ArrayXf>(g.mean.data() + b * n, n) = dkl[b] * m;
+      Eigen::Map<Eigen::ArrayXf>(g.logvar.data() + b * n, n) = dkl[b] * 0.5f * (lv.exp() - 1.0f);
+    }
+    return g;
+  }
+  // from_moments: saves the moments [B, 2C, h, w]. The logvar's gradient passes the clamp only
+  // where the moment lay strictly inside (-30, 20): torch.clamp with scalar bounds gives 0 at a
+  // bound itself (checked on torch 2.15, tests/test_nn_backward.cpp plants a logvar of 20).
+  static Tensor from_moments_backward(const Tensor& moments, const Grad& g) {
+    const int64_t B = moments.dim(0), n = moments.numel() / (2 * B);
+    LDM_CHECK(g.mean.numel() == B * n && g.logvar.numel() == B * n, "DiagonalGaussian::from_moments_backward: ",
+              "gradients ", g.mean.shape_str(), " and ", g.logvar.shape_str(), " do not fit moments ",
+              moments.shape_str());
+    Tensor d = Tensor::empty(moments.shape());
+    for (int64_t b = 0; b < B; ++b) {
+      const float* m = moments.data() + b * 2 * n;
+      std::copy_n(g.mean.data() + b * n, n, d.data() + b * 2 * n);
+      for (int64_t i = 0; i < n; ++i)
+        d[b * 2 * n + n + i] = m[n + i] > -30.0f && m[n + i] < 20.0f ? g.logvar[b * n + i] : 0.0f;
+    }
+    return d;
+  }
 };
 
 // diffusers.models.autoencoders.vae.Encoder (double_z): image -> Gaussian moments.

@@ -15,6 +15,7 @@
 
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/gemm.hpp"
+#include "ldm/nn/grad.hpp"
 #include "ldm/nn/padding.hpp"
 #include "ldm/nn/winograd.hpp"
 
@@ -177,6 +178,96 @@ inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   return y;
 }
 
+// Backward of conv2d, through the same GEMM. Per image, with col = im2col(x) [K, P]:
+//   grad_weight[O, K] += dy[O, P] col^T[P, K]      grad_bias[O] += dy summed over pixels
+//   dcol[K, P] = W^T[K, O] dy[O, P]                dx = col2im(dcol): each tap's value added
+//                                                   back to the input pixel it was read from
+// The col matrix is made (and dcol folded back) kConvBackwardChunk bytes of pixels at a time,
+// so memory stays bounded as in the forward. Winograd is a forward-only shortcut: the
+// gradients are the convolution's, whichever way the forward computed it.
+namespace detail {
+
+constexpr int64_t kConvBackwardChunk = 8 << 20;  // bytes of one [K, n] col block (and one dcol)
+
+// col[k, t] = the input pixel under kernel tap k = (c, i, j) of output pixel p0 + t, zero in the padding.
+// xb [C, H, W] one image; col [K, n] row-major.
+inline void im2col_rows(const ConvShape& s, const float* xb, int stride, Padding pad, int64_t p0, int64_t n,
+                        float* col) {
+#pragma omp parallel for schedule(static) if (s.K * n > (1 << 15))
+  for (int64_t k = 0; k < s.K; ++k) {
+    const int64_t c = k / (s.kh * s.kw), i = k / s.kw % s.kh, j = k % s.kw;
+    const float* plane = xb + c * s.H * s.W;
+    float* d = col + k * n;
+    int64_t oy = p0 / s.Wo, ox = p0 % s.Wo;
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t iy = oy * stride - pad.top + i, ix = ox * stride - pad.left + j;
+      d[t] = iy >= 0 && iy < s.H && ix >= 0 && ix < s.W ? plane[iy * s.W + ix] : 0.0f;
+      if (++ox == s.Wo) ox = 0, ++oy;
+    }
+  }
+}
+
+// The transpose of im2col_rows: dxb [C, H, W] += dcol [K, n] at the pixels the taps read.
+// One task per input channel: its kh*kw rows of dcol are the only ones that add to its plane.
+inline void col2im_add(const ConvShape& s, const float* dcol, int stride, Padding pad, int64_t p0, int64_t n,
+                       float* dxb) {
+#pragma omp parallel for schedule(static) if (s.K * n > (1 << 15))
+  for (int64_t c = 0; c < s.C; ++c) {
+    float* plane = dxb + c * s.H * s.W;
+    for (int64_t i = 0; i < s.kh; ++i) {
+      for (int64_t j = 0; j < s.kw; ++j) {
+        const float* d = dcol + ((c * s.kh + i) * s.kw + j) * n;
+        int64_t oy = p0 / s.Wo, ox = p0 % s.Wo;
+        for (int64_t t = 0; t < n; ++t) {
+          const int64_t iy = oy * stride - pad.top + i, ix = ox * stride - pad.left + j;
+          if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) plane[iy * s.W + ix] += d[t];
+          if (++ox == s.Wo) ox = 0, ++oy;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+// Saves the input x [B, C, H, W]. dy [B, O, Ho, Wo] -> dx [B, C, H, W]; grad_weight [O, C, kh, kw]
+// and grad_bias [O] (null: the layer has no bias) accumulate.
+inline Tensor conv2d_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, int stride, Padding pad,
+                              Tensor& grad_weight, Tensor* grad_bias) {
+  const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad);
+  LDM_CHECK(dy.shape() == Shape({s.B, s.O, s.Ho, s.Wo}), "conv2d_backward: gradient ", dy.shape_str(),
+            " does not match the output [", s.B, ", ", s.O, ", ", s.Ho, ", ", s.Wo, "] of input ", x.shape_str());
+  float* gw = grad_buffer(grad_weight, weight.shape()).data();  // [O, K]
+  if (grad_bias) {
+    Tensor& gb = grad_buffer(*grad_bias, {s.O});
+    for (int64_t b = 0; b < s.B; ++b)
+      gb.vec() += dy.slice0(b, b + 1).matrix(s.O, s.P).rowwise().sum();
+  }
+  Tensor dx(x.shape());  // zeros: col2im adds into it
+  const float* w = weight.data();
+  const int64_t chunk = std::clamp<int64_t>(detail::kConvBackwardChunk / int64_t(sizeof(float) * s.K), 16, s.P);
+  std::vector<float> col, dcol;
+  if (!s.pointwise) col.resize(size_t(s.K * chunk)), dcol.resize(size_t(s.K * chunk));
+  for (int64_t b = 0; b < s.B; ++b) {
+    const float* xb = x.data() + b * s.C * s.H * s.W;  // [C, H, W]
+    const float* dyb = dy.data() + b * s.O * s.P;       // [O, P]
+    float* dxb = dx.data() + b * s.C * s.H * s.W;       // [C, H, W]
+    if (s.pointwise) {  // x itself is col [C, P]
+      gemm(false, true, s.O, s.C, s.P, 1.0f, dyb, s.P, xb, s.P, 1.0f, gw, s.C);     // gw[O, C] += dy x^T
+      gemm(true, false, s.C, s.P, s.O, 1.0f, w, s.C, dyb, s.P, 0.0f, dxb, s.P);     // dx[C, P] = W^T dy
+      continue;
+    }
+    for (int64_t p0 = 0; p0 < s.P; p0 += chunk) {
+      const int64_t n = std::min(chunk, s.P - p0);
+      detail::im2col_rows(s, xb, stride, pad, p0, n, col.data());                           // col[K, n]
+      gemm(false, true, s.O, s.K, n, 1.0f, dyb + p0, s.P, col.data(), n, 1.0f, gw, s.K);     // gw[O, K] += dy col^T
+      gemm(true, false, s.K, n, s.O, 1.0f, w, s.K, dyb + p0, s.P, 0.0f, dcol.data(), n);     // dcol[K, n] = W^T dy
+      detail::col2im_add(s, dcol.data(), stride, pad, p0, n, dxb);
+    }
+  }
+  return dx;
+}
+
 struct Conv2d {
   Tensor weight;          // [out, in, k, k]
   Tensor bias;            // [out]
@@ -229,6 +320,13 @@ struct Conv2d {
       }
     }
     return conv2d(x, weights(), bias, stride, padding);
+  }
+
+  Tensor grad_weight, grad_bias;  // [out, in, k, k], [out]: accumulated by backward (nn/grad.hpp)
+
+  // Saves the input x. dy [B, out, Ho, Wo] -> dx [B, in, H, W] (conv2d_backward).
+  Tensor backward(const Tensor& x, const Tensor& dy) {
+    return conv2d_backward(x, weights(), dy, stride, padding, grad_weight, bias.defined() ? &grad_bias : nullptr);
   }
 
   // Winograd-transformed weights of F(winograd_tile x winograd_tile, 3x3), made on the first

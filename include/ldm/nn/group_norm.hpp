@@ -4,8 +4,10 @@
 #pragma once
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "ldm/core/weights.hpp"
+#include "ldm/nn/grad.hpp"
 #include "ldm/nn/moments.hpp"
 
 namespace ldm {
@@ -44,6 +46,67 @@ inline Tensor group_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
   return y;
 }
 
+// Saves the input x; the group statistics are recomputed from it. With xhat = (x - mean) rstd
+// per group, z = xhat w + b and y = z (or silu(z) fused):
+//   dz = dy (or dy silu'(z))      grad_weight[c] += sum dz xhat     grad_bias[c] += sum dz
+//   dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),  dxhat = dz w, means over the group
+// dy [B, C, ...] -> dx [B, C, ...]. Sums in double, as the forward's statistics.
+inline Tensor group_norm_backward(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t groups, float eps,
+                                  bool fuse_silu, const Tensor& dy, Tensor& grad_weight, Tensor& grad_bias) {
+  LDM_CHECK(x.ndim() >= 2, "group_norm_backward: expected [B, C, ...], got ", x.shape_str());
+  LDM_CHECK(dy.shape() == x.shape(), "group_norm_backward: gradient ", dy.shape_str(), " does not match the input ",
+            x.shape_str());
+  const int64_t B = x.dim(0), C = x.dim(1), S = x.numel() / std::max<int64_t>(B * C, 1);
+  LDM_CHECK(groups > 0 && C % groups == 0, "group_norm_backward: ", C, " channels do not split into ", groups,
+            " groups");
+  LDM_CHECK(weight.numel() == C && bias.numel() == C, "group_norm_backward: weight ", weight.shape_str(),
+            " and bias ", bias.shape_str(), " must have ", C, " values");
+  const int64_t Cg = C / groups, n = Cg * S;
+  Tensor dx = Tensor::empty(x.shape());
+  std::vector<double> dw(size_t(B * C)), db(size_t(B * C));  // per-sample sums, added up after
+  if (n > 0) {
+#pragma omp parallel for collapse(2) schedule(static) if (x.numel() > (1 << 14))
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* xg = x.data() + (b * C + g * Cg) * S;
+        const Moments st = moments(xg, n);
+        const float rstd = float(1.0 / std::sqrt(st.var + double(eps)));
+        const float offset = float((double(xg[0]) - st.mean) / std::sqrt(st.var + double(eps)));
+        auto xhat_of = [&](int64_t c) {  // as the forward: (x - x0) rstd + (x0 - mean) rstd
+          return (Eigen::Map<const Eigen::ArrayXf>(x.data() + (b * C + c) * S, S) - xg[0]) * rstd + offset;
+        };
+        // Pass 1: dz into dx, the sums of dxhat and dxhat xhat over the group, the parameters' sums.
+        double sum_dxhat = 0, sum_dxhat_xhat = 0;
+        for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
+          const Eigen::ArrayXf xhat = xhat_of(c);
+          Eigen::Map<Eigen::ArrayXf> dz(dx.data() + (b * C + c) * S, S);
+          dz = Eigen::Map<const Eigen::ArrayXf>(dy.data() + (b * C + c) * S, S);
+          if (fuse_silu) {
+            const Eigen::ArrayXf z = xhat * weight[c] + bias[c], sg = 1.0f / (1.0f + (-z).exp());
+            dz *= sg * (1.0f + z * (1.0f - sg));
+          }
+          const double sdz = dz.sum(), sdz_xhat = (dz * xhat).sum();
+          dw[size_t(b * C + c)] = sdz_xhat;
+          db[size_t(b * C + c)] = sdz;
+          sum_dxhat += sdz * weight[c];
+          sum_dxhat_xhat += sdz_xhat * weight[c];
+        }
+        // Pass 2: dx = rstd (dz w - mean(dxhat) - xhat mean(dxhat xhat))
+        const float m1 = float(sum_dxhat / double(n)), m2 = float(sum_dxhat_xhat / double(n));
+        for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
+          Eigen::Map<Eigen::ArrayXf> d(dx.data() + (b * C + c) * S, S);
+          d = rstd * (d * weight[c] - m1 - xhat_of(c) * m2);
+        }
+      }
+    }
+  }
+  Tensor& gw = grad_buffer(grad_weight, {C});
+  Tensor& gb = grad_buffer(grad_bias, {C});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c) gw[c] += float(dw[size_t(b * C + c)]), gb[c] += float(db[size_t(b * C + c)]);
+  return dx;
+}
+
 struct GroupNorm {
   Tensor weight, bias;  // [C]
   int64_t groups = 32;
@@ -59,6 +122,13 @@ struct GroupNorm {
   Tensor forward(const Tensor& x, bool fuse_silu = false) const {
     LDM_CHECK(x.dim(1) == weight.dim(0), "GroupNorm: expected ", weight.dim(0), " channels, got ", x.shape_str());
     return group_norm(x, weight, bias, groups, eps, fuse_silu);
+  }
+
+  Tensor grad_weight, grad_bias;  // [C]: accumulated by backward (nn/grad.hpp)
+
+  // Saves the input x. dy [B, C, ...] -> dx (group_norm_backward); fuse_silu as in the forward.
+  Tensor backward(const Tensor& x, const Tensor& dy, bool fuse_silu = false) {
+    return group_norm_backward(x, weight, bias, groups, eps, fuse_silu, dy, grad_weight, grad_bias);
   }
 };
 

@@ -4,6 +4,7 @@
 
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/gemm.hpp"
+#include "ldm/nn/grad.hpp"
 
 namespace ldm {
 
@@ -39,6 +40,30 @@ struct Linear {
     gemm_bias(rows, out_features, in_features, x.data(), in_features, W.data(), in_features,
               bias.defined() ? bias.data() : nullptr, y.data(), out_features);
     return y;
+  }
+
+  Tensor grad_weight, grad_bias;  // [out, in], [out]: accumulated by backward (nn/grad.hpp)
+
+  // Saves the input x [..., in]. dy [..., out] -> dx [..., in]; the parameters' gradients
+  // accumulate: grad_weight += dy^T x, grad_bias += dy summed over rows.
+  Tensor backward(const Tensor& x, const Tensor& dy) {
+    LDM_CHECK(x.dim(-1) == in_features, "Linear::backward: expected input last dimension ", in_features, ", got ",
+              x.shape_str());
+    const int64_t rows = x.numel() / in_features;
+    LDM_CHECK(dy.dim(-1) == out_features && dy.numel() == rows * out_features, "Linear::backward: gradient ",
+              dy.shape_str(), " does not match the output of input ", x.shape_str());
+    const Tensor W = weights();  // [out, in]
+    Tensor dx = Tensor::empty(x.shape());
+    // dx[rows, in] = dy[rows, out] W[out, in]
+    gemm(false, false, rows, in_features, out_features, 1.0f, dy.data(), out_features, W.data(), in_features, 0.0f,
+         dx.data(), in_features);
+    // grad_weight[out, in] += dy^T[out, rows] x[rows, in]
+    Tensor& gw = grad_buffer(grad_weight, {out_features, in_features});
+    gemm(true, false, out_features, in_features, rows, 1.0f, dy.data(), out_features, x.data(), in_features, 1.0f,
+         gw.data(), in_features);
+    if (bias.defined())
+      grad_buffer(grad_bias, {out_features}).vec() += dy.matrix(rows, out_features).colwise().sum().transpose();
+    return dx;
   }
 };
 
