@@ -30,13 +30,13 @@ void require_regular(const struct stat& st, const std::string& path, const std::
 
 void check_regular_file(const std::string& path, const std::string& what) {
   struct stat st {};
-  LDM_CHECK(::stat(path.c_str(), &st) == 0, "cannot open ", what, " '", path, "': ", std::strerror(errno));
+  LDM_CHECK(::stat(path.c_str(), &st) == 0, "cannot read ", what, " '", path, "': ", std::strerror(errno));
   require_regular(st, path, what);
 }
 
 int open_regular_file(const std::string& path, const std::string& what, uint64_t* size) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  LDM_CHECK(fd >= 0, "cannot open ", what, " '", path, "': ", std::strerror(errno));
+  LDM_CHECK(fd >= 0, "cannot read ", what, " '", path, "': ", std::strerror(errno));
   struct stat st {};
   const bool stat_ok = ::fstat(fd, &st) == 0;
   const int err = errno;

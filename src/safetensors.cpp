@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <fstream>
 #include <new>
@@ -49,6 +48,7 @@ size_t dtype_size(DType d) {
 namespace {
 
 const DType kDTypes[] = {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::U8, DType::BOOL};
+const char* const kSupported = "(supported: F32, F16, BF16, F64, I64, I32, U8, BOOL)";
 
 bool find_dtype(const std::string& n, DType* d) {
   for (DType k : kDTypes)
@@ -60,7 +60,7 @@ bool find_dtype(const std::string& n, DType* d) {
 
 DType dtype_from_name(const std::string& n) {
   DType d;
-  LDM_CHECK(find_dtype(n, &d), "unknown safetensors dtype \"", n, "\" (supported: F32, F16, BF16, F64, I64, I32, U8, BOOL)");
+  LDM_CHECK(find_dtype(n, &d), "unknown safetensors dtype \"", n, "\" ", kSupported);
   return d;
 }
 
@@ -95,7 +95,7 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
   const auto& dtype = e["dtype"];
   LDM_CHECK(dtype.is_string(), where, ": ", tensor, " has \"dtype\": ", brief(dtype), "; expected a name such as \"F32\"");
   LDM_CHECK(find_dtype(dtype.get<std::string>(), &info.dtype), where, ": ", tensor, " has unknown safetensors dtype ",
-            dtype.dump(), " (supported: F32, F16, BF16, F64, I64, I32, U8, BOOL)");
+            dtype.dump(), " ", kSupported);
   const auto& shape = e["shape"];
   bool ok = shape.is_array();
   for (const auto& d : shape) {

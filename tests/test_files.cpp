@@ -45,7 +45,7 @@ TEST_CASE("files: check_regular_file, open_regular_file and read_file say what a
   CHECK_THROWS_WITH(check_regular_file(d.dir.path, "image"), Contains("is a folder, not a regular file"));
   CHECK_THROWS_WITH(check_regular_file("/dev/null", "image"), Contains("is a device, not a regular file"));
   CHECK_THROWS_WITH(check_regular_file(d.dir.path + "/absent.png", "image"),
-                    Contains("cannot open image '" + d.dir.path + "/absent.png': No such file or directory"));
+                    Contains("cannot read image '" + d.dir.path + "/absent.png': No such file or directory"));
   uint64_t size = 0;
   CHECK_THROWS_WITH(open_regular_file(d.fifo, "safetensors file", &size), Contains("is a FIFO (named pipe)"));
   CHECK_THROWS_WITH(read_file(d.fifo, "config"), Contains("config '" + d.fifo + "' is a FIFO"));

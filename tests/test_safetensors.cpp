@@ -74,7 +74,7 @@ TEST_CASE("safetensors: round trip F32, F16, BF16, I64 with metadata") {
 
 TEST_CASE("safetensors: every kind of bad input gets a clear error") {
   SECTION("missing file") {
-    CHECK_THROWS_WITH(SafeTensors("/nonexistent/model.safetensors"), Contains("cannot open") && Contains("No such file"));
+    CHECK_THROWS_WITH(SafeTensors("/nonexistent/model.safetensors"), Contains("cannot read safetensors file") && Contains("No such file"));
   }
   SECTION("a directory") { CHECK_THROWS_WITH(SafeTensors("/tmp"), Contains("not a regular file")); }
   SECTION("shorter than the 8-byte header length") {

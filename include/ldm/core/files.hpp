@@ -17,7 +17,7 @@ namespace ldm {
 // 100 MB is also the safetensors header limit of the reference implementation.
 constexpr uint64_t kMaxTextFileBytes = uint64_t(100) << 20;
 
-// Throws unless `path` (after symlinks) is a regular file: "cannot open <what> '<path>': <OS
+// Throws unless `path` (after symlinks) is a regular file: "cannot read <what> '<path>': <OS
 // reason>" or "<what> '<path>' is a FIFO (named pipe), not a regular file".
 void check_regular_file(const std::string& path, const std::string& what);
 
