@@ -30,11 +30,13 @@ namespace detail {
 
 // The element count of `s`, multiplied with overflow checks: a negative dimension or more than
 // kMaxNumel elements is an error naming `what` (e.g. "tensor 'latent' in 'in.safetensors'").
+// (A bound checked before each product rather than __builtin_mul_overflow: nvcc compiles this too.)
 inline int64_t checked_numel(const Shape& s, const char* what) {
   int64_t n = 1;
-  bool bad = false;
-  for (int64_t d : s) bad |= d < 0 || d > kMaxNumel || __builtin_mul_overflow(n, d, &n);
-  if (bad || n > kMaxNumel) detail::fail_numel(s, what);
+  for (int64_t d : s) {
+    if (d < 0 || d > kMaxNumel || (d > 0 && n > kMaxNumel / d)) detail::fail_numel(s, what);
+    n *= d;  // <= kMaxNumel
+  }
   return n;
 }
 inline int64_t checked_numel(const Shape& s, const std::string& what) { return checked_numel(s, what.c_str()); }
@@ -55,8 +57,9 @@ inline Shape infer_shape(Shape shape, int64_t numel, const std::string& from) {
       LDM_CHECK(infer < 0, "reshape: only one dimension may be -1");
       infer = int64_t(i);
     } else {
-      LDM_CHECK(shape[i] >= 0 && !__builtin_mul_overflow(known, shape[i], &known), "reshape: cannot view ", from,
+      LDM_CHECK(shape[i] >= 0 && (shape[i] == 0 || known <= kMaxNumel / shape[i]), "reshape: cannot view ", from,
                 " as ", shape_str(shape));
+      known *= shape[i];
     }
   }
   if (infer >= 0) shape[size_t(infer)] = known ? numel / known : 0;
