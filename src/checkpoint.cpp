@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <map>
 #include <set>
 
+#include "ldm/core/files.hpp"
 #include "ldm/core/half.hpp"
 
 namespace ldm {
@@ -22,6 +24,13 @@ bool starts_with(const std::string& s, const std::string& p) { return s.compare(
 bool is_file(const std::string& p) {
   struct stat st {};
   return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Exists, whatever it is: a reader then refuses it by name unless it is a regular file (a FIFO
+// named config.json is an error, not a missing config).
+bool exists(const std::string& p) {
+  struct stat st {};
+  return stat(p.c_str(), &st) == 0;
 }
 
 bool is_dir(const std::string& p) {
@@ -37,16 +46,6 @@ const char* kAcceptedForms =
     "ldm.cpp opens (1) a diffusers folder (model_index.json with unet/, vae/, text_encoder/ holding "
     ".safetensors weights), (2) a single-file SD1.5 checkpoint in .safetensors form "
     "(e.g. v1-5-pruned-emaonly.safetensors), or (3) \"synthetic:sd15\" (synthetic weights, no file)";
-
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream f(path);
-  LDM_CHECK(f, "cannot read '", path, "'");
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    LDM_FAIL("'", path, "' is not valid JSON: ", e.what());
-  }
-}
 
 void write_json(const std::string& path, const nlohmann::json& j) {
   std::ofstream f(path);
@@ -272,7 +271,7 @@ std::string find_component_file(const std::string& dir, Component c, const std::
   const std::string full = base + ".safetensors", half = base + ".fp16.safetensors";
   const std::string expected = str(component_name(c), "/", full, " (or ", component_name(c), "/", half, ")");
   for (const auto& name : variant == "fp16" ? std::vector<std::string>{half, full} : std::vector<std::string>{full, half})
-    if (is_file(path_join(sub, name))) return path_join(sub, name);
+    if (exists(path_join(sub, name))) return path_join(sub, name);
   const std::string pickle_base = c == Component::TextEncoder ? "pytorch_model" : "diffusion_pytorch_model";
   for (const auto& name : {pickle_base + ".bin", pickle_base + ".fp16.bin"})
     if (is_file(path_join(sub, name)))
@@ -289,12 +288,13 @@ std::string find_component_file(const std::string& dir, Component c, const std::
            "' (or ", half, ")");
 }
 
-nlohmann::json read_optional_json(const std::string& path) {
-  return is_file(path) ? read_json(path) : nlohmann::json::object();
+nlohmann::json read_optional_json(const std::string& path, const std::string& what) {
+  return exists(path) ? read_json_file(path, what) : nlohmann::json::object();
 }
 
 ModelFiles open_diffusers_folder(const std::string& dir, const std::string& variant) {
-  const bool has_index = is_file(path_join(dir, "model_index.json"));
+  const std::string index_path = path_join(dir, "model_index.json");
+  const bool has_index = exists(index_path);
   if (!has_index && !is_dir(path_join(dir, "unet"))) {
     if (is_file(path_join(dir, "config.json")))
       LDM_FAIL("'", dir,
@@ -306,8 +306,10 @@ ModelFiles open_diffusers_folder(const std::string& dir, const std::string& vari
              kAcceptedForms);
   }
   if (has_index) {
-    const nlohmann::json index = read_json(path_join(dir, "model_index.json"));
-    const std::string cls = index.value("_class_name", "");
+    const nlohmann::json index = read_json_file(index_path, "pipeline index");
+    LDM_CHECK(index.is_object(), "pipeline index '", index_path, "' must be a JSON object, not ", index.type_name());
+    const auto it = index.find("_class_name");
+    const std::string cls = it != index.end() && it->is_string() ? it->get<std::string>() : "";
     LDM_CHECK(cls.find("XL") == std::string::npos, "'", dir, "' is an SDXL pipeline (", cls,
               "); ldm.cpp runs Stable Diffusion 1.x");
   }
@@ -318,8 +320,8 @@ ModelFiles open_diffusers_folder(const std::string& dir, const std::string& vari
     auto file = std::make_shared<const SafeTensors>(path);
     auto source = std::make_shared<DiffusersFileSource>(file, c);
     const std::string config_path = path_join(path_join(dir, component_name(c)), "config.json");
-    const nlohmann::json config = read_optional_json(config_path);
-    const std::string found = is_file(config_path) ? config_path : "";
+    const nlohmann::json config = read_optional_json(config_path, str(component_name(c), " config"));
+    const std::string found = exists(config_path) ? config_path : "";
     switch (c) {
       case Component::UNet: m.unet = source, m.unet_config = config, m.unet_config_path = found; break;
       case Component::VAE: m.vae = source, m.vae_config = config, m.vae_config_path = found; break;
@@ -330,10 +332,10 @@ ModelFiles open_diffusers_folder(const std::string& dir, const std::string& vari
     summary += str(summary.empty() ? "" : ", ", component_name(c), " ", dtype_summary(*file, file->names()));
   }
   const std::string scheduler_path = path_join(dir, "scheduler/scheduler_config.json");
-  m.scheduler_config = read_optional_json(scheduler_path);
-  if (is_file(scheduler_path)) m.scheduler_config_path = scheduler_path;
+  m.scheduler_config = read_optional_json(scheduler_path, "scheduler config");
+  if (exists(scheduler_path)) m.scheduler_config_path = scheduler_path;
   const std::string tok = path_join(dir, "tokenizer");
-  if (is_file(path_join(tok, "vocab.json")) && is_file(path_join(tok, "merges.txt"))) m.tokenizer_dir = tok;
+  if (exists(path_join(tok, "vocab.json")) && exists(path_join(tok, "merges.txt"))) m.tokenizer_dir = tok;
   m.description = str("diffusers folder '", dir, "' (", summary, ")");
   return m;
 }
@@ -347,7 +349,8 @@ ModelFiles open_model(const std::string& spec, const std::string& variant) {
     return open_synthetic();
   }
   if (is_dir(spec)) return open_diffusers_folder(spec, variant);
-  LDM_CHECK(is_file(spec), "no such file or folder: '", spec, "'. ", kAcceptedForms);
+  LDM_CHECK(exists(spec), "no such file or folder: '", spec, "'. ", kAcceptedForms);
+  check_regular_file(spec, "model");
   switch (sniff(spec)) {
     case FileKind::SafeTensors: return open_single_file(spec);
     case FileKind::Pickle: LDM_FAIL(pickle_error(spec));
@@ -359,11 +362,23 @@ ModelFiles open_model(const std::string& spec, const std::string& variant) {
 // ---------------------------------------------------------------- key lists
 
 std::vector<TensorSpec> read_key_list(const std::string& path, Component c) {
-  const nlohmann::json j = read_json(path);
-  LDM_CHECK(j.contains("diffusers") && j["diffusers"].contains(component_name(c)), "'", path,
-            "' has no diffusers.", component_name(c), " key list (expected the form of sd15_keys.json)");
+  const nlohmann::json j = read_json_file(path, "key list");
+  LDM_CHECK(j.is_object() && j.contains("diffusers") && j["diffusers"].is_object() &&
+                j["diffusers"].contains(component_name(c)) && j["diffusers"][component_name(c)].is_object(),
+            "'", path, "' has no diffusers.", component_name(c), " key list (expected the form of sd15_keys.json)");
   std::vector<TensorSpec> r;
-  for (const auto& kv : j["diffusers"][component_name(c)].items()) r.push_back({kv.key(), kv.value().get<Shape>()});
+  for (const auto& kv : j["diffusers"][component_name(c)].items()) {
+    Shape shape;
+    bool ok = kv.value().is_array();
+    for (const auto& d : kv.value()) {
+      ok = ok && d.is_number_unsigned();
+      if (ok) shape.push_back(d.get<int64_t>());
+    }
+    LDM_CHECK(ok, "key list '", path, "': the shape of '", kv.key(), "' is ", kv.value().dump(),
+              ", not a list of non-negative integers");
+    checked_numel(shape, str("tensor '", kv.key(), "' in key list '", path, "'"));
+    r.push_back({kv.key(), std::move(shape)});
+  }
   return r;
 }
 
@@ -371,7 +386,8 @@ std::vector<TensorSpec> read_key_list(const std::string& path, Component c) {
 
 namespace {
 
-// A safetensors file written tensor by tensor, so that a 4 GB checkpoint never sits in memory.
+// A safetensors file written tensor by tensor, so that a 4 GB checkpoint never sits in memory;
+// laid out by aligned_before, as SafeTensorsWriter does.
 class StreamingWriter {
  public:
   void add(const std::string& name, const Shape& shape, DType dtype, std::function<Tensor()> make) {
@@ -384,12 +400,16 @@ class StreamingWriter {
   }
 
   void save(const std::string& path) const {
+    std::vector<const Entry*> order;
+    for (const auto& e : entries_) order.push_back(&e);
+    std::stable_sort(order.begin(), order.end(),
+                     [](const Entry* a, const Entry* b) { return aligned_before(a->dtype, b->dtype); });
     nlohmann::ordered_json header;
     header["__metadata__"] = {{"format", "pt"}};
     uint64_t offset = 0;
-    for (const auto& e : entries_) {
-      const uint64_t bytes = uint64_t(numel_of(e.shape)) * dtype_size(e.dtype);
-      header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + bytes}}};
+    for (const Entry* e : order) {
+      const uint64_t bytes = checked_bytes(e->shape, dtype_size(e->dtype), "tensor '" + e->name + "'");
+      header[e->name] = {{"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {offset, offset + bytes}}};
       offset += bytes;
     }
     std::string h = header.dump();
@@ -400,7 +420,8 @@ class StreamingWriter {
     f.write(reinterpret_cast<const char*>(&n), 8);
     f.write(h.data(), std::streamsize(h.size()));
     std::vector<uint16_t> half;
-    for (const auto& e : entries_) {
+    for (const Entry* pe : order) {
+      const Entry& e = *pe;
       if (e.dtype == DType::I64) {
         f.write(reinterpret_cast<const char*>(e.ints.data()), std::streamsize(e.ints.size() * 8));
         continue;

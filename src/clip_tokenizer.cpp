@@ -3,13 +3,12 @@
 
 #include <algorithm>
 #include <array>
-#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string_view>
 
 #include "ldm/core/error.hpp"
+#include "ldm/core/files.hpp"
 #include "ldm/core/unicode.hpp"
 
 namespace ldm {
@@ -44,35 +43,30 @@ const ByteMap& byte_map() {
   return m;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  LDM_CHECK(f.good(), "CLIPTokenizer: cannot open ", path,
-            " (a tokenizer folder needs vocab.json and merges.txt, as in SD1.5's tokenizer/)");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string read_tokenizer_file(const std::string& path) { return read_file(path, "CLIP tokenizer file"); }
 
 CLIPTokenizer::Vocab parse_vocab(const std::string& path) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(read_file(path));
+    j = nlohmann::json::parse(read_tokenizer_file(path));
   } catch (const nlohmann::json::exception& e) {
-    LDM_FAIL("CLIPTokenizer: ", path, " is not valid JSON: ", e.what());
+    LDM_FAIL("CLIPTokenizer: ", path, " is not valid JSON: ", json_error_reason(e));
   }
   LDM_CHECK(j.is_object(), "CLIPTokenizer: ", path, " must be a JSON object {token: id}");
   CLIPTokenizer::Vocab vocab;
   vocab.reserve(j.size());
   for (auto it = j.begin(); it != j.end(); ++it) {
-    LDM_CHECK(it.value().is_number_integer(), "CLIPTokenizer: ", path, ": id of token '", it.key(),
-              "' is not an integer");
+    // The ids number the tokens 0..N-1: a larger one would size the id -> token table by it.
+    LDM_CHECK(it.value().is_number_unsigned() && it.value().get<uint64_t>() < j.size(), "CLIPTokenizer: ", path,
+              ": id of token '", it.key(), "' is ", it.value().dump(), ", not an integer in [0, ", j.size(),
+              ") (the file's ", j.size(), " tokens are numbered from 0)");
     vocab.emplace(it.key(), it.value().get<int>());
   }
   return vocab;
 }
 
 CLIPTokenizer::Merges parse_merges(const std::string& path) {
-  const std::string text = read_file(path);
+  const std::string text = read_tokenizer_file(path);
   CLIPTokenizer::Merges merges;
   merges.reserve(49152);
   size_t line_no = 0;

@@ -7,7 +7,8 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <iterator>
+
+#include "ldm/core/files.hpp"
 
 #include "ldm/core/atomic_file.hpp"
 
@@ -39,6 +40,7 @@ std::vector<uint8_t> png_chunk(const char type[4], const std::string& data) {
 }  // namespace
 
 Tensor read_image(const std::string& path) {
+  check_regular_file(path, "image");  // stb would block on a FIFO
   int w = 0, h = 0, n = 0;
   unsigned char* px = stbi_load(path.c_str(), &w, &h, &n, 3);
   LDM_CHECK(px, "cannot read image '", path, "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error",
@@ -100,9 +102,8 @@ Tensor nhwc_to_nchw(const Tensor& x) {
 }
 
 std::map<std::string, std::string> read_png_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  LDM_CHECK(f, "cannot open '", path, "'");
-  std::vector<uint8_t> b((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::string file = read_file(path, "PNG file", uint64_t(1) << 30);
+  const std::vector<uint8_t> b(file.begin(), file.end());
   LDM_CHECK(b.size() >= 8 && std::memcmp(b.data(), "\x89PNG\r\n\x1a\n", 8) == 0, "'", path, "' is not a PNG file");
   std::map<std::string, std::string> text;
   size_t p = 8;

@@ -1,18 +1,19 @@
 // safetensors reader (mmap) and writer. See include/ldm/core/safetensors.hpp.
 #include "ldm/core/safetensors.hpp"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "ldm/core/atomic_file.hpp"
+#include "ldm/core/files.hpp"
 #include "ldm/core/half.hpp"
 
 namespace ldm {
@@ -45,13 +46,29 @@ size_t dtype_size(DType d) {
   return 0;
 }
 
+namespace {
+
+const DType kDTypes[] = {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::U8, DType::BOOL};
+const char* const kSupported = "(supported: F32, F16, BF16, F64, I64, I32, U8, BOOL)";
+
+bool find_dtype(const std::string& n, DType* d) {
+  for (DType k : kDTypes)
+    if (n == dtype_name(k)) return *d = k, true;
+  return false;
+}
+
+}  // namespace
+
 DType dtype_from_name(const std::string& n) {
-  for (DType d : {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::U8, DType::BOOL})
-    if (n == dtype_name(d)) return d;
-  LDM_FAIL("unknown safetensors dtype \"", n, "\" (supported: F32, F16, BF16, F64, I64, I32, U8, BOOL)");
+  DType d;
+  LDM_CHECK(find_dtype(n, &d), "unknown safetensors dtype \"", n, "\" ", kSupported);
+  return d;
 }
 
 namespace {
+
+// The reference implementation's limit: a larger header is a corrupt or hostile file.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
 struct Mapping {
   void* addr = nullptr;
@@ -61,18 +78,78 @@ struct Mapping {
   }
 };
 
+// A JSON value for a message, cut short.
+std::string brief(const nlohmann::json& j) {
+  std::string s = j.dump();
+  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
+}
+
+// One header entry, checked as the format requires: "dtype" a known name, "shape" a list of
+// non-negative integers, "data_offsets" two non-negative integers spanning exactly the bytes
+// of that shape, inside the data section.
+TensorInfo parse_entry(const std::string& where, const std::string& name, const nlohmann::json& e, uint64_t data_size) {
+  const std::string tensor = "tensor '" + name + "'";
+  LDM_CHECK(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"), where,
+            ": entry for ", tensor, " needs dtype, shape and data_offsets");
+  TensorInfo info;
+  info.name = name;
+  const auto& dtype = e["dtype"];
+  LDM_CHECK(dtype.is_string(), where, ": ", tensor, " has \"dtype\": ", brief(dtype), "; expected a name such as \"F32\"");
+  LDM_CHECK(find_dtype(dtype.get<std::string>(), &info.dtype), where, ": ", tensor, " has unknown safetensors dtype ",
+            dtype.dump(), " ", kSupported);
+  const auto& shape = e["shape"];
+  bool ok = shape.is_array();
+  for (const auto& d : shape) {
+    ok = ok && d.is_number_unsigned() && d.get<uint64_t>() <= uint64_t(INT64_MAX);
+    if (ok) info.shape.push_back(int64_t(d.get<uint64_t>()));
+  }
+  LDM_CHECK(ok, where, ": ", tensor, " has \"shape\": ", brief(shape),
+            "; a shape is a list of non-negative integers such as [320, 4, 3, 3]");
+  const auto& offsets = e["data_offsets"];
+  LDM_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
+                offsets[1].is_number_unsigned(),
+            where, ": ", tensor, " has \"data_offsets\": ", brief(offsets),
+            "; expected two non-negative integers [begin, end]");
+  info.begin = offsets[0].get<uint64_t>();
+  info.end = offsets[1].get<uint64_t>();
+  LDM_CHECK(info.begin <= info.end && info.end <= data_size, where, ": ", tensor, " has data offsets [", info.begin,
+            ", ", info.end, ") outside the ", data_size, "-byte data section (file truncated?)");
+  const uint64_t expected = checked_bytes(info.shape, dtype_size(info.dtype), tensor + " in " + where);
+  LDM_CHECK(info.end - info.begin == expected, where, ": ", tensor, " of shape ", shape_str(info.shape), " ",
+            dtype_name(info.dtype), " needs ", expected, " bytes but its offsets span ", info.end - info.begin);
+  return info;
+}
+
+// The tensors, in offset order, must tile the data section: no overlap, no hole, nothing after.
+void check_tiling(const std::string& where, const std::map<std::string, TensorInfo>& index, uint64_t data_size) {
+  std::vector<const TensorInfo*> order;
+  order.reserve(index.size());
+  for (const auto& kv : index) order.push_back(&kv.second);
+  std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  uint64_t covered = 0;
+  const TensorInfo* previous = nullptr;
+  for (const TensorInfo* t : order) {
+    LDM_CHECK(t->begin >= covered, where, ": tensor '", t->name, "' at bytes [", t->begin, ", ", t->end,
+              ") overlaps tensor '", previous->name, "' at [", previous->begin, ", ", previous->end,
+              "); each tensor must have its own bytes");
+    LDM_CHECK(t->begin == covered, where, ": bytes [", covered, ", ", t->begin,
+              ") of the data section belong to no tensor (before tensor '", t->name,
+              "'); the tensors must cover it without gaps");
+    covered = t->end;
+    previous = t;
+  }
+  LDM_CHECK(covered == data_size, where, ": bytes [", covered, ", ", data_size,
+            ") at the end of the data section belong to no tensor (file corrupt or not a safetensors file?)");
+}
+
 }  // namespace
 
 SafeTensors::SafeTensors(const std::string& path) : path_(path) {
   const std::string where = "safetensors file '" + path + "'";
-  int fd = ::open(path.c_str(), O_RDONLY);
-  LDM_CHECK(fd >= 0, "cannot open ", where, ": ", std::strerror(errno));
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    LDM_FAIL(where, " is not a regular file");
-  }
-  const uint64_t file_size = uint64_t(st.st_size);
+  uint64_t file_size = 0;
+  const int fd = open_regular_file(path, "safetensors file", &file_size);
   if (file_size < 8) {
     ::close(fd);
     LDM_FAIL(where, " is truncated: ", file_size, " bytes, too short for the 8-byte header length");
@@ -80,14 +157,17 @@ SafeTensors::SafeTensors(const std::string& path) : path_(path) {
   auto map = std::make_shared<Mapping>();
   map->size = size_t(file_size);
   map->addr = mmap(nullptr, map->size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int mmap_errno = errno;
   ::close(fd);
-  LDM_CHECK(map->addr != MAP_FAILED, "cannot mmap ", where, ": ", std::strerror(errno));
+  LDM_CHECK(map->addr != MAP_FAILED, "cannot mmap ", where, ": ", std::strerror(mmap_errno));
   const auto* bytes = static_cast<const uint8_t*>(map->addr);
 
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes, 8);  // little-endian, as is every machine we build for
   LDM_CHECK(header_len <= file_size - 8, where, " is truncated or not a safetensors file: header length ", header_len,
             " exceeds the ", file_size - 8, " bytes after it");
+  LDM_CHECK(header_len <= kMaxHeaderBytes, where, " has a ", header_len >> 20,
+            " MiB header, more than the 100 MB a safetensors header may have (corrupt file?)");
 
   // Parse the header, refusing duplicate tensor names (JSON parsers keep the last silently).
   std::set<std::string> seen;
@@ -104,7 +184,9 @@ SafeTensors::SafeTensors(const std::string& path) : path_(path) {
           return true;
         });
   } catch (const nlohmann::json::exception& e) {
-    LDM_FAIL(where, " has a corrupt header (not valid JSON): ", e.what());
+    LDM_FAIL(where, " has a corrupt header (not valid JSON): ", json_error_reason(e));
+  } catch (const std::bad_alloc&) {
+    LDM_FAIL("out of memory parsing the ", header_len >> 20, " MiB header of ", where);
   }
   LDM_CHECK(duplicate.empty(), where, " names tensor '", duplicate, "' twice");
   LDM_CHECK(header.is_object(), where, " has a header that is not a JSON object");
@@ -112,37 +194,18 @@ SafeTensors::SafeTensors(const std::string& path) : path_(path) {
   data_ = bytes + 8 + header_len;
   data_size_ = file_size - 8 - header_len;
   for (auto it = header.begin(); it != header.end(); ++it) {
-    const std::string& name = it.key();
-    if (name == "__metadata__") {
+    if (it.key() == "__metadata__") {
       LDM_CHECK(it->is_object(), where, ": __metadata__ must be an object of strings");
-      for (auto m = it->begin(); m != it->end(); ++m)
-        metadata_[m.key()] = m->is_string() ? m->get<std::string>() : m->dump();
+      for (auto m = it->begin(); m != it->end(); ++m) {
+        LDM_CHECK(m->is_string(), where, ": __metadata__ maps strings to strings, but \"", m.key(), "\" is ",
+                  brief(*m));
+        metadata_[m.key()] = m->get<std::string>();
+      }
       continue;
     }
-    const auto& e = *it;
-    LDM_CHECK(e.is_object() && e.contains("dtype") && e.contains("shape") && e.contains("data_offsets"), where,
-              ": entry for tensor '", name, "' needs dtype, shape and data_offsets");
-    TensorInfo info;
-    info.name = name;
-    try {
-      info.dtype = dtype_from_name(e["dtype"].get<std::string>());
-      for (const auto& d : e["shape"]) {
-        LDM_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, "bad dimension");
-        info.shape.push_back(d.get<int64_t>());
-      }
-      LDM_CHECK(e["data_offsets"].size() == 2, "data_offsets must be [begin, end]");
-      info.begin = e["data_offsets"][0].get<uint64_t>();
-      info.end = e["data_offsets"][1].get<uint64_t>();
-    } catch (const std::exception& ex) {
-      LDM_FAIL(where, ": bad entry for tensor '", name, "': ", ex.what());
-    }
-    LDM_CHECK(info.begin <= info.end && info.end <= data_size_, where, ": tensor '", name, "' has data offsets [",
-              info.begin, ", ", info.end, ") outside the ", data_size_, "-byte data section (file truncated?)");
-    const uint64_t expected = uint64_t(numel_of(info.shape)) * dtype_size(info.dtype);
-    LDM_CHECK(info.end - info.begin == expected, where, ": tensor '", name, "' of shape ", shape_str(info.shape), " ",
-              dtype_name(info.dtype), " needs ", expected, " bytes but its offsets span ", info.end - info.begin);
-    index_.emplace(name, std::move(info));
+    index_.emplace(it.key(), parse_entry(where, it.key(), *it, data_size_));
   }
+  check_tiling(where, index_, data_size_);
   map_ = std::move(map);
 }
 
@@ -205,7 +268,10 @@ Tensor SafeTensors::load(const std::string& name) const {
 
 Tensor SafeTensors::view(const std::string& name) const {
   const TensorInfo& ti = info(name);
-  if (ti.dtype != DType::F32) return load(name);
+  // A file whose header is not padded to 8 bytes (or whose F32 tensor follows an odd-sized
+  // F16 one) has float data at an address a float* must not point to: copy that.
+  const bool aligned = reinterpret_cast<uintptr_t>(data_ + ti.begin) % alignof(float) == 0;
+  if (ti.dtype != DType::F32 || !aligned) return load(name);
   // The mapping is PROT_READ: a write through this view would fault, which is the point.
   return Tensor::wrap(const_cast<float*>(reinterpret_cast<const float*>(data_ + ti.begin)), ti.shape, map_);
 }
@@ -260,12 +326,15 @@ void SafeTensorsWriter::add_i64(const std::string& name, const Shape& shape, con
 }
 
 void SafeTensorsWriter::save(const std::string& path) const {
+  std::vector<const Entry*> order;
+  for (const auto& e : entries_) order.push_back(&e);
+  std::stable_sort(order.begin(), order.end(), [](const Entry* a, const Entry* b) { return aligned_before(a->dtype, b->dtype); });
   nlohmann::ordered_json header = nlohmann::ordered_json::object();  // "{}" when there are no tensors
   if (!metadata_.empty()) header["__metadata__"] = metadata_;
   uint64_t offset = 0;
-  for (const auto& e : entries_) {
-    header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes.size()}}};
-    offset += e.bytes.size();
+  for (const Entry* e : order) {
+    header[e->name] = {{"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {offset, offset + e->bytes.size()}}};
+    offset += e->bytes.size();
   }
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');  // keep the data section 8-byte aligned
@@ -273,7 +342,7 @@ void SafeTensorsWriter::save(const std::string& path) const {
   const uint64_t n = h.size();
   f.write(&n, 8);
   f.write(h.data(), h.size());
-  for (const auto& e : entries_) f.write(e.bytes.data(), e.bytes.size());
+  for (const Entry* e : order) f.write(e->bytes.data(), e->bytes.size());
   f.commit();
 }
 

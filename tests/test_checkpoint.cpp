@@ -396,6 +396,29 @@ TEST_CASE("checkpoint: every wrong input gets an error saying what is expected")
     write_bytes(dir.path + "/config.json", "{}");
     CHECK_THROWS_WITH(open_model(dir), Contains("component folder") && Contains("model_index.json"));
   }
+  SECTION("JSON files of a diffusers folder: invalid, or of the wrong form") {
+    TmpPath dir("bad_json");
+    write_diffusers_folder(dir, {{Component::UNet, {{"conv_in.bias", {320}}}, nullptr},
+                                 {Component::VAE, {{"conv_in.bias", {128}}}, nullptr},
+                                 {Component::TextEncoder, {{"text_model.final_layer_norm.bias", {768}}}, nullptr}});
+    write_bytes(dir.path + "/unet/config.json", "{\"in_channels\": 4,\n\"layers_per_block\": }");
+    CHECK_THROWS_WITH(open_model(dir), Contains("unet config '" + dir.path + "/unet/config.json' is not valid JSON: parse error at line 2") &&
+                                           !Contains("json.exception"));
+    write_bytes(dir.path + "/unet/config.json", "{}");
+    write_bytes(dir.path + "/model_index.json", "[1, 2]");
+    CHECK_THROWS_WITH(open_model(dir), Contains("pipeline index '" + dir.path + "/model_index.json' must be a JSON object, not array"));
+    write_bytes(dir.path + "/model_index.json", "{\"_class_name\": 5}");
+    CHECK_NOTHROW(open_model(dir));
+  }
+  SECTION("a key list whose shapes are not lists of integers") {
+    TmpPath keys("keys.json");
+    write_bytes(keys, R"({"diffusers": {"unet": {"conv_in.bias": [320.5]}}})");
+    CHECK_THROWS_WITH(read_key_list(keys, Component::UNet), Contains("the shape of 'conv_in.bias' is [320.5]"));
+    write_bytes(keys, R"({"diffusers": {"unet": {"conv_in.bias": [18014398509481984, 1024]}}})");
+    CHECK_THROWS_WITH(read_key_list(keys, Component::UNet), Contains("more than 2^40 elements"));
+    write_bytes(keys, R"({"diffusers": []})");
+    CHECK_THROWS_WITH(read_key_list(keys, Component::UNet), Contains("has no diffusers.unet key list"));
+  }
   SECTION("a diffusers folder with a component missing or in .bin form") {
     TmpPath dir("incomplete");
     write_diffusers_folder(dir, {{Component::UNet, {{"conv_in.bias", {320}}}, nullptr}});

@@ -136,6 +136,17 @@ TEST_CASE("a missing tokenizer file gives a clear error", "[clip_tokenizer]") {
 
   std::ofstream(dir / "vocab.json") << R"({"a</w>": 0})";
   CHECK_THROWS_WITH(CLIPTokenizer(dir.string()), Catch::Contains("<|startoftext|>"));
+
+  // An id beyond the tokens' count would size the id -> token table by it (2e9 strings:
+  // std::bad_alloc); a fractional or negative one is no id.
+  for (const char* id : {"2000000000", "2.5", "-1", "\"1\""}) {
+    std::ofstream(dir / "vocab.json") << R"({"a</w>": 0, "<|startoftext|>": 1, "<|endoftext|>": )" << id << "}";
+    CHECK_THROWS_WITH(CLIPTokenizer(dir.string()), Catch::Contains("id of token '<|endoftext|>' is " + std::string(id) +
+                                                                   ", not an integer in [0, 3)"));
+  }
+  std::ofstream(dir / "vocab.json") << "{\"a</w>\": 0,";
+  CHECK_THROWS_WITH(CLIPTokenizer(dir.string()), Catch::Contains("vocab.json is not valid JSON: parse error") &&
+                                                     !Catch::Contains("json.exception"));
   fs::remove_all(dir);
 }
 

@@ -52,7 +52,16 @@ inline nlohmann::json config_or_defaults(const nlohmann::json& j) { return j.is_
 // How errors name a config: its file, or what it is where there is no file.
 inline std::string config_what(const std::string& path, const char* what) { return path.empty() ? what : "'" + path + "'"; }
 
-inline WeightStore weight_store(const ModelFiles& files, Component c, const LoadOptions& o) {
+// The store a component loads from, after a first load of the CPU `Model` through a check-only
+// store: a file that misses tensors or has them mis-shaped is reported (all of them, by name)
+// before the real load converts or allocates anything.
+template <typename Model, typename Config>
+WeightStore checked_weight_store(const ModelFiles& files, Component c, const std::string& prefix, const Config& cfg,
+                                 const LoadOptions& o) {
+  WeightStore check(files.source(c));
+  check.set_check_only(true);
+  Model().load(check, prefix, cfg);
+  check.finish();
   WeightStore w(files.source(c));
   w.set_keep_fp16(o.fp16_weights);
   return w;
@@ -77,25 +86,28 @@ inline SchedulerConfig scheduler_config(const ModelFiles& f) {
 }
 
 inline UNet2DConditionModel load_unet(const ModelFiles& files, const LoadOptions& o = {}) {
-  WeightStore w = detail::weight_store(files, Component::UNet, o);
+  const UNetConfig cfg = unet_config(files);
+  WeightStore w = detail::checked_weight_store<UNet2DConditionModel>(files, Component::UNet, "", cfg, o);
   UNet2DConditionModel unet;
-  unet.load(w, "", unet_config(files));
+  unet.load(w, "", cfg);
   w.finish();
   return unet;
 }
 
 inline AutoencoderKL load_vae(const ModelFiles& files, const LoadOptions& o = {}) {
-  WeightStore w = detail::weight_store(files, Component::VAE, o);
+  const VAEConfig cfg = vae_config(files);
+  WeightStore w = detail::checked_weight_store<AutoencoderKL>(files, Component::VAE, "", cfg, o);
   AutoencoderKL vae;
-  vae.load(w, "", vae_config(files));
+  vae.load(w, "", cfg);
   w.finish();
   return vae;
 }
 
 inline CLIPTextModel load_text_encoder(const ModelFiles& files, const LoadOptions& o = {}) {
-  WeightStore w = detail::weight_store(files, Component::TextEncoder, o);
+  const CLIPTextConfig cfg = text_encoder_config(files);
+  WeightStore w = detail::checked_weight_store<CLIPTextModel>(files, Component::TextEncoder, "text_model", cfg, o);
   CLIPTextModel clip;
-  clip.load(w, "text_model", text_encoder_config(files));
+  clip.load(w, "text_model", cfg);
   w.finish();
   return clip;
 }
@@ -103,25 +115,29 @@ inline CLIPTextModel load_text_encoder(const ModelFiles& files, const LoadOption
 #ifdef LDM_WITH_CUDA
 // The GPU twins in o.precision: the same weight names and configs as the CPU loaders above.
 inline std::shared_ptr<cuda::UNet2DConditionModel> load_cuda_unet(const ModelFiles& files, const LoadOptions& o) {
-  WeightStore w = detail::weight_store(files, Component::UNet, LoadOptions{});
+  const UNetConfig cfg = unet_config(files);
+  WeightStore w = detail::checked_weight_store<UNet2DConditionModel>(files, Component::UNet, "", cfg, LoadOptions{});
   auto unet = std::make_shared<cuda::UNet2DConditionModel>();
-  unet->load(w, "", unet_config(files), cuda::parse_dtype(o.precision));
+  unet->load(w, "", cfg, cuda::parse_dtype(o.precision));
   w.finish();
   return unet;
 }
 
 inline std::shared_ptr<cuda::AutoencoderKL> load_cuda_vae(const ModelFiles& files, const LoadOptions& o) {
-  WeightStore w = detail::weight_store(files, Component::VAE, LoadOptions{});
+  const VAEConfig cfg = vae_config(files);
+  WeightStore w = detail::checked_weight_store<AutoencoderKL>(files, Component::VAE, "", cfg, LoadOptions{});
   auto vae = std::make_shared<cuda::AutoencoderKL>();
-  vae->load(w, "", vae_config(files), cuda::parse_dtype(o.precision));
+  vae->load(w, "", cfg, cuda::parse_dtype(o.precision));
   w.finish();
   return vae;
 }
 
 inline std::shared_ptr<cuda::CLIPTextModel> load_cuda_text_encoder(const ModelFiles& files, const LoadOptions& o) {
-  WeightStore w = detail::weight_store(files, Component::TextEncoder, LoadOptions{});
+  const CLIPTextConfig cfg = text_encoder_config(files);
+  WeightStore w =
+      detail::checked_weight_store<CLIPTextModel>(files, Component::TextEncoder, "text_model", cfg, LoadOptions{});
   auto clip = std::make_shared<cuda::CLIPTextModel>();
-  clip->load(w, "text_model", text_encoder_config(files), cuda::parse_dtype(o.precision));
+  clip->load(w, "text_model", cfg, cuda::parse_dtype(o.precision));
   w.finish();
   return clip;
 }

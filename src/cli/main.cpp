@@ -4,6 +4,8 @@
 //   ldm demo                      run SD1.5 building blocks end to end on synthetic weights
 #include <cstdio>
 #include <exception>
+#include <new>
+#include <stdexcept>
 
 #include "commands.hpp"
 #include "ldm/core/error.hpp"
@@ -18,6 +20,16 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const std::bad_alloc&) {
+    // The last resort: files are checked before anything is sized by them, so this is a real
+    // shortage (a large --width/--height or --batch, or a model bigger than the RAM).
+    std::fprintf(stderr, "error: out of memory: this run needs more RAM than the machine has free (try a smaller "
+                         "--width/--height or --batch, or --fp16-weights)\n");
+    return 1;
+  } catch (const std::length_error& e) {
+    std::fprintf(stderr, "error: a size too large to allocate (%s): a corrupt input file or an absurd option value\n",
+                 e.what());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

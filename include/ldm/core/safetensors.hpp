@@ -5,8 +5,10 @@
 // section) and may hold "__metadata__": {string: string}.
 //
 // The reader mmaps the file and converts on load (F32, F16, BF16, F64, I64, I32 -> float32),
-// so a fp32 checkpoint costs no copy until a tensor is asked for. Every malformed file gets
-// an ldm::Error that names the file and what is wrong with it.
+// so a fp32 checkpoint costs no copy until a tensor is asked for. It is as strict as the
+// reference implementation (the safetensors crate): integer offsets whose tensors tile the data
+// section exactly, shapes that are lists of non-negative integers, string-to-string metadata.
+// Every malformed file gets an ldm::Error that names the file and what is wrong with it.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -44,11 +46,13 @@ class SafeTensors {
   // The tensor as float32 (converted from its stored dtype; integers are cast).
   Tensor load(const std::string& name) const;
   // A float32 tensor without a copy: a read-only view of the mapped file that keeps the
-  // mapping alive (weights are never written to). Other dtypes are converted as by load().
+  // mapping alive (weights are never written to). Other dtypes, and float32 data not aligned
+  // for floats (a header not padded to 8 bytes), are copied as by load().
   Tensor view(const std::string& name) const;
   // Integer tensors (I64, I32) as int64.
   std::vector<int64_t> load_i64(const std::string& name) const;
-  // The stored bytes, for zero-copy use of a tensor already in the wanted dtype.
+  // The stored bytes, for zero-copy use of a tensor already in the wanted dtype (not
+  // necessarily aligned for it: read them with memcpy).
   const uint8_t* raw(const std::string& name) const;
 
  private:
@@ -60,7 +64,12 @@ class SafeTensors {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes a safetensors file; tensors keep insertion order in the data section.
+// The order in which writers lay tensors out: larger dtypes first (stable otherwise), so that
+// after the header, padded to 8 bytes, every tensor starts aligned for its dtype (as the
+// safetensors crate writes them).
+inline bool aligned_before(DType a, DType b) { return dtype_size(a) > dtype_size(b); }
+
+// Writes a safetensors file; tensors are laid out by aligned_before, then in insertion order.
 class SafeTensorsWriter {
  public:
   void add(const std::string& name, const Tensor& t, DType dtype = DType::F32);  // F32, F16 or BF16

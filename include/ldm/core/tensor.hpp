@@ -28,7 +28,8 @@ using ConstMatrixMap = Eigen::Map<const RowMatrix>;
 using VectorMap = Eigen::Map<Eigen::VectorXf>;
 using ConstVectorMap = Eigen::Map<const Eigen::VectorXf>;
 
-// 64-byte aligned float buffer (one AVX-512 register / cache line).
+// 64-byte aligned float buffer (one AVX-512 register / cache line); n <= kMaxNumel (a checked
+// count), so the byte size cannot wrap.
 inline std::shared_ptr<float> alloc_floats(int64_t n) {
   size_t bytes = ((size_t(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64) * 64;
   void* p = std::aligned_alloc(64, bytes);
@@ -40,8 +41,8 @@ class Tensor {
  public:
   Tensor() = default;
   // Zero-filled, owning.
+  // Every constructor counts its elements with numel_of, which refuses negative and absurd shapes.
   explicit Tensor(Shape shape) : shape_(std::move(shape)) {
-    check_shape();
     storage_ = alloc_floats(numel_of(shape_));
     data_ = storage_.get();
     std::memset(data_, 0, size_t(numel()) * sizeof(float));
@@ -52,7 +53,6 @@ class Tensor {
   static Tensor empty(Shape shape) {
     Tensor t;
     t.shape_ = std::move(shape);
-    t.check_shape();
     t.storage_ = alloc_floats(numel_of(t.shape_));
     t.data_ = t.storage_.get();
     return t;
@@ -73,7 +73,7 @@ class Tensor {
   static Tensor wrap(float* data, Shape shape, std::shared_ptr<void> owner = nullptr) {
     Tensor t;
     t.shape_ = std::move(shape);
-    t.check_shape();
+    numel_of(t.shape_);
     t.storage_ = std::shared_ptr<float>(std::move(owner), data);
     t.data_ = data;
     return t;
@@ -137,9 +137,6 @@ class Tensor {
   ConstVectorMap vec() const { return ConstVectorMap(data_, numel()); }
 
  private:
-  void check_shape() const {
-    for (int64_t d : shape_) LDM_CHECK(d >= 0, "negative dimension in shape ", ldm::shape_str(shape_));
-  }
   std::shared_ptr<float> storage_;
   float* data_ = nullptr;
   Shape shape_;

@@ -2,14 +2,23 @@
 // it expects; a WeightSource says where they come from (a safetensors file, synthetic
 // values, tensors in memory). The WeightStore collects every problem (missing tensors,
 // wrong shapes, and with finish(), tensors nobody asked for) and reports them all by name
-// at once, so a user with the wrong checkpoint sees the whole picture in one error.
+// at once, so a user with the wrong checkpoint sees the whole picture in one error. Problems
+// cost no memory (zero stand-ins are unbacked mappings), and a store set to check_only reads
+// nothing at all: a model loaded through one first (load.hpp) reports a file missing most of
+// its tensors before gigabytes are allocated.
 //
 //   WeightStore w(std::make_shared<SyntheticSource>());
 //   block.load(w, "down_blocks.0.resnets.0");   // asks for ...conv1.weight [320, 320, 3, 3], ...
 //   w.finish();                                  // throws if anything was missing or mis-shaped
 #pragma once
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -51,6 +60,17 @@ struct HalfTensor {
     return t;
   }
 };
+
+// A zero tensor of `shape` that costs no memory: a read-only anonymous mapping, backed by the
+// kernel's one zero page however large (weights are never written to).
+inline Tensor zero_stand_in(const Shape& shape) {
+  const size_t bytes = std::max<size_t>(size_t(numel_of(shape)) * sizeof(float), 1);
+  void* p = mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  LDM_CHECK(p != MAP_FAILED, "cannot map ", bytes >> 20, " MiB of address space for a stand-in of shape ",
+            shape_str(shape), ": ", std::strerror(errno));
+  std::shared_ptr<void> mapping(p, [bytes](void* q) { munmap(q, bytes); });
+  return Tensor::wrap(static_cast<float*>(p), shape, std::move(mapping));
+}
 
 class WeightSource {
  public:
@@ -115,29 +135,25 @@ class WeightStore {
       : source_(std::move(source)), prefix_(std::move(prefix)) {}
 
   // The tensor `name` (under the store's prefix) of the given shape. A missing or mis-shaped
-  // tensor is recorded (reported by finish()) and a zero tensor returned, so that loading
+  // tensor is recorded (reported by finish()) and a zero stand-in returned, so that loading
   // goes on and every problem is found in one pass.
   Tensor get(const std::string& name, const Shape& shape) {
-    const std::string full = join(prefix_, name);
-    requested_.insert(full);
-    if (!source_->has(full)) {
-      missing_.push_back(full + " " + shape_str(shape));
-      return Tensor(shape);
-    }
-    Shape have = source_->shape(full);
-    if (!have.empty() && have != shape) {
-      misshaped_.push_back(full + ": file has " + shape_str(have) + ", model expects " + shape_str(shape));
-      return Tensor(shape);
-    }
-    Tensor t = source_->load(full, shape);
-    return t.shape() == shape ? t : t.reshape(shape);
+    std::optional<Tensor> t = find(name, shape);
+    return t ? *std::move(t) : zero_stand_in(shape);
   }
+
+  // With check_only, get() and get_half() check names and shapes but read nothing: every
+  // tensor is a stand-in (a HalfTensor without data).
+  void set_check_only(bool on) { check_only_ = on; }
 
   // With keep_fp16, the large matrices of Linear and Conv2d layers are kept as fp16
   // (get_half); norms, biases and embeddings stay float32.
   void set_keep_fp16(bool on) { keep_fp16_ = on; }
   bool keep_fp16() const { return keep_fp16_; }
-  HalfTensor get_half(const std::string& name, const Shape& shape) { return HalfTensor::from_float(get(name, shape)); }
+  HalfTensor get_half(const std::string& name, const Shape& shape) {
+    std::optional<Tensor> t = find(name, shape);
+    return t ? HalfTensor::from_float(*t) : HalfTensor{shape, nullptr};
+  }
 
   // Throws one error listing every missing and mis-shaped tensor; with check_unexpected,
   // also the tensors under the prefix that the model never asked for.
@@ -164,11 +180,31 @@ class WeightStore {
   size_t num_loaded() const { return requested_.size(); }
 
  private:
+  // The tensor as the model wants it; nothing when it is missing or mis-shaped (recorded) or
+  // when the store only checks.
+  std::optional<Tensor> find(const std::string& name, const Shape& shape) {
+    const std::string full = join(prefix_, name);
+    requested_.insert(full);
+    if (!source_->has(full)) {
+      missing_.push_back(full + " " + shape_str(shape));
+      return std::nullopt;
+    }
+    Shape have = source_->shape(full);
+    if (!have.empty() && have != shape) {
+      misshaped_.push_back(full + ": file has " + shape_str(have) + ", model expects " + shape_str(shape));
+      return std::nullopt;
+    }
+    if (check_only_) return std::nullopt;
+    Tensor t = source_->load(full, shape);
+    return t.shape() == shape ? t : t.reshape(shape);
+  }
+
   std::shared_ptr<const WeightSource> source_;
   std::string prefix_;
   std::set<std::string> requested_;
   std::vector<std::string> missing_, misshaped_;
   bool keep_fp16_ = false;
+  bool check_only_ = false;
 };
 
 }  // namespace ldm
