@@ -32,7 +32,7 @@ struct DataOrder {
 
   // A permutation of [0, dataset_size).
   std::vector<int64_t> epoch_order(int64_t epoch) const {
-    std::vector<int64_t> order(size_t(dataset_size));
+    std::vector<int64_t> order(static_cast<size_t>(dataset_size));
     std::iota(order.begin(), order.end(), int64_t(0));
     const PhiloxKey key = philox_key(seed);
     const uint64_t e = uint64_t(epoch);
