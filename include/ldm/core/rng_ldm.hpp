@@ -31,6 +31,9 @@ class LdmGenerator final : public Generator {
   }
   uint64_t seed() const { return seed_; }
   uint64_t offset() const { return pair_; }  // pairs consumed so far
+  // Continue the stream from pair `pairs`: with seed() and offset() a saved generator is
+  // restored exactly (training checkpoints, train/checkpoint.hpp).
+  void set_offset(uint64_t pairs) { pair_ = pairs; }
 
   using Generator::randn;
   void randn(float* out, int64_t n) override;
