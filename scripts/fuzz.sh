@@ -33,9 +33,11 @@ for t in "${targets[@]}"; do
   corpus=build-fuzz/corpus/$t findings=build-fuzz/findings/$t log=build-fuzz/fuzz_$t.log
   mkdir -p "$corpus" "$findings"
   echo "== fuzz_$t: ${seconds} s"
+  dict=()
+  [[ -f fuzz/$t.dict ]] && dict=(-dict="fuzz/$t.dict")  # the format's words, for the fuzzer to splice in
   # -timeout: an input taking 30 s (sanitized) is a hang; -rss_limit_mb: also the largest single malloc.
   if build-fuzz/fuzz/fuzz_"$t" -max_total_time="$seconds" -print_final_stats=1 -timeout=30 -rss_limit_mb=2048 \
-      -artifact_prefix="$findings/" "$corpus" fuzz/corpus/"$t" >"$log" 2>&1; then
+      "${dict[@]}" -artifact_prefix="$findings/" "$corpus" fuzz/corpus/"$t" >"$log" 2>&1; then
     status=ok
   else
     status=FINDING
