@@ -2,7 +2,8 @@
 # Installs the Debian packages ldm.cpp builds with. Safe to run again; skips what is there.
 set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config libeigen3-dev libxtensor-dev catch2 libbenchmark-dev
-          nlohmann-json3-dev libcli11-dev libstb-dev libomp-dev)
+          nlohmann-json3-dev libcli11-dev libstb-dev libomp-dev
+          clang libclang-rt-14-dev)  # clang + libFuzzer for scripts/fuzz.sh
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,6 +28,7 @@ namespace ldm {
 namespace {
 
 using simd::load;
+using simd::shuffle;
 using simd::store;
 using simd::v16;
 using simd::v16i;
@@ -109,8 +110,8 @@ void transpose_stage(v16* r, v16i lo, v16i hi) {
   for (int i = 0; i < 16; ++i) {
     if (i & b) continue;
     const v16 x = r[i], y = r[i + b];
-    r[i] = __builtin_shuffle(x, y, lo);
-    r[i + b] = __builtin_shuffle(x, y, hi);
+    r[i] = shuffle(x, y, lo);
+    r[i + b] = shuffle(x, y, hi);
   }
 }
 void transpose16(v16* r) {

@@ -12,7 +12,7 @@
 namespace ldm::simd {
 
 typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));  // lane indices for __builtin_shuffle
+typedef int32_t v16i __attribute__((vector_size(64)));  // lane indices for shuffle
 
 inline v16 load(const float* p) {
   v16 v;
@@ -20,5 +20,17 @@ inline v16 load(const float* p) {
   return v;
 }
 inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+
+// Lane k of the result is lane idx[k] of the 32 lanes x then y. GCC's __builtin_shuffle; clang
+// (the fuzz build) has no shuffle by an index vector, so it picks lane by lane.
+inline v16 shuffle(v16 x, v16 y, v16i idx) {
+#ifdef __clang__
+  v16 r;
+  for (int k = 0; k < 16; ++k) r[k] = idx[k] < 16 ? x[idx[k]] : y[idx[k] - 16];
+  return r;
+#else
+  return __builtin_shuffle(x, y, idx);
+#endif
+}
 
 }  // namespace ldm::simd

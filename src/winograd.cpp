@@ -27,6 +27,7 @@ namespace ldm {
 namespace {
 
 using simd::load;
+using simd::shuffle;
 using simd::store;
 using simd::v16;
 using simd::v16i;
@@ -35,7 +36,7 @@ static_assert(kGemmPanelWidth == 16, "a GEMM panel is 16 tiles, one v16");
 
 // p[0], p[2], ..., p[30]: every other float of 32.
 inline v16 load_even(const float* p) {
-  return __builtin_shuffle(load(p), load(p + 16), v16i{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
+  return shuffle(load(p), load(p + 16), v16i{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
 }
 
 // Row xi of B^T has two non-zeros: V row xi = sa * d[ra] + sb * d[rb] (and the same along columns).
@@ -133,9 +134,9 @@ void output_tiles(const Geometry& g, const float* M, int64_t O, int64_t ldm, int
   for (int a = 0; a < 2; ++a) {  // then along nu, and the two columns of each tile interleaved
     const v16 y0 = s[a][0] + s[a][1] + s[a][2] + bias;
     const v16 y1 = s[a][1] - s[a][2] - s[a][3] + bias;
-    store(out + a * g.W, __builtin_shuffle(y0, y1, v16i{0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23}));
+    store(out + a * g.W, shuffle(y0, y1, v16i{0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23}));
     store(out + a * g.W + 16,
-          __builtin_shuffle(y0, y1, v16i{8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31}));
+          shuffle(y0, y1, v16i{8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31}));
   }
 }
 

@@ -32,6 +32,7 @@ namespace ldm {
 namespace {
 
 using simd::load;
+using simd::shuffle;
 using simd::store;
 using simd::v16;
 using simd::v16i;
@@ -50,9 +51,9 @@ constexpr float kAt[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1,
 template <int S>
 inline v16 gather4(const float* p) {
   constexpr v16i pick = {S, S + 4, S + 8, S + 12, S + 16, S + 20, S + 24, S + 28, 0, 0, 0, 0, 0, 0, 0, 0};
-  const v16 lo = __builtin_shuffle(load(p), load(p + 16), pick);       // lanes 0..7
-  const v16 hi = __builtin_shuffle(load(p + 32), load(p + 48), pick);  // lanes 0..7 of the rest
-  return __builtin_shuffle(lo, hi, v16i{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23});
+  const v16 lo = shuffle(load(p), load(p + 16), pick);       // lanes 0..7
+  const v16 hi = shuffle(load(p + 32), load(p + 48), pick);  // lanes 0..7 of the rest
+  return shuffle(lo, hi, v16i{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23});
 }
 
 void transform_weights_into(const float* w, int64_t O, int64_t C, float* U) {

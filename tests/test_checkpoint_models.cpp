@@ -167,7 +167,7 @@ TEST_CASE("checkpoint models: a U-Net file missing most tensors is reported befo
   CHECK(peak_rss_gb() - rss0 < 0.2);
 }
 
-TEST_CASE("checkpoint models: a full-size F32 single file loads to a model bit-identical to synthetic:sd15") {
+TEST_CASE("checkpoint models: a full-size F32 single file loads to a model bit-identical to synthetic:sd15", "[full]") {
   LDM_REQUIRE_REFERENCE(keys, "sd15_keys.json");
   synthetic_outputs();  // first, so that its time is not counted as the file's
   TmpPath file("sd15_f32.safetensors");
@@ -176,7 +176,7 @@ TEST_CASE("checkpoint models: a full-size F32 single file loads to a model bit-i
   check_checkpoint(file, DType::F32, "single file F32", tw.seconds());
 }
 
-TEST_CASE("checkpoint models: a full-size diffusers folder (fp16 variant) loads to within 2e-2 of synthetic:sd15") {
+TEST_CASE("checkpoint models: a full-size diffusers folder (fp16 variant) loads to within 2e-2 of synthetic:sd15", "[full]") {
   LDM_REQUIRE_REFERENCE(keys, "sd15_keys.json");
   synthetic_outputs();
   TmpPath dir("sd15_fp16_folder");

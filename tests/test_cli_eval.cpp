@@ -82,7 +82,7 @@ void check_eval(const std::string& component, const std::string& inputs, const R
 
 }  // namespace
 
-TEST_CASE("ldm eval clip: input_ids of ref_clip_full -> last_hidden_state, penultimate") {
+TEST_CASE("ldm eval clip: input_ids of ref_clip_full -> last_hidden_state, penultimate", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_clip_full.safetensors");
   Reference ref(path);
   TmpPath in("clip_in.safetensors");
@@ -92,7 +92,7 @@ TEST_CASE("ldm eval clip: input_ids of ref_clip_full -> last_hidden_state, penul
   check_eval("clip", in, ref, "clip_full", {"last_hidden_state", "penultimate"});
 }
 
-TEST_CASE("ldm eval vae-decode and vae-encode: vae_decode_32, vae_encode_256") {
+TEST_CASE("ldm eval vae-decode and vae-encode: vae_decode_32, vae_encode_256", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_vae_full.safetensors");
   Reference ref(path);
   TmpPath dec_in("vae_decode_in.safetensors"), enc_in("vae_encode_in.safetensors");
@@ -110,7 +110,7 @@ TEST_CASE("ldm eval vae-decode and vae-encode: vae_decode_32, vae_encode_256") {
   check_eval("vae-encode", enc_in, ref, "vae_encode_256", {"mean", "logvar"});
 }
 
-TEST_CASE("ldm eval unet: unet_32 (t = 1)") {
+TEST_CASE("ldm eval unet: unet_32 (t = 1)", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_unet_full.safetensors");
   Reference ref(path);
   TmpPath in("unet_in.safetensors");

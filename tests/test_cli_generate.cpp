@@ -57,7 +57,7 @@ TEST_CASE("ldm generate: bad input gets a clear error and exit code 1") {
   CHECK_THAT(missing.err, Catch::Contains("--prompt is required"));
 }
 
-TEST_CASE("ldm generate: a prompt over 77 tokens is truncated with a warning; the PNG carries the parameters") {
+TEST_CASE("ldm generate: a prompt over 77 tokens is truncated with a warning; the PNG carries the parameters", "[full]") {
   const std::string shared = ldm::test::shared_dir();
   if (shared.empty()) {
     WARN("skipped: ../shared not found (needed for the tokenizer)");

@@ -18,7 +18,7 @@ WeightStore synthetic(bool fp16) {
 }
 }  // namespace
 
-TEST_CASE("fp16 weights: full-size U-Net and VAE against the diffusers references") {
+TEST_CASE("fp16 weights: full-size U-Net and VAE against the diffusers references", "[full]") {
   LDM_REQUIRE_REFERENCE(unet_path, "ref_unet_full.safetensors");
   ldm::test::Reference ref(unet_path);
   {
@@ -40,7 +40,7 @@ TEST_CASE("fp16 weights: full-size U-Net and VAE against the diffusers reference
                            "vae_decode_32 with fp16 weights");
 }
 
-TEST_CASE("fp16 weights: CLIP against the reference") {
+TEST_CASE("fp16 weights: CLIP against the reference", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_clip_full.safetensors");
   ldm::test::Reference ref(path);
   auto w = synthetic(true);

@@ -194,7 +194,7 @@ TEST_CASE("lesson 8: latent arithmetic with the tiny VAE") {
   require_pictures(r.pictures, 1);
 }
 
-TEST_CASE("lessons 7 and 8: the default path, the full-size synthetic VAE at 64x64") {
+TEST_CASE("lessons 7 and 8: the default path, the full-size synthetic VAE at 64x64", "[full]") {
   std::ostringstream log;
   lessons::latent_arithmetic::Options a;
   a.size = 64;
@@ -215,7 +215,7 @@ TEST_CASE("lessons 7 and 8: the default path, the full-size synthetic VAE at 64x
   CHECK_THAT(log.str(), Catch::Contains("synthetic SD1.5"));
 }
 
-TEST_CASE("lesson 6: the default path, full-size synthetic SD1.5 at 64x64, 2 steps") {
+TEST_CASE("lesson 6: the default path, full-size synthetic SD1.5 at 64x64, 2 steps", "[full]") {
   if (lessons::guidance_sweep::tokenizer_dir("", ModelFiles{}).empty()) {
     WARN("skipped: no CLIP tokenizer in ../shared/clip-tokenizer (set LDM_SHARED to the shared folder)");
     return;

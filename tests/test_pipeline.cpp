@@ -31,7 +31,7 @@ const StableDiffusion& synthetic_sd15() {
 
 }  // namespace
 
-TEST_CASE("pipeline: txt2img with given latents, four samplers (ref_pipeline_full)") {
+TEST_CASE("pipeline: txt2img with given latents, four samplers (ref_pipeline_full)", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_pipeline_full.safetensors");
   Reference ref(path);
   const StableDiffusion& sd = synthetic_sd15();
@@ -44,7 +44,7 @@ TEST_CASE("pipeline: txt2img with given latents, four samplers (ref_pipeline_ful
   }
 }
 
-TEST_CASE("pipeline: seeded txt2img and img2img through `ldm generate --rng torch-cpu` (ref_pipeline_seeded)") {
+TEST_CASE("pipeline: seeded txt2img and img2img through `ldm generate --rng torch-cpu` (ref_pipeline_seeded)", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_pipeline_seeded.safetensors");
   Reference ref(path);
   const std::string shared = ldm::test::shared_dir();

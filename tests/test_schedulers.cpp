@@ -192,6 +192,22 @@ TEST_CASE("schedulers: Euler a draws noise through the Generator") {
   for (float v : y) REQUIRE(std::isfinite(v));
 }
 
+TEST_CASE("schedulers: Euler a stays finite when sigma_max dwarfs the next sigma (found by fuzz_config)") {
+  // squaredcos_cap_v2 + trailing: sigma_0 ~ 2e4, so in float32 sigma_up rounds to sigma_1 and
+  // sigma_1^2 - sigma_up^2 came out negative: sqrt gave NaN latents.
+  SchedulerConfig c;
+  c.beta_schedule = "squaredcos_cap_v2";
+  c.timestep_spacing = "trailing";
+  c.prediction_type = "v_prediction";
+  auto s = make_scheduler("euler-a", c);
+  s->set_timesteps(3);
+  TestNormal gen;
+  Tensor y = gen.randn({1, 4, 2, 2});
+  for (float& v : y) v *= s->init_noise_sigma();
+  for (double t : s->timesteps()) y = s->step(s->scale_model_input(y, t), t, y, &gen);
+  for (float v : y) REQUIRE(std::isfinite(v));
+}
+
 TEST_CASE("schedulers: img2img get_timesteps starts the schedule at the strength") {
   SchedulerConfig c;
   auto ddim = make_scheduler("ddim", c);

@@ -239,13 +239,13 @@ void check_full_case(const char* name) {
   CHECK(peak_rss_gib() - weights_gib < 2.0);
 }
 
-TEST_CASE("unet: full-size SD1.5 U-Net, 64x64 batch 2 at t=981 (one CFG step at 512x512)") {
+TEST_CASE("unet: full-size SD1.5 U-Net, 64x64 batch 2 at t=981 (one CFG step at 512x512)", "[full]") {
   check_full_case("unet_64");
 }
 
-TEST_CASE("unet: full-size SD1.5 U-Net, 32x32 batch 1 at t=1") { check_full_case("unet_32"); }
+TEST_CASE("unet: full-size SD1.5 U-Net, 32x32 batch 1 at t=1", "[full]") { check_full_case("unet_32"); }
 
-TEST_CASE("unet: full-size SD1.5 U-Net has 859,520,964 parameters") {
+TEST_CASE("unet: full-size SD1.5 U-Net has 859,520,964 parameters", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_unet_full.safetensors");
   CHECK(full_unet().num_parameters() == 859520964);
 }

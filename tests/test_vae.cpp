@@ -192,7 +192,7 @@ TEST_CASE("vae: load() asks for exactly the tensors of the SD1.5 vae/ checkpoint
 // Work of each full-size case, in GFLOP (2 x multiply-adds of the convolutions and attention).
 constexpr double kGflopDecode64 = 2514.5, kGflopDecode32 = 622.2, kGflopEncode256 = 272.7;
 
-TEST_CASE("vae: full-size SD1.5 decode 64x64 -> 512x512") {
+TEST_CASE("vae: full-size SD1.5 decode 64x64 -> 512x512", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_vae_full.safetensors");
   Reference ref(path);
   Timer build;
@@ -211,7 +211,7 @@ TEST_CASE("vae: full-size SD1.5 decode 64x64 -> 512x512") {
   CHECK(peak < 2048.0);
 }
 
-TEST_CASE("vae: full-size SD1.5 decode 32x32 -> 256x256") {
+TEST_CASE("vae: full-size SD1.5 decode 32x32 -> 256x256", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_vae_full.safetensors");
   Reference ref(path);
   const AutoencoderKL& vae = full_vae(ref);
@@ -221,7 +221,7 @@ TEST_CASE("vae: full-size SD1.5 decode 32x32 -> 256x256") {
   require_close(image, ref.get("vae_decode_32", "image"), kTolFull, "vae_decode_32 image");
 }
 
-TEST_CASE("vae: full-size SD1.5 encode 256x256 -> 32x32") {
+TEST_CASE("vae: full-size SD1.5 encode 256x256 -> 32x32", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_vae_full.safetensors");
   Reference ref(path);
   const AutoencoderKL& vae = full_vae(ref);

@@ -36,7 +36,8 @@ class EulerAncestralDiscreteScheduler : public Scheduler {
     // float32 scalars as in diffusers
     const float s_from = denoised.sigma, s_to = float(sigmas_[size_t(i + 1)]);
     const float s_up = std::sqrt(s_to * s_to * (s_from * s_from - s_to * s_to) / (s_from * s_from));
-    const float s_down = std::sqrt(s_to * s_to - s_up * s_up);
+    // max: s_up rounds up to s_to when s_to << s_from (sigma_max ~ 2e4 in a zero-SNR-like schedule)
+    const float s_down = std::sqrt(std::max(0.0f, s_to * s_to - s_up * s_up));
     const double dt = s_down - s_from;
 
     const Tensor z = gen->randn(sample.shape());
