@@ -18,6 +18,7 @@
 #include "ldm/core/safetensors.hpp"
 #include "ldm/core/synth.hpp"
 #include "ldm/core/tensor.hpp"
+#include "ldm/nn/conv_algo.hpp"
 
 namespace ldm {
 
@@ -139,6 +140,10 @@ class WeightStore {
   bool keep_fp16() const { return keep_fp16_; }
   HalfTensor get_half(const std::string& name, const Shape& shape) { return HalfTensor::from_float(get(name, shape)); }
 
+  // The algorithm of the Conv2d layers loaded from here (LoadOptions::conv).
+  void set_conv_algo(ConvAlgo a) { conv_algo_ = a; }
+  ConvAlgo conv_algo() const { return conv_algo_; }
+
   // Throws one error listing every missing and mis-shaped tensor; with check_unexpected,
   // also the tensors under the prefix that the model never asked for.
   void finish(bool check_unexpected = false) const {
@@ -169,6 +174,7 @@ class WeightStore {
   std::set<std::string> requested_;
   std::vector<std::string> missing_, misshaped_;
   bool keep_fp16_ = false;
+  ConvAlgo conv_algo_ = ConvAlgo::automatic;
 };
 
 }  // namespace ldm
