@@ -46,20 +46,17 @@ TEST_CASE("ldm generate: bad input gets a clear error and exit code 1") {
   expect_error(p + "--init-image /tmp/ldm_test_not_an_image.png --strength 1.5", "--strength must be in (0, 1]");
   expect_error(p + "--init-image /tmp/ldm_test_not_an_image.png --strength 0", "--strength must be in (0, 1]");
   expect_error(p + "--rng mt", "unknown random generator");
+  expect_error(p + "--conv direct --device cuda", "--conv direct is for the CPU path");
   Run missing = run("--width 64");
   CHECK(missing.exit_code != 0);
   CHECK_THAT(missing.err, Catch::Contains("--prompt is required"));
 }
 
 TEST_CASE("ldm generate: a prompt over 77 tokens is truncated with a warning; the PNG carries the parameters") {
-  const std::string shared = ldm::test::shared_dir();
-  if (shared.empty()) {
-    WARN("skipped: ../shared not found (needed for the tokenizer)");
-    return;
-  }
+  LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");
   std::string long_prompt;
   for (int i = 0; i < 90; ++i) long_prompt += "red ";
-  Run r = run("--model synthetic:sd15 --tokenizer " + shared + "/clip-tokenizer --prompt \"" + long_prompt +
+  Run r = run("--model synthetic:sd15 --tokenizer " + tokenizer + " --prompt \"" + long_prompt +
               "\" --steps 1 --guidance 1 --width 64 --height 64 --scheduler ddim --output /tmp/ldm_test_long.png");
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
