@@ -5,6 +5,7 @@
 //   build/bench/bench_models                                    # all three (~2 minutes on 2 cores)
 //   build/bench/bench_models --benchmark_filter=UNet            # one model per process: its peak RSS
 //   build/bench/bench_models --benchmark_filter=VAE
+//   build/bench/bench_models --conv=direct                      # auto (default), direct, f23, f43
 //
 // Each model is loaded once (not timed), run once untimed as a warm-up, then timed in
 // Iterations(1) x Repetitions(3) of real (wall) time; docs/performance_models.md quotes the
@@ -29,7 +30,6 @@
 // the mid-block's single-head attention over 4096 pixels). CLIP: 26.6 GFLOP for batch 2.
 // The counts are printed at start-up.
 #include <benchmark/benchmark.h>
-#include <sys/resource.h>
 
 #include <cstdlib>
 #include <ctime>
@@ -40,6 +40,7 @@
 #include <memory>
 #include <string>
 
+#include "ldm/core/memory.hpp"
 #include "ldm/core/synth.hpp"
 #include "ldm/core/weights.hpp"
 #include "ldm/models/clip_text.hpp"
@@ -138,7 +139,7 @@ bool reset_peak_rss() {
 }
 
 // VmHWM in bytes since the last reset, or -1.
-double peak_rss_bytes() {
+double peak_rss_since_reset_bytes() {
   std::ifstream f("/proc/self/status");
   std::string line;
   while (std::getline(f, line))
@@ -146,16 +147,11 @@ double peak_rss_bytes() {
   return -1.0;
 }
 
-double maxrss_bytes() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return double(u.ru_maxrss) * 1024.0;  // KiB on Linux
-}
-
 // ---- one model alive at a time, loaded on first use and kept across the repetitions
 
 std::shared_ptr<void> g_model;
 std::string g_model_name;
+ConvAlgo g_conv = ConvAlgo::automatic;  // --conv: the U-Net's and the VAE's convolutions
 
 template <typename M>
 const M& model(const std::string& name, const std::function<void(M&)>& load) {
@@ -186,8 +182,8 @@ void timed(benchmark::State& state, double flops, F f) {
   state.counters["cores"] = (seconds(CLOCK_PROCESS_CPUTIME_ID) - c0) / (seconds(CLOCK_MONOTONIC) - w0);
   state.counters["load1"] = load1;
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
-  state.counters["peak_RSS_GB"] = (reset ? peak_rss_bytes() : maxrss_bytes()) / 1e9;
-  state.counters["maxrss_GB"] = maxrss_bytes() / 1e9;
+  state.counters["peak_RSS_GB"] = (reset ? peak_rss_since_reset_bytes() : ldm::peak_rss_bytes()) / 1e9;
+  state.counters["maxrss_GB"] = ldm::peak_rss_bytes() / 1e9;
 }
 
 // ---- the benchmarks
@@ -197,6 +193,7 @@ void BM_UNetStep(benchmark::State& state) {
   const int64_t B = 2, S = state.range(0), L = 77;
   const auto& unet = model<UNet2DConditionModel>("unet", [](UNet2DConditionModel& u) {
     WeightStore w(std::make_shared<SyntheticSource>());
+    w.set_conv_algo(g_conv);
     u.load(w, "", UNetConfig{});
     w.finish();
   });
@@ -212,6 +209,7 @@ void BM_VAEDecode(benchmark::State& state) {
   const int64_t s = state.range(0);
   const auto& vae = model<AutoencoderKL>("vae", [](AutoencoderKL& v) {
     WeightStore w(std::make_shared<SyntheticSource>());
+    w.set_conv_algo(g_conv);
     v.load(w, "", VAEConfig{});
     w.finish();
   });
@@ -248,6 +246,23 @@ BENCHMARK(BM_CLIPText)->Apply(configure)->Unit(benchmark::kMillisecond);
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --conv=NAME (ours, taken out before Google Benchmark reads the rest)
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--conv=", 0) == 0) {
+      try {
+        g_conv = parse_conv_algo(a.substr(7));
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_models: %s\n", e.what());
+        return 1;
+      }
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  std::printf("convolutions: --conv=%s\n", conv_algo_name(g_conv));
   std::printf("FLOPs counted (2 per multiply-add):\n");
   std::printf("  U-Net CFG step, batch 2, 64x64, 77 tokens: %.4g TFLOP (this count), %.4g TFLOP (issue; used)\n",
               flops_unet(UNetConfig{}, 2, 64, 77) * 1e-12, kUNetIssueFlops * 1e-12);

@@ -2,6 +2,7 @@
 // with Google Benchmark and reported as GFLOP/s beside the time.
 //
 //   build/bench/bench_ops [--benchmark_filter=Conv] [--benchmark_min_time=0.5]
+//   build/bench/bench_ops --benchmark_filter='Conv2d/.*/algo:1'   # one algorithm (1: direct)
 //   OMP_NUM_THREADS=1 build/bench/bench_ops     # one core: "CPU" is then the time on that core
 //
 // Real time (not CPU time) is what counts with OpenMP threads. Each benchmark runs 5
@@ -13,6 +14,7 @@
 #include <benchmark/benchmark.h>
 
 #include <random>
+#include <utility>
 
 #include "ldm/nn/attention.hpp"
 #include "ldm/nn/conv2d.hpp"
@@ -72,11 +74,20 @@ void BM_Linear(benchmark::State& state) {
   set_flops(state, 2.0 * M * N * K);
 }
 
-// conv2d [2, C, S, S] -> [2, O, S, S], kernel k, stride 1, "same" padding.
+// Conv2d [2, C, S, S] -> [2, O, S, S], kernel k, stride 1, "same" padding, by algorithm `algo`
+// (ConvAlgo: 0 auto, 1 direct, 2 f23, 3 f43; nn/conv_algo.hpp), Winograd's transformed weights
+// made before the timing, as a model's layer keeps them. FLOPs are the direct convolution's.
 void BM_Conv2d(benchmark::State& state) {
   const int64_t C = state.range(0), O = state.range(1), S = state.range(2), k = state.range(3), B = 2;
-  Tensor x = random_tensor({B, C, S, S}), w = random_tensor({O, C, k, k}, 0.05f, 1), b = random_tensor({O}, 0.05f, 2);
-  for (auto _ : state) benchmark::DoNotOptimize(conv2d(x, w, b, 1, Padding::same(int(k / 2))).data());
+  Conv2d conv;
+  conv.weight = random_tensor({O, C, k, k}, 0.05f, 1);
+  conv.bias = random_tensor({O}, 0.05f, 2);
+  conv.padding = Padding::same(int(k / 2));
+  conv.algo = ConvAlgo(state.range(4));
+  state.SetLabel(conv_algo_name(conv.algo));
+  Tensor x = random_tensor({B, C, S, S});
+  benchmark::DoNotOptimize(conv.forward(x).data());  // makes the transformed weights
+  for (auto _ : state) benchmark::DoNotOptimize(conv.forward(x).data());
   set_flops(state, 2.0 * B * O * S * S * C * k * k);
 }
 
@@ -122,16 +133,17 @@ BENCHMARK(BM_Gemm)->Apply(TransformerShapes);
 BENCHMARK(BM_GemmEigen)->Apply(TransformerShapes);
 BENCHMARK(BM_Linear)->Apply(Common)->ArgNames({"M", "N", "K"})->Args({8192, 320, 320})->Args({8192, 2560, 320});
 
-// 3x3 convolutions of the resnets at each level, and the 1x1 proj_in / shortcut.
-BENCHMARK(BM_Conv2d)
-    ->Apply(Common)
-    ->ArgNames({"C", "O", "S", "k"})
-    ->Args({320, 320, 64, 3})
-    ->Args({640, 640, 32, 3})
-    ->Args({1280, 1280, 16, 3})
-    ->Args({1280, 1280, 8, 3})
-    ->Args({320, 320, 64, 1})
-    ->Args({640, 640, 32, 1});
+// 3x3 convolutions of the resnets at each level by each algorithm (where one does not fit, it
+// runs the next: conv2d.hpp), and the 1x1 proj_in / shortcut (always direct).
+void ConvShapes(benchmark::internal::Benchmark* b) {
+  Common(b);
+  b->ArgNames({"C", "O", "S", "k", "algo"});
+  for (int64_t algo = 0; algo < 4; ++algo)
+    for (const auto& [C, S] : {std::pair<int64_t, int64_t>{320, 64}, {640, 32}, {1280, 16}, {1280, 8}})
+      b->Args({C, C, S, 3, algo});
+  b->Args({320, 320, 64, 1, 0})->Args({640, 640, 32, 1, 0});
+}
+BENCHMARK(BM_Conv2d)->Apply(ConvShapes);
 
 BENCHMARK(BM_GroupNormSiLU)
     ->Apply(Common)

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "ldm/core/error.hpp"
+#include "ldm/core/shared_dir.hpp"
 #include "ldm/models/clip_tokenizer.hpp"
 
 namespace ldm::fuzz {
@@ -38,12 +39,9 @@ class InputFile {
   std::string path_;
 };
 
-// SD1.5's CLIP tokenizer from shared/clip-tokenizer ($LDM_SHARED, else the folder CMake saw).
+// SD1.5's CLIP tokenizer from shared/clip-tokenizer (core/shared_dir.hpp: $LDM_SHARED, else the folder CMake saw).
 inline const CLIPTokenizer& tokenizer() {
-  static const CLIPTokenizer tok([] {
-    const char* env = std::getenv("LDM_SHARED");
-    return (env && *env ? std::string(env) : std::string(LDM_SHARED_DIR)) + "/clip-tokenizer";
-  }());
+  static const CLIPTokenizer tok(shared_dir() + "/clip-tokenizer");
   return tok;
 }
 

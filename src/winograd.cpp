@@ -14,10 +14,7 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <vector>
 
 #include "ldm/nn/gemm.hpp"
@@ -45,9 +42,6 @@ struct Pair {
   float sa, sb;
 };
 constexpr Pair kBt[4] = {{0, 2, 1.f, -1.f}, {1, 2, 1.f, 1.f}, {1, 2, -1.f, 1.f}, {1, 3, 1.f, -1.f}};
-
-std::atomic<int> g_enabled{-1};      // -1: not read from the environment yet
-std::atomic<int> g_f43_enabled{-1};
 
 // U[k][o][c] = (G g G^T)[k / 4][k % 4] for each 3x3 kernel g = w[o][c].
 void transform_weights_into(const float* w, int64_t O, int64_t C, float* U) {
@@ -141,30 +135,6 @@ void output_tiles(const Geometry& g, const float* M, int64_t O, int64_t ldm, int
 }
 
 }  // namespace
-
-bool winograd_enabled() {
-  int e = g_enabled.load();
-  if (e < 0) {
-    const char* env = std::getenv("LDM_CONV");
-    e = env && std::string(env) == "direct" ? 0 : 1;
-    g_enabled.store(e);
-  }
-  return e == 1;
-}
-
-void set_winograd_enabled(bool on) { g_enabled.store(on ? 1 : 0); }
-
-bool winograd_f43_enabled() {
-  int e = g_f43_enabled.load();
-  if (e < 0) {
-    const char* env = std::getenv("LDM_CONV");
-    e = env && std::string(env) == "f23" ? 0 : 1;
-    g_f43_enabled.store(e);
-  }
-  return e == 1 && winograd_enabled();
-}
-
-void set_winograd_f43_enabled(bool on) { g_f43_enabled.store(on ? 1 : 0); }
 
 // Tile rows per band: M for a band is about 16 MiB (at least one tile row).
 int64_t band_tile_rows(int64_t H, int64_t W, int64_t O) {

@@ -213,6 +213,13 @@ std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C) {
   return U;
 }
 
+int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O) {
+  const Geometry g{B, C, H, W, W / 4, H / 4};
+  const int64_t rows = band_tile_rows(g, O), n = rows * g.tiles_w;
+  const int64_t band = C * 6 * rows * (4 * g.tiles_w + 2) + 128;  // fill_band's padded input rows
+  return int64_t(sizeof(float)) * (36 * C * n + 36 * O * n + band) + gemm_scratch_bytes(O, n, C);
+}
+
 void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
                           const float* bias, float* y) {
   const Geometry g{B, C, H, W, W / 4, H / 4};

@@ -6,28 +6,21 @@
 #pragma once
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-#include <sys/stat.h>
 
 #include "ldm/core/safetensors.hpp"
 #include "ldm/core/tensor.hpp"
+#include "skip.hpp"
 
 namespace ldm::test {
 
-// The shared/ folder: $LDM_SHARED, else the one CMake saw beside the repo. "" when absent.
-inline std::string shared_dir() {
-  const char* env = std::getenv("LDM_SHARED");
-  std::string d = env && *env ? env : LDM_SHARED_DIR;
-  struct stat st {};
-  return stat((d + "/reference").c_str(), &st) == 0 ? d : std::string();
-}
-
+// ../shared/reference/FILE ($LDM_SHARED, else the folder CMake saw: core/shared_dir.hpp); "" when
+// the reference folder is absent.
 inline std::string reference_path(const std::string& file) {
-  std::string d = shared_dir();
-  return d.empty() ? std::string() : d + "/reference/" + file;
+  const std::string d = shared_path("reference");
+  return d.empty() ? std::string() : d + "/" + file;
 }
 
 // A reference file with its case metadata ("cases" JSON in __metadata__).
@@ -42,13 +35,10 @@ struct Reference {
   const nlohmann::json& meta(const std::string& case_name) const { return cases.at(case_name); }
 };
 
-// Skips the calling test (with a visible warning) when ../shared is not there.
-#define LDM_REQUIRE_REFERENCE(path_var, file)                                     \
-  const std::string path_var = ::ldm::test::reference_path(file);                \
-  if (path_var.empty()) {                                                          \
-    WARN("skipped: ../shared/reference not found (set LDM_SHARED to the folder)"); \
-    return;                                                                        \
-  }
+// `path_var` = reference_path(file), or the calling test returns as skipped.
+#define LDM_REQUIRE_REFERENCE(path_var, file)                 \
+  LDM_REQUIRE_SHARED(path_var##_reference_dir, "reference")  \
+  const std::string path_var = path_var##_reference_dir + "/" + (file);
 
 inline double rel_l2(const Tensor& a, const Tensor& r) {
   double num = 0, den = 0;

@@ -5,7 +5,8 @@
 // bit-identical, so the outputs must be too (max |diff| 0); F16 within 2e-2 relative L2
 // (../shared/README.md).
 // Also: a missing or mis-shaped tensor of a real component file is reported by name, and a
-// file of the wrong kind gets an error that says what it is.
+// file of the wrong kind gets an error that says what it is; LoadOptions::conv reaches every
+// convolution.
 //
 // Cost (2 cores): 4.3 + 2.1 GB written to /tmp in turn (one checkpoint on disk at a time,
 // removed after use), each component loaded and run 3 times on inputs of a few pixels.
@@ -228,4 +229,51 @@ TEST_CASE("checkpoint models: a full-size F16 single file loads to within 2e-2 o
   Timer tw;
   write_single_file(file, sd15_parts(keys), DType::F16);
   check_checkpoint(file, DType::F16, "single file F16", tw.seconds());
+}
+
+TEST_CASE("load options: LoadOptions::conv reaches every Conv2d; under auto only the U-Net's resnets and upsamplers may take F(4x4)") {
+  // The VAE from load_vae, with each algorithm.
+  const ModelFiles files = open_model("synthetic:sd15");
+  for (ConvAlgo algo : {ConvAlgo::automatic, ConvAlgo::direct, ConvAlgo::f23, ConvAlgo::f43}) {
+    INFO(conv_algo_name(algo));
+    LoadOptions o;
+    o.conv = algo;
+    const AutoencoderKL vae = load_vae(files, o);
+    for (const Conv2d* c : {&vae.encoder.conv_in, &vae.encoder.down_blocks[0].resnets[0].conv1,
+                            &vae.encoder.down_blocks[0].downsampler->conv, &vae.decoder.up_blocks[0].resnets[0].conv2,
+                            &vae.decoder.conv_out, &vae.post_quant_conv}) {
+      CHECK(c->algo == algo);
+      CHECK_FALSE(c->auto_f43);
+    }
+  }
+  // A small U-Net (2 levels): every convolution gets the store's algorithm; the owner's leave
+  // for F(4x4) under auto goes to the resnets and the upsampler only.
+  UNetConfig cfg;
+  cfg.block_out_channels = {32, 64};
+  cfg.down_block_types = {"DownBlock2D", "DownBlock2D"};
+  cfg.up_block_types = {"UpBlock2D", "UpBlock2D"};
+  cfg.layers_per_block = {1, 1};
+  cfg.attention_head_dim = {2, 2};
+  cfg.transformer_layers_per_block = {1, 1};
+  cfg.norm_num_groups = 8;
+  WeightStore w(std::make_shared<SyntheticSource>());
+  w.set_conv_algo(ConvAlgo::f23);
+  UNet2DConditionModel unet;
+  unet.load(w, "", cfg);
+  w.finish();
+  for (const Conv2d* c : {&unet.conv_in, &unet.down_blocks[0].resnets[0].conv1, &unet.up_blocks[0].resnets[1].conv2,
+                          &unet.up_blocks[0].upsampler->conv, &unet.conv_out})
+    CHECK(c->algo == ConvAlgo::f23);
+  CHECK(unet.down_blocks[0].resnets[0].conv1.auto_f43);
+  CHECK(unet.mid_block.resnets[0].conv2.auto_f43);
+  CHECK(unet.up_blocks[0].upsampler->conv.auto_f43);
+  CHECK_FALSE(unet.conv_in.auto_f43);
+  CHECK_FALSE(unet.conv_out.auto_f43);
+  CHECK_FALSE(unet.down_blocks[0].downsampler->conv.auto_f43);
+
+  // The CUDA path picks its own kernels: --conv is refused there, before anything loads.
+  LoadOptions cuda;
+  cuda.device = "cuda";
+  cuda.conv = ConvAlgo::direct;
+  CHECK_THROWS_WITH(check_device(cuda), Contains("--conv direct is for the CPU path"));
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "ldm/core/safetensors.hpp"
+#include "ldm/core/synth.hpp"
 #include "reference.hpp"
 #ifdef LDM_WITH_CUDA
 #include "ldm/cuda/device_tensor.hpp"
@@ -291,4 +292,33 @@ TEST_CASE("ldm eval --device cuda: a clear error without a CUDA build or without
   const Run r = ldm_eval("unet --device cuda --precision fp16 --inputs /nonexistent.safetensors --output /tmp/x.safetensors");
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Contains("error: ") && Contains(expected));
+}
+
+// --conv picks the CPU convolution algorithm (nn/conv_algo.hpp): each one gives the same image
+// within the full-size tolerance (the VAE decoder's 3x3 convolutions at 8x8 .. 64x64 take F(2x2)
+// under auto, F(4x4) with f43, the im2col GEMM with direct); an unknown name or --device cuda
+// is refused before anything loads.
+TEST_CASE("ldm eval --conv: every algorithm decodes the same image; wrong uses are refused") {
+  TmpPath in("conv_in.safetensors");
+  {
+    SafeTensorsWriter w;
+    w.add("latent", synth::tensor("test.latent", {1, 4, 8, 8}));
+    w.save(in);
+  }
+  TmpPath ref_out("conv_auto.safetensors");
+  REQUIRE(ldm_eval(eval_args("vae-decode", in, ref_out) + " --conv auto").status == 0);
+  const Tensor ref = SafeTensors(ref_out).load("image");
+  for (const char* algo : {"direct", "f23", "f43"}) {
+    TmpPath out(std::string("conv_") + algo + ".safetensors");
+    REQUIRE(ldm_eval(eval_args("vae-decode", in, out) + " --conv " + algo).status == 0);
+    ldm::test::require_close(SafeTensors(out).load("image"), ref, kFullTol, std::string("vae-decode --conv ") + algo);
+  }
+  TmpPath out("conv_err.safetensors");
+  Run r = ldm_eval(eval_args("vae-decode", in, out) + " --conv winograd");
+  CHECK(r.status != 0);
+  CHECK_THAT(r.err, Contains("--conv") && Contains("winograd"));
+  r = ldm_eval(eval_args("vae-decode", in, out) + " --conv direct --device cuda");
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Contains("error: --conv direct is for the CPU path"));
+  CHECK_FALSE(fs::exists(out.path));
 }

@@ -52,20 +52,17 @@ TEST_CASE("ldm generate: bad input gets a clear error and exit code 1") {
   expect_error(p + "--init-image /tmp/ldm_test_not_an_image.png --strength 1.5", "--strength must be in (0, 1]");
   expect_error(p + "--init-image /tmp/ldm_test_not_an_image.png --strength 0", "--strength must be in (0, 1]");
   expect_error(p + "--rng mt", "unknown random generator");
+  expect_error(p + "--conv direct --device cuda", "--conv direct is for the CPU path");
   Run missing = run("--width 64");
   CHECK(missing.exit_code != 0);
   CHECK_THAT(missing.err, Catch::Contains("--prompt is required"));
 }
 
 TEST_CASE("ldm generate: a prompt over 77 tokens is truncated with a warning; the PNG carries the parameters", "[full]") {
-  const std::string shared = ldm::test::shared_dir();
-  if (shared.empty()) {
-    WARN("skipped: ../shared not found (needed for the tokenizer)");
-    return;
-  }
+  LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");
   std::string long_prompt;
   for (int i = 0; i < 90; ++i) long_prompt += "red ";
-  Run r = run("--model synthetic:sd15 --tokenizer " + shared + "/clip-tokenizer --prompt \"" + long_prompt +
+  Run r = run("--model synthetic:sd15 --tokenizer " + tokenizer + " --prompt \"" + long_prompt +
               "\" --steps 1 --guidance 1 --width 64 --height 64 --scheduler ddim --output /tmp/ldm_test_long.png");
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
@@ -130,17 +127,13 @@ TEST_CASE("ldm generate: non-finite or absurd numbers, bad seeds, sizes and outp
 
 TEST_CASE("ldm generate: --seed -1 draws a seed, printed and in the PNG; a long negative prompt warns; "
           "--output-tensors failing after the PNG is an error and keeps the old file") {
-  const std::string shared = ldm::test::shared_dir();
-  if (shared.empty()) {
-    WARN("skipped: ../shared not found (needed for the tokenizer)");
-    return;
-  }
+  LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");
   ldm::test::TmpPath dir("generate_seed");
   std::filesystem::create_directories(dir.path);
   std::string long_prompt;
   for (int i = 0; i < 90; ++i) long_prompt += "blurry ";
-  const std::string base = "--model synthetic:sd15 --tokenizer " + shared +
-                           "/clip-tokenizer --prompt cat --steps 1 --width 64 --height 64 --scheduler ddim ";
+  const std::string base = "--model synthetic:sd15 --tokenizer " + tokenizer +
+                           " --prompt cat --steps 1 --width 64 --height 64 --scheduler ddim ";
   Run r = run(base + "--seed -1 --guidance 2 --batch 2 --negative-prompt \"" + long_prompt + "\" --output " + dir.path +
               "/out.png");
   INFO(r.err);

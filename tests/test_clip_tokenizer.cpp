@@ -3,31 +3,19 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "ldm/core/error.hpp"
 #include "ldm/models/clip_tokenizer.hpp"
+#include "skip.hpp"
 
 namespace fs = std::filesystem;
 using ldm::CLIPTokenizer;
 using Strings = std::vector<std::string>;
 
 namespace {
-
-// ../shared/clip-tokenizer: $LDM_SHARED if set, else the LDM_SHARED_DIR CMake sets; "" if absent.
-std::string shared_tokenizer_dir() {
-  std::string shared;
-  if (const char* env = std::getenv("LDM_SHARED")) shared = env;
-#ifdef LDM_SHARED_DIR
-  if (shared.empty()) shared = LDM_SHARED_DIR;
-#endif
-  if (shared.empty()) return "";
-  const fs::path dir = fs::path(shared) / "clip-tokenizer";
-  return fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt") ? dir.string() : "";
-}
 
 // A toy tokenizer: single characters, a few merges, and the two special tokens.
 CLIPTokenizer toy_tokenizer() {
@@ -151,11 +139,7 @@ TEST_CASE("a missing tokenizer file gives a clear error", "[clip_tokenizer]") {
 }
 
 TEST_CASE("CLIP ViT-L/14 tokenizer reproduces the reference ids", "[clip_tokenizer][shared]") {
-  const std::string dir = shared_tokenizer_dir();
-  if (dir.empty()) {
-    WARN("skipped: ../shared not found (set LDM_SHARED to the shared folder)");
-    return;
-  }
+  LDM_REQUIRE_SHARED(dir, "clip-tokenizer");
   const auto t0 = std::chrono::steady_clock::now();
   const CLIPTokenizer tok(dir);
   const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -117,15 +117,11 @@ TEST_CASE("ldm eval --device cuda: unet_32, vae_decode_32, vae_encode_256, clip_
 }
 
 TEST_CASE("ldm generate --device cuda --precision fp16: a PNG and the GPU's peak memory in the summary") {
-  const std::string shared = ldm::test::shared_dir();
-  if (shared.empty()) {
-    WARN("skipped: ../shared not found (needed for the tokenizer)");
-    return;
-  }
+  LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");
   if (!cuda::available()) return;
   TmpPath png("cuda_generate.png");
-  const Run r = ldm_run("generate --model synthetic:sd15 --tokenizer " + shared +
-                        "/clip-tokenizer --prompt \"a red mug\" --steps 4 --width 256 --height 256 --device cuda "
+  const Run r = ldm_run("generate --model synthetic:sd15 --tokenizer " + tokenizer +
+                        " --prompt \"a red mug\" --steps 4 --width 256 --height 256 --device cuda "
                         "--precision fp16 --output " +
                         png.path);
   INFO(r.err);

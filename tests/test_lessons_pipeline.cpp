@@ -216,10 +216,7 @@ TEST_CASE("lessons 7 and 8: the default path, the full-size synthetic VAE at 64x
 }
 
 TEST_CASE("lesson 6: the default path, full-size synthetic SD1.5 at 64x64, 2 steps", "[full]") {
-  if (lessons::guidance_sweep::tokenizer_dir("", ModelFiles{}).empty()) {
-    WARN("skipped: no CLIP tokenizer in ../shared/clip-tokenizer (set LDM_SHARED to the shared folder)");
-    return;
-  }
+  LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");  // the lesson's default tokenizer
   lessons::guidance_sweep::Options o;
   o.size = 64;
   o.steps = 2;

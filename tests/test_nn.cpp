@@ -241,17 +241,64 @@ TEST_CASE("nn: Winograd F(2x2,3x3) conv2d against a direct convolution") {
   for (const Case& c : {Case{"64 -> 64, 8x32", 1, 64, 8, 32, 64}, Case{"batch 2, 80 -> 96, 6x64", 2, 80, 6, 64, 96},
                         Case{"batch 3, 64 -> 72, 34x96", 3, 64, 34, 96, 72},
                         Case{"64 -> 1024, 40x32 (two bands of tile rows: 16 + 4)", 1, 64, 40, 32, 1024}}) {
-    REQUIRE(winograd_enabled());
-    REQUIRE(detail::conv_shape({c.B, c.C, c.H, c.W}, {c.O, c.C, 3, 3}, 1, Padding::same(1)).winograd);
-    Tensor x = random_tensor({c.B, c.C, c.H, c.W}, 1), w = random_tensor({c.O, c.C, 3, 3}, 2, -0.1f, 0.1f);
+    const Shape xs{c.B, c.C, c.H, c.W}, ws{c.O, c.C, 3, 3};
+    REQUIRE(detail::conv_shape(xs, ws, 1, Padding::same(1)).algo == ConvAlgo::f23);
+    REQUIRE(detail::conv_shape(xs, ws, 1, Padding::same(1), ConvAlgo::direct).algo == ConvAlgo::direct);
+    Tensor x = random_tensor(xs, 1), w = random_tensor(ws, 2, -0.1f, 0.1f);
     Tensor b = random_tensor({c.O}, 3);
     const Tensor expected = naive_conv2d(x, w, b, 1, Padding::same(1));
     require_close(conv2d(x, w, b, 1, Padding::same(1)), expected, kTol, c.what);
-    set_winograd_enabled(false);  // the direct path on the same case
-    REQUIRE_FALSE(detail::conv_shape({c.B, c.C, c.H, c.W}, {c.O, c.C, 3, 3}, 1, Padding::same(1)).winograd);
-    require_close(conv2d(x, w, b, 1, Padding::same(1)), expected, kTol, c.what);
-    set_winograd_enabled(true);
+    require_close(conv2d(x, w, b, 1, Padding::same(1), ConvAlgo::f23), expected, kTol, c.what);
+    // the direct path on the same case
+    require_close(conv2d(x, w, b, 1, Padding::same(1), ConvAlgo::direct), expected, kTol, c.what);
   }
+}
+
+TEST_CASE("nn: ConvAlgo picks the algorithm where it fits, by one rule") {
+  using A = ConvAlgo;
+  struct Case {
+    const char* what;
+    Shape x, w;
+    int stride;
+    A automatic, automatic_u_net, direct, f23, f43;  // what runs for each ask (u_net: auto_f43)
+  };
+  // F(2x2) needs W % 32 == 0 and H even; F(4x4) sides multiples of 4 and W >= 16; automatic
+  // takes F(4x4) only with the owner's leave and from 32x32 up.
+  for (const Case& c : {
+           Case{"64 -> 64, 32x32", {1, 64, 32, 32}, {64, 64, 3, 3}, 1, A::f23, A::f43, A::direct, A::f23, A::f43},
+           Case{"64 -> 64, 16x32", {1, 64, 16, 32}, {64, 64, 3, 3}, 1, A::f23, A::f23, A::direct, A::f23, A::f43},
+           Case{"64 -> 64, 16x16", {1, 64, 16, 16}, {64, 64, 3, 3}, 1, A::direct, A::direct, A::direct, A::direct, A::f43},
+           Case{"64 -> 64, 34x96", {1, 64, 34, 96}, {64, 64, 3, 3}, 1, A::f23, A::f23, A::direct, A::f23, A::f23},
+           Case{"64 -> 64, 30x30", {1, 64, 30, 30}, {64, 64, 3, 3}, 1, A::direct, A::direct, A::direct, A::direct,
+                A::direct},
+           Case{"32 -> 64, 32x32 (few channels)", {1, 32, 32, 32}, {64, 32, 3, 3}, 1, A::direct, A::direct, A::direct,
+                A::direct, A::direct},
+           Case{"64 -> 64, 32x32, stride 2", {1, 64, 32, 32}, {64, 64, 3, 3}, 2, A::direct, A::direct, A::direct,
+                A::direct, A::direct},
+           Case{"64 -> 64, 1x1", {1, 64, 32, 32}, {64, 64, 1, 1}, 1, A::direct, A::direct, A::direct, A::direct,
+                A::direct}}) {
+    INFO(c.what);
+    const Padding pad = Padding::same(int(c.w[2] / 2));
+    auto run = [&](A asked, bool auto_f43 = false) { return detail::conv_shape(c.x, c.w, c.stride, pad, asked, auto_f43).algo; };
+    CHECK(run(A::automatic) == c.automatic);
+    CHECK(run(A::automatic, true) == c.automatic_u_net);
+    CHECK(run(A::direct, true) == c.direct);
+    CHECK(run(A::f23, true) == c.f23);
+    CHECK(run(A::f43) == c.f43);
+  }
+  for (A a : {A::automatic, A::direct, A::f23, A::f43}) CHECK(parse_conv_algo(conv_algo_name(a)) == a);
+  REQUIRE_THROWS_WITH(parse_conv_algo("winograd"),
+                      Catch::Contains("unknown convolution algorithm 'winograd': expected auto, direct, f23 or f43"));
+
+  // A Conv2d takes its algorithm from the WeightStore it is loaded from (LoadOptions::conv).
+  WeightStore store(std::make_shared<SyntheticSource>());
+  store.set_conv_algo(A::direct);
+  Conv2d conv;
+  conv.load(store, "conv", 64, 64, 3, 1, 1);
+  REQUIRE(conv.algo == A::direct);
+  Tensor x = random_tensor({1, 64, 32, 32}, 1);
+  require_close(conv.forward(x), naive_conv2d(x, conv.weight, conv.bias, 1, Padding::same(1)), kTol, "direct");
+  REQUIRE(conv.winograd_tile == 0);  // no Winograd transform made
 }
 
 TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
@@ -271,9 +318,8 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
                         Case{"batch 2, 80 -> 96, 32x36 (9 tiles per row)", 2, 80, 32, 36, 96},
                         Case{"64 -> 72, 32x96 (24 tiles per row)", 1, 64, 32, 96, 72},
                         Case{"batch 3, 64 -> 2048, 40x32 (two bands of 15 tile rows, across the images)", 3, 64, 40, 32, 2048}}) {
-    REQUIRE(winograd_f43_enabled());
     Conv2d conv;
-    conv.allow_winograd_f43 = true;
+    conv.auto_f43 = true;
     conv.weight = random_tensor({c.O, c.C, 3, 3}, 2, -0.1f, 0.1f);
     conv.bias = random_tensor({c.O}, 3);
     conv.padding = Padding::same(1);
@@ -282,14 +328,32 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
     require_close(conv.forward(x), expected, kF43Tol, c.what);
     REQUIRE(conv.winograd_tile == 4);
     require_close(conv.forward(x), expected, kF43Tol, c.what);  // again, with the kept U
+    // Asked for explicitly (ConvAlgo::f43), without the owner's leave; and by conv2d itself.
+    Conv2d asked = conv;
+    asked.auto_f43 = false;
+    asked.algo = ConvAlgo::f43;
+    asked.winograd_u.reset();
+    require_close(asked.forward(x), expected, kF43Tol, c.what);
+    REQUIRE(asked.winograd_tile == 4);
+    require_close(conv2d(x, conv.weight, conv.bias, 1, Padding::same(1), ConvAlgo::f43), expected, kF43Tol, c.what);
   }
-  // Without the owner's leave, F(2x2, 3x3) (whose transform is 16/9 the weight's size).
+  // Without the owner's leave, F(2x2, 3x3) (whose transform is 16/9 the weight's size); with
+  // ConvAlgo::f23, F(2x2) despite the leave.
   Conv2d conv;
   conv.weight = random_tensor({64, 64, 3, 3}, 2, -0.1f, 0.1f);
   conv.padding = Padding::same(1);
   Tensor x = random_tensor({1, 64, 32, 32}, 1);
-  require_close(conv.forward(x), naive_conv2d(x, conv.weight, Tensor(), 1, Padding::same(1)), kTol, "F(2x2)");
+  const Tensor expected = naive_conv2d(x, conv.weight, Tensor(), 1, Padding::same(1));
+  require_close(conv.forward(x), expected, kTol, "F(2x2)");
   REQUIRE(conv.winograd_tile == 2);
+  conv.auto_f43 = true;
+  conv.algo = ConvAlgo::f23;
+  require_close(conv.forward(x), expected, kTol, "F(2x2) asked for");
+  REQUIRE(conv.winograd_tile == 2);
+  // F(4x4)'s working memory besides U stays bounded (bands of tile rows) on the VAE's largest image.
+  const int64_t scratch = conv2d_scratch_bytes({1, 128, 512, 512}, {128, 128, 3, 3}, 1, Padding::same(1), ConvAlgo::f43);
+  std::printf("  F(4x4) conv2d [1,128,512,512] 3x3: %.1f MiB of scratch\n", double(scratch) / (1 << 20));
+  REQUIRE(scratch <= 256ll << 20);
 }
 
 TEST_CASE("nn: conv2d against a direct convolution") {

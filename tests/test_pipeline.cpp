@@ -23,7 +23,7 @@ namespace {
 const StableDiffusion& synthetic_sd15() {
   static const StableDiffusion sd = [] {
     LoadOptions o;
-    o.tokenizer_dir = ldm::test::shared_dir() + "/clip-tokenizer";
+    o.tokenizer_dir = ldm::shared_path("clip-tokenizer");  // the cases first REQUIRE it
     return load_stable_diffusion("synthetic:sd15", o);
   }();
   return sd;
@@ -33,6 +33,7 @@ const StableDiffusion& synthetic_sd15() {
 
 TEST_CASE("pipeline: txt2img with given latents, four samplers (ref_pipeline_full)", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_pipeline_full.safetensors");
+  LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");
   Reference ref(path);
   const StableDiffusion& sd = synthetic_sd15();
   for (const std::string& name : ldm::test::pipeline_full_cases()) {
@@ -46,13 +47,13 @@ TEST_CASE("pipeline: txt2img with given latents, four samplers (ref_pipeline_ful
 
 TEST_CASE("pipeline: seeded txt2img and img2img through `ldm generate --rng torch-cpu` (ref_pipeline_seeded)", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_pipeline_seeded.safetensors");
+  LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");
   Reference ref(path);
-  const std::string shared = ldm::test::shared_dir();
   for (const char* name : {"seed_txt2img_ddim", "seed_txt2img_euler_a", "seed_img2img_ddim"}) {
     const auto& meta = ref.meta(name);
     const std::string out = std::string("/tmp/ldm_test_") + name;
-    std::string cmd = std::string(LDM_CLI) + " generate --model synthetic:sd15 --tokenizer " + shared +
-                      "/clip-tokenizer --prompt \"" + meta.at("prompt").get<std::string>() + "\" --negative-prompt \"" +
+    std::string cmd = std::string(LDM_CLI) + " generate --model synthetic:sd15 --tokenizer " + tokenizer +
+                      " --prompt \"" + meta.at("prompt").get<std::string>() + "\" --negative-prompt \"" +
                       meta.at("negative_prompt").get<std::string>() + "\" --scheduler " +
                       meta.at("scheduler").get<std::string>() + " --steps " + std::to_string(meta.at("steps").get<int>()) +
                       " --guidance " + std::to_string(meta.at("guidance_scale").get<double>()) + " --width " +

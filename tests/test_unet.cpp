@@ -7,8 +7,9 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <sys/resource.h>
 
+#include "ldm/core/clock.hpp"
+#include "ldm/core/memory.hpp"
 #include "ldm/models/unet.hpp"
 #include "reference.hpp"
 
@@ -17,10 +18,6 @@ using ldm::test::Reference;
 using ldm::test::require_close;
 
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // Synthetic values, but only under the names and shapes of a real checkpoint's key list, so
 // that loading also checks every key name and shape (and, with finish(true), that none is left).
@@ -220,12 +217,6 @@ TEST_CASE("unet: per-sample timesteps equal separate runs") {
   require_close(both.slice0(1, 2).clone(), second, 1e-5, "batch item 1 (t=700)");
 }
 
-double peak_rss_gib() {
-  struct rusage ru {};
-  getrusage(RUSAGE_SELF, &ru);
-  return double(ru.ru_maxrss) / (1024.0 * 1024.0);  // KiB on Linux
-}
-
 void check_full_case(const char* name) {
   LDM_REQUIRE_REFERENCE(path, "ref_unet_full.safetensors");
   Reference ref(path);
@@ -235,8 +226,8 @@ void check_full_case(const char* name) {
   require_close(out, ref.get(name, "out"), 1e-4, name);
   // Activations beside the 3.2 GiB of weights: skips are kept, everything else freed early.
   const double weights_gib = double(unet.num_parameters()) * 4 / (1 << 30);
-  std::printf("  %-40s peak RSS %.2f GiB (weights %.2f GiB)\n", name, peak_rss_gib(), weights_gib);
-  CHECK(peak_rss_gib() - weights_gib < 2.0);
+  std::printf("  %-40s peak RSS %.2f GiB (weights %.2f GiB)\n", name, peak_rss_gb(), weights_gib);
+  CHECK(peak_rss_gb() - weights_gib < 2.0);
 }
 
 TEST_CASE("unet: full-size SD1.5 U-Net, 64x64 batch 2 at t=981 (one CFG step at 512x512)", "[full]") {

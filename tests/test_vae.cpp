@@ -2,7 +2,6 @@
 // relative L2 <= 1e-5, the full-size SD1.5 VAE of ref_vae_full.safetensors at <= 1e-4.
 // Weights are synth.param(key), key relative to the VAE (encoder.conv_in.weight, ...).
 // The full-size VAE (84M parameters) is built once and shared by the full-size cases.
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -11,6 +10,7 @@
 #include <ctime>
 #include <fstream>
 
+#include "ldm/core/memory.hpp"
 #include "ldm/models/vae.hpp"
 #include "reference.hpp"
 
@@ -51,7 +51,7 @@ struct Timer {
   }
 };
 
-// Resident memory now (Linux /proc/self/statm), and the process's peak so far (getrusage).
+// Resident memory now (Linux /proc/self/statm); the peak so far is ldm::peak_rss_bytes().
 double rss_mib() {
   long pages = 0, resident = 0;
   if (FILE* f = std::fopen("/proc/self/statm", "r")) {
@@ -59,11 +59,6 @@ double rss_mib() {
     std::fclose(f);
   }
   return double(resident) * double(sysconf(_SC_PAGESIZE)) / (1 << 20);
-}
-double peak_rss_mib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return double(ru.ru_maxrss) / 1024.0;  // Linux: KiB
 }
 }  // namespace
 
@@ -206,7 +201,7 @@ TEST_CASE("vae: full-size SD1.5 decode 64x64 -> 512x512", "[full]") {
   require_close(image, ref.get("vae_decode_64", "image"), kTolFull, "vae_decode_64 image");
   // Peak RSS of the process so far: the weights (335 MB) plus the largest activations of the
   // decode (the [1, 256, 512, 512] input of up_blocks.3 with its group norm and conv1 output).
-  const double peak = peak_rss_mib();
+  const double peak = peak_rss_bytes() / (1 << 20);
   std::printf("  vae_decode_64: %s, RSS before %.0f MiB, peak RSS %.0f MiB\n", time.c_str(), before, peak);
   CHECK(peak < 2048.0);
 }

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <string>
 
+#include "ldm/core/clock.hpp"
+
 namespace ldm::test {
 
 // A path under /tmp removed (file or folder) when the test ends, pass or fail.
@@ -20,7 +22,7 @@ struct TmpPath {
 
 struct Timer {
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+  double seconds() const { return seconds_since(t0); }
 };
 
 }  // namespace ldm::test

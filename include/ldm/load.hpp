@@ -24,6 +24,7 @@ struct LoadOptions {
   std::string device = "cpu";      // "cpu" | "cuda"
   std::string precision = "fp32";  // cuda: "fp32" | "fp16" | "bf16" (weights and activations)
   bool cuda_graphs = false;        // cuda: record the U-Net forward in CUDA graphs (experimental)
+  ConvAlgo conv = ConvAlgo::automatic;  // CPU: the 3x3 convolutions' algorithm (nn/conv_algo.hpp)
 };
 
 // Checks device and precision before any slow load: a known device, a precision the device
@@ -39,6 +40,8 @@ inline void check_device(const LoadOptions& o) {
     return;
   }
   LDM_CHECK(!o.fp16_weights, "--fp16-weights is for the CPU path; on cuda choose --precision fp16");
+  LDM_CHECK(o.conv == ConvAlgo::automatic, "--conv ", conv_algo_name(o.conv),
+            " is for the CPU path; the CUDA path picks its own convolution kernels");
 #ifdef LDM_WITH_CUDA
   LDM_CHECK(cuda::available(), "--device cuda: ", cuda::device_description());  // "no CUDA device (why)"
 #else
@@ -64,6 +67,7 @@ WeightStore checked_weight_store(const ModelFiles& files, Component c, const std
   check.finish();
   WeightStore w(files.source(c));
   w.set_keep_fp16(o.fp16_weights);
+  w.set_conv_algo(o.conv);
   return w;
 }
 }  // namespace detail

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "ldm/core/clock.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/random.hpp"
 #include "ldm/guidance.hpp"
@@ -76,10 +77,6 @@ struct GenerationResult {
 using StepCallback = std::function<void(int, int, double)>;
 
 namespace detail {
-
-inline double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // Repeats every item of a batch n times in place order: [a, b] -> [a, a, b, b] (repeat_interleave).
 inline Tensor repeat_batch(const Tensor& x, int64_t n) {
@@ -146,7 +143,7 @@ inline GenerationResult generate(const StableDiffusion& sd, const GenerationPara
     Tensor uncond = detail::repeat_batch(net.encode_text(neg, 1, p.clip_skip), B);
     context = detail::cat_batch(uncond, context);
   }
-  result.timings.text_encoding = detail::seconds_since(t0);
+  result.timings.text_encoding = seconds_since(t0);
 
   // 2. Timesteps and initial latents
   auto scheduler = make_scheduler(p.scheduler, sd.scheduler_config);
@@ -173,7 +170,7 @@ inline GenerationResult generate(const StableDiffusion& sd, const GenerationPara
     Tensor init = posterior.sample(gen.randn(posterior.mean.shape()));
     init.vec() *= sf;
     init = detail::repeat_batch(init, B);
-    result.timings.encoding = detail::seconds_since(t0);
+    result.timings.encoding = seconds_since(t0);
     Tensor noise = gen.randn(init.shape());
     latents = scheduler->add_noise(init, noise, timesteps.front());
   }
@@ -194,9 +191,9 @@ inline GenerationResult generate(const StableDiffusion& sd, const GenerationPara
     latents = scheduler->step(eps, t, latents, &gen);
     if (keep_step_latents) result.step_latents.push_back(latents.clone());
     ++done;
-    if (on_step) on_step(done, int(timesteps.size()), detail::seconds_since(ts));
+    if (on_step) on_step(done, int(timesteps.size()), seconds_since(ts));
   }
-  result.timings.sampling = detail::seconds_since(t0);
+  result.timings.sampling = seconds_since(t0);
   result.latents = latents;
 
   // 4. Decode: image = clamp(decode(z / 0.18215) / 2 + 0.5, 0, 1), HWC
@@ -206,7 +203,7 @@ inline GenerationResult generate(const StableDiffusion& sd, const GenerationPara
   Tensor decoded = net.vae_decode(z);  // [B, 3, H, W] in about [-1, 1]
   for (float& v : decoded) v = std::clamp(v / 2.0f + 0.5f, 0.0f, 1.0f);
   result.image = nchw_to_nhwc(decoded);
-  result.timings.decoding = detail::seconds_since(t0);
+  result.timings.decoding = seconds_since(t0);
   return result;
 }
 

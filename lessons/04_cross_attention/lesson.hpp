@@ -17,7 +17,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -25,6 +24,7 @@
 #include "ldm/blocks/timestep_embedding.hpp"
 #include "ldm/blocks/unet_blocks.hpp"
 #include "ldm/core/checkpoint.hpp"
+#include "ldm/core/shared_dir.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng_ldm.hpp"
 #include "ldm/load.hpp"
@@ -122,8 +122,8 @@ inline Tensor apply_probs(const std::vector<float>& p, const Tensor& v, int64_t 
 inline std::string tokenizer_dir(const Options& o, const ModelFiles& files) {
   if (!o.tokenizer.empty()) return o.tokenizer;
   if (!files.tokenizer_dir.empty()) return files.tokenizer_dir;
-  const std::string shared = std::string(LDM_SHARED_DIR) + "/clip-tokenizer";
-  LDM_CHECK(std::ifstream(shared + "/vocab.json").good(), "lesson 4: no tokenizer: pass --tokenizer DIR (a folder with ",
+  const std::string shared = shared_path("clip-tokenizer");  // $LDM_SHARED/clip-tokenizer, or ""
+  LDM_CHECK(!shared.empty(), "lesson 4: no tokenizer: pass --tokenizer DIR (a folder with ",
             "vocab.json and merges.txt, e.g. an SD1.5 download's tokenizer/)");
   return shared;
 }

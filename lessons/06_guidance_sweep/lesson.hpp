@@ -15,14 +15,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "ldm/core/checkpoint.hpp"
+#include "ldm/core/shared_dir.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng.hpp"
 #include "ldm/load.hpp"
@@ -66,9 +65,7 @@ inline double rms(const Tensor& x) { return x.vec().norm() / std::sqrt(double(x.
 inline std::string tokenizer_dir(const std::string& given, const ModelFiles& files) {
   if (!given.empty()) return given;
   if (!files.tokenizer_dir.empty()) return files.tokenizer_dir;
-  const char* env = std::getenv("LDM_SHARED");
-  const std::string shared = std::string(env && *env ? env : LDM_SHARED_DIR) + "/clip-tokenizer";
-  return std::ifstream(shared + "/vocab.json").good() ? shared : std::string();
+  return shared_path("clip-tokenizer");
 }
 
 // The first step of generate() with guidance, stopped after the U-Net: the same z_T (drawn

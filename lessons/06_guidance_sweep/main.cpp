@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   app.add_option("--scales", o.scales, "guidance scales w, each >= 1")->delimiter(',')->capture_default_str();
   app.add_option("--size", o.size, "image side, a multiple of 8")->capture_default_str();
   app.add_option("--steps", o.steps, "denoising steps")->capture_default_str();
-  app.add_option("--scheduler", o.scheduler, "pndm|ddim|ddpm|lms|euler|euler-a|heun|dpm++2m|unipc")
+  app.add_option("--scheduler", o.scheduler, ldm::scheduler_names_joined("|"))
       ->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the starting latent (the same for every w)")->capture_default_str();
   app.add_option("--rng", o.rng, "ldm, or torch-cpu for diffusers' torch.Generator(\"cpu\") draws")

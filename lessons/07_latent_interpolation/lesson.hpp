@@ -18,14 +18,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "ldm/core/checkpoint.hpp"
+#include "ldm/core/shared_dir.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng.hpp"
 #include "ldm/load.hpp"
@@ -272,9 +271,7 @@ inline Result run(const StableDiffusion& sd, bool real_weights, const Options& o
 inline std::string tokenizer_dir(const std::string& given, const ModelFiles& files) {
   if (!given.empty()) return given;
   if (!files.tokenizer_dir.empty()) return files.tokenizer_dir;
-  const char* env = std::getenv("LDM_SHARED");
-  const std::string shared = std::string(env && *env ? env : LDM_SHARED_DIR) + "/clip-tokenizer";
-  return std::ifstream(shared + "/vocab.json").good() ? shared : std::string();
+  return shared_path("clip-tokenizer");
 }
 
 inline Result run(const Options& o, std::ostream& out) {

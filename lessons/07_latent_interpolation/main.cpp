@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
                  "model's, else ../shared/clip-tokenizer)");
   app.add_option("--prompt", o.prompt, "with --denoise: the text")->capture_default_str();
   app.add_option("--steps", o.steps, "with --denoise: denoising steps")->capture_default_str();
-  app.add_option("--scheduler", o.scheduler, "with --denoise: pndm|ddim|ddpm|lms|euler|euler-a|heun|dpm++2m|unipc")
+  app.add_option("--scheduler", o.scheduler, "with --denoise: " + ldm::scheduler_names_joined("|"))
       ->capture_default_str();
   app.add_option("--guidance", o.guidance_scale, "with --denoise: classifier-free guidance scale")
       ->capture_default_str();

@@ -17,13 +17,13 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <ostream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "ldm/core/checkpoint.hpp"
+#include "ldm/core/shared_dir.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng_ldm.hpp"
 #include "ldm/load.hpp"
@@ -91,8 +91,7 @@ struct Result {
 // unconditional prompt), which the tiny text encoder takes as well.
 inline std::vector<int64_t> caption_ids(const Options& o, const std::string& model_tokenizer, std::ostream& out) {
   std::string dir = !o.tokenizer.empty() ? o.tokenizer : model_tokenizer;
-  if (dir.empty() && std::ifstream(std::string(LDM_SHARED_DIR) + "/clip-tokenizer/vocab.json").good())
-    dir = std::string(LDM_SHARED_DIR) + "/clip-tokenizer";
+  if (dir.empty()) dir = shared_path("clip-tokenizer");  // $LDM_SHARED/clip-tokenizer, or ""
   if (dir.empty()) {
     out << "(no tokenizer found: using the empty caption; pass --tokenizer DIR for a real one)\n";
     std::vector<int64_t> ids(77, 49407);

@@ -8,13 +8,10 @@
 #include "ldm/blocks/resnet_block.hpp"
 #include "ldm/blocks/timestep_embedding.hpp"
 #include "ldm/blocks/transformer_2d.hpp"
+#include "ldm/core/clock.hpp"
 
 namespace ldm::cli {
 namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 void run_demo(int size) {
   using clock = std::chrono::steady_clock;

@@ -24,6 +24,7 @@ struct EvalOptions {
   std::string component, model = "synthetic:sd15", inputs, output;
   bool fp16_weights = false;
   std::string device = "cpu", precision = "fp32";
+  std::string conv = "auto";
 };
 
 // Tensor `name` of f, `ndim`-d with no empty dimension and (float tensors) only finite values.
@@ -156,6 +157,7 @@ void run_eval(const EvalOptions& o) {
   lo.fp16_weights = o.fp16_weights;
   lo.device = o.device;
   lo.precision = o.precision;
+  lo.conv = parse_conv_algo(o.conv);
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
   check_output_path(o.output, "--output");
   SafeTensors in(o.inputs);
@@ -172,11 +174,11 @@ void run_eval(const EvalOptions& o) {
   } else {
     forward = load_cpu(o.component, x, files, lo);
   }
-  const double load_s = detail::seconds_since(t0);
+  const double load_s = seconds_since(t0);
   t0 = clock::now();
   SafeTensorsWriter out;
   for (const auto& [name, t] : forward()) out.add(name, t);
-  const double run_s = detail::seconds_since(t0);
+  const double run_s = seconds_since(t0);
 #ifdef LDM_WITH_CUDA
   if (o.device == "cuda")
     gpu = str(", GPU peak memory ", double(cuda::peak_memory_allocated_bytes()) / double(1ull << 30), " GiB (",
@@ -205,6 +207,10 @@ void add_eval(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--precision", o.precision, "cuda: fp32, fp16 or bf16 (the CPU path is fp32)")
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
+      ->capture_default_str();
+  c->add_option("--conv", o.conv,
+                "CPU: the 3x3 convolutions' algorithm (f23, f43: Winograd F(2x2), F(4x4); docs/numerics.md)")
+      ->check(CLI::IsMember({"auto", "direct", "f23", "f43"}))
       ->capture_default_str();
   c->callback([] { run_eval(o); });
 }

@@ -34,6 +34,7 @@ struct Options {
   bool fp16_weights = false;
   std::string device = "cpu", precision = "fp32";
   bool cuda_graphs = false;
+  std::string conv = "auto";
 };
 
 constexpr int kMaxSize = 4096;   // pixels per side: a 4096^2 U-Net pass already needs tens of GB
@@ -105,6 +106,7 @@ void run_generate(const Options& o) {
   lo.device = o.device;
   lo.precision = o.precision;
   lo.cuda_graphs = o.cuda_graphs;
+  lo.conv = parse_conv_algo(o.conv);
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
   if (o.threads > 0) omp_set_num_threads(o.threads);
   auto gen = make_generator(o.rng, seed);
@@ -153,7 +155,7 @@ void run_generate(const Options& o) {
   StableDiffusion sd = load_stable_diffusion(files, lo);
   if (o.karras) sd.scheduler_config.use_karras_sigmas = true;
   if (!o.timestep_spacing.empty()) sd.scheduler_config.timestep_spacing = o.timestep_spacing;
-  const double load_s = detail::seconds_since(t0);
+  const double load_s = seconds_since(t0);
   std::fprintf(stderr, "loaded %s in %.1f s on %s\n", o.model.c_str(), load_s,
                sd.runner ? sd.runner->device().c_str() : "cpu");
 
@@ -219,7 +221,7 @@ void add_generate(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--prompt", o.prompt, "what to draw")->required();
   c->add_option("--negative-prompt", o.negative_prompt, "what to steer away from");
-  c->add_option("--scheduler", o.scheduler, "pndm|ddim|ddpm|lms|euler|euler-a|heun|dpm++2m|unipc")->capture_default_str();
+  c->add_option("--scheduler", o.scheduler, scheduler_names_joined("|"))->capture_default_str();
   c->add_flag("--karras", o.karras, "Karras sigmas (sigma-based samplers)");
   c->add_option("--timestep-spacing", o.timestep_spacing, "leading|trailing|linspace (default: the model's config)")
       ->check(CLI::IsMember({"leading", "trailing", "linspace"}));
@@ -247,6 +249,10 @@ void add_generate(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--precision", o.precision, "cuda: fp32, fp16 or bf16 (the CPU path is fp32)")
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}))
+      ->capture_default_str();
+  c->add_option("--conv", o.conv,
+                "CPU: the 3x3 convolutions' algorithm (f23, f43: Winograd F(2x2), F(4x4); docs/numerics.md)")
+      ->check(CLI::IsMember({"auto", "direct", "f23", "f43"}))
       ->capture_default_str();
   c->add_flag("--cuda-graphs", o.cuda_graphs, "cuda: replay the U-Net forward from CUDA graphs (experimental)");
   c->add_option("--output", o.output, "PNG to write (several: out-0.png, out-1.png, ...)")->capture_default_str();

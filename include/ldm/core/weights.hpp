@@ -27,6 +27,7 @@
 #include "ldm/core/safetensors.hpp"
 #include "ldm/core/synth.hpp"
 #include "ldm/core/tensor.hpp"
+#include "ldm/nn/conv_algo.hpp"
 
 namespace ldm {
 
@@ -155,6 +156,10 @@ class WeightStore {
     return t ? HalfTensor::from_float(*t) : HalfTensor{shape, nullptr};
   }
 
+  // The algorithm of the Conv2d layers loaded from here (LoadOptions::conv).
+  void set_conv_algo(ConvAlgo a) { conv_algo_ = a; }
+  ConvAlgo conv_algo() const { return conv_algo_; }
+
   // Throws one error listing every missing and mis-shaped tensor; with check_unexpected,
   // also the tensors under the prefix that the model never asked for.
   void finish(bool check_unexpected = false) const {
@@ -205,6 +210,7 @@ class WeightStore {
   std::vector<std::string> missing_, misshaped_;
   bool keep_fp16_ = false;
   bool check_only_ = false;
+  ConvAlgo conv_algo_ = ConvAlgo::automatic;
 };
 
 }  // namespace ldm

@@ -119,14 +119,14 @@ struct UNet2DConditionModel {
 
     conv_norm_out.load(w, join(prefix, "conv_norm_out"), ch[0], cfg.norm_num_groups, cfg.norm_eps);
     conv_out.load(w, join(prefix, "conv_out"), ch[0], cfg.out_channels, 3, 1, 1);
-    set_winograd_f43(true);
+    allow_auto_f43();
   }
 
-  // The resnets' and upsamplers' 3x3 convolutions may use Winograd F(4x4, 3x3) (nn/winograd.hpp):
-  // the U-Net's convolutions at 64x64 and 32x32 latents run 2.4-3.4x faster than direct ones,
-  // for 1.3 GB of kept transformed weights (float32 weights only).
-  void set_winograd_f43(bool on) {
-    auto set = [on](Conv2d& c) { c.allow_winograd_f43 = on; };
+  // Under ConvAlgo::automatic, the resnets' and upsamplers' 3x3 convolutions may use Winograd
+  // F(4x4, 3x3) (nn/conv_algo.hpp): the U-Net's convolutions at 64x64 and 32x32 latents run
+  // 2.4-3.4x faster than direct ones, for 1.3 GB of kept transformed weights (float32 weights only).
+  void allow_auto_f43() {
+    auto set = [](Conv2d& c) { c.auto_f43 = true; };
     for (auto& b : down_blocks)
       for (auto& r : b.resnets) set(r.conv1), set(r.conv2);
     for (auto& r : mid_block.resnets) set(r.conv1), set(r.conv2);

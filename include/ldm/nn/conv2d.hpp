@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ldm/core/weights.hpp"
+#include "ldm/nn/conv_algo.hpp"
 #include "ldm/nn/gemm.hpp"
 #include "ldm/nn/grad.hpp"
 #include "ldm/nn/padding.hpp"
@@ -29,10 +30,14 @@ struct ConvShape {
   bool pointwise;  // 1x1, stride 1, no padding: the input already is the [C, H*W] col matrix
   bool batched;    // small images (the U-Net's 8x8 and 16x16): one GEMM for the whole batch,
                    // so that the weights are packed once, not once per image
-  bool winograd;   // 3x3, stride 1, padding 1, enough channels: Winograd F(2x2, 3x3) (winograd.hpp)
+  ConvAlgo algo;   // what runs: direct, f23 or f43 (Winograd, winograd.hpp)
 };
 
-inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding pad) {
+// The sizes, and the algorithm that runs for `asked` (nn/conv_algo.hpp). auto_f43: under
+// ConvAlgo::automatic, the caller keeps F(4x4)'s 4x-sized transform (a U-Net Conv2d with float32
+// weights).
+inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding pad,
+                            ConvAlgo asked = ConvAlgo::automatic, bool auto_f43 = false) {
   LDM_CHECK(x.size() == 4, "conv2d: expected a 4-d input [B, C, H, W], got ", shape_str(x));
   LDM_CHECK(w.size() == 4, "conv2d: expected a 4-d weight [O, C, kh, kw], got ", shape_str(w));
   LDM_CHECK(stride >= 1, "conv2d: stride must be at least 1, got ", stride);
@@ -49,9 +54,23 @@ inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding 
   s.pointwise = s.kh == 1 && s.kw == 1 && stride == 1 && pad.top == 0 && pad.left == 0 && pad.bottom == 0 &&
                 pad.right == 0;
   s.batched = !s.pointwise && s.B > 1 && s.P < 1024;
-  // With few channels the transforms' memory traffic outweighs the saved multiplications.
-  s.winograd = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 && pad.bottom == 1 &&
-               pad.right == 1 && s.C >= 64 && s.O >= 64 && winograd_fits(s.H, s.W) && winograd_enabled();
+  // The one eligibility rule of Winograd: 3x3, stride 1, padding 1, and enough channels (with
+  // few, the transforms' memory traffic outweighs the saved multiplications), on images whose
+  // sides the tiles divide.
+  const bool winograd = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 &&
+                        pad.bottom == 1 && pad.right == 1 && s.C >= 64 && s.O >= 64;
+  const bool f23 = winograd && winograd_fits(s.H, s.W), f43 = winograd && winograd_f43_fits(s.H, s.W);
+  const ConvAlgo f23_or_direct = f23 ? ConvAlgo::f23 : ConvAlgo::direct;
+  switch (asked) {
+    case ConvAlgo::direct: s.algo = ConvAlgo::direct; break;
+    case ConvAlgo::f23: s.algo = f23_or_direct; break;
+    case ConvAlgo::f43: s.algo = f43 ? ConvAlgo::f43 : f23_or_direct; break;
+    case ConvAlgo::automatic:
+      // F(4x4) from 32x32 up: not at the U-Net's 16x16 level, whose 1280-channel transforms
+      // would need 2.8 GB more.
+      s.algo = f43 && auto_f43 && s.H >= 32 && s.W >= 32 ? ConvAlgo::f43 : f23_or_direct;
+      break;
+  }
   return s;
 }
 
@@ -113,25 +132,36 @@ inline void im2col_panel(const ConvShape& s, const float* x, int stride, Padding
 
 // Working memory conv2d allocates besides its output: the GEMM's packed panels, and for a
 // small-image batch the GEMM's output [O, B*P] before it is spread over the images.
-inline int64_t conv2d_scratch_bytes(const Shape& x, const Shape& weight, int stride, Padding pad) {
-  const detail::ConvShape s = detail::conv_shape(x, weight, stride, pad);
-  if (s.winograd) return winograd_scratch_bytes(s.B, s.C, s.H, s.W, s.O);
+inline int64_t conv2d_scratch_bytes(const Shape& x, const Shape& weight, int stride, Padding pad,
+                                    ConvAlgo algo = ConvAlgo::automatic) {
+  const detail::ConvShape s = detail::conv_shape(x, weight, stride, pad, algo);
+  if (s.algo == ConvAlgo::f43) return winograd_f43_scratch_bytes(s.B, s.C, s.H, s.W, s.O);
+  if (s.algo == ConvAlgo::f23) return winograd_scratch_bytes(s.B, s.C, s.H, s.W, s.O);
   if (s.batched) return int64_t(sizeof(float)) * s.O * s.B * s.P + gemm_scratch_bytes(s.O, s.B * s.P, s.K);
   return gemm_scratch_bytes(s.O, s.P, s.pointwise ? s.C : s.K);
 }
 
 // x [B, C, H, W], weight [O, C, kh, kw], bias [O] or undefined -> [B, O, Ho, Wo].
-// winograd_u: winograd_weights(weight) when the caller keeps them (Conv2d does); else made here.
+// algo: see nn/conv_algo.hpp (here `automatic` never takes F(4x4), whose transform is made per
+// call). winograd_u: the Winograd transform of weight for the algorithm that runs, when the
+// caller keeps it (Conv2d does); else made here.
 inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, Padding pad,
-                     const std::vector<float>* winograd_u = nullptr) {
-  const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad);
+                     ConvAlgo algo = ConvAlgo::automatic, const std::vector<float>* winograd_u = nullptr) {
+  const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad, algo);
   LDM_CHECK(!bias.defined() || bias.numel() == s.O, "conv2d: bias ", bias.shape_str(), " does not match ", s.O,
             " output channels");
   Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
   const float* b_o = bias.defined() ? bias.data() : nullptr;  // added to row o of each GEMM's output
-  if (s.winograd) {
-    const std::vector<float> made = winograd_u ? std::vector<float>() : winograd_weights(weight.data(), s.O, s.C);
-    winograd_conv3x3(x.data(), s.B, s.C, s.H, s.W, winograd_u ? winograd_u->data() : made.data(), s.O, b_o, y.data());
+  if (s.algo != ConvAlgo::direct) {
+    const bool f43 = s.algo == ConvAlgo::f43;
+    std::vector<float> made;
+    if (!winograd_u) made = f43 ? winograd_f43_weights(weight.data(), s.O, s.C) : winograd_weights(weight.data(), s.O, s.C);
+    const float* u = winograd_u ? winograd_u->data() : made.data();
+    if (f43) {
+      winograd_f43_conv3x3(x.data(), s.B, s.C, s.H, s.W, u, s.O, b_o, y.data());
+    } else {
+      winograd_conv3x3(x.data(), s.B, s.C, s.H, s.W, u, s.O, b_o, y.data());
+    }
     return y;
   }
   // col panels of the images from x0 on, n pixels in all
@@ -274,6 +304,10 @@ struct Conv2d {
   HalfTensor weight_f16;  // the weight kept as fp16 instead (WeightStore::keep_fp16)
   int stride = 1;
   Padding padding;
+  ConvAlgo algo = ConvAlgo::automatic;  // set by load() from WeightStore::conv_algo (nn/conv_algo.hpp)
+  // Under ConvAlgo::automatic, may keep F(4x4, 3x3)'s transform, 4x the weight's size (set by
+  // the U-Net on its resnets and upsamplers).
+  bool auto_f43 = false;
 
   void load(WeightStore& w, const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int stride_ = 1,
             int pad = 0, bool has_bias = true) {
@@ -285,6 +319,7 @@ struct Conv2d {
     if (has_bias) bias = w.get(join(prefix, "bias"), {out});
     stride = stride_;
     padding = Padding::same(pad);
+    algo = w.conv_algo();
   }
   const Shape& weight_shape() const { return weight.defined() ? weight.shape() : weight_f16.shape; }
   int64_t in_channels() const { return weight_shape().at(1); }
@@ -296,30 +331,17 @@ struct Conv2d {
 
   // [B, in, H, W] -> [B, out, Ho, Wo]
   Tensor forward(const Tensor& x) const {
-    const detail::ConvShape s = detail::conv_shape(x.shape(), weight_shape(), stride, padding);
-    // float32 weights: Winograd's transformed weights made once and kept (fp16: per call, F(2x2)).
-    // F(4x4) keeps 4x the weight's size: only where the owner allows it (the U-Net) and on
-    // images of at least 32x32 (not the U-Net's 16x16 level: its 1280-channel weights would
-    // need 2.8 GB more).
-    if (weight.defined() && s.kh == 3 && s.kw == 3 && stride == 1 && s.C >= 64 && s.O >= 64 &&
-        padding.top == 1 && padding.left == 1 && padding.bottom == 1 && padding.right == 1) {
-      if (allow_winograd_f43 && winograd_f43_enabled() && winograd_f43_fits(s.H, s.W) && s.H >= 32 && s.W >= 32) {
-        if (!winograd_u || winograd_tile != 4)
-          winograd_u = std::make_shared<const std::vector<float>>(winograd_f43_weights(weight.data(), s.O, s.C));
-        winograd_tile = 4;
-        Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
-        winograd_f43_conv3x3(x.data(), s.B, s.C, s.H, s.W, winograd_u->data(), s.O,
-                             bias.defined() ? bias.data() : nullptr, y.data());
-        return y;
-      }
-      if (s.winograd) {
-        if (!winograd_u || winograd_tile != 2)
-          winograd_u = std::make_shared<const std::vector<float>>(winograd_weights(weight.data(), s.O, s.C));
-        winograd_tile = 2;
-        return conv2d(x, weight, bias, stride, padding, winograd_u.get());
-      }
+    // float32 weights: Winograd's transformed weights made once and kept (fp16: made per call).
+    const detail::ConvShape s =
+        detail::conv_shape(x.shape(), weight_shape(), stride, padding, algo, auto_f43 && weight.defined());
+    if (s.algo == ConvAlgo::direct || !weight.defined()) return conv2d(x, weights(), bias, stride, padding, s.algo);
+    const int tile = s.algo == ConvAlgo::f43 ? 4 : 2;
+    if (!winograd_u || winograd_tile != tile) {
+      winograd_u = std::make_shared<const std::vector<float>>(tile == 4 ? winograd_f43_weights(weight.data(), s.O, s.C)
+                                                                        : winograd_weights(weight.data(), s.O, s.C));
+      winograd_tile = tile;
     }
-    return conv2d(x, weights(), bias, stride, padding);
+    return conv2d(x, weight, bias, stride, padding, s.algo, winograd_u.get());
   }
 
   Tensor grad_weight, grad_bias;  // [out, in, k, k], [out]: accumulated by backward (nn/grad.hpp)
@@ -334,7 +356,6 @@ struct Conv2d {
   // all the cores).
   mutable std::shared_ptr<const std::vector<float>> winograd_u;
   mutable int winograd_tile = 0;
-  bool allow_winograd_f43 = false;  // may keep F(4x4, 3x3)'s 4x-sized transform (set by the U-Net)
 };
 
 }  // namespace ldm

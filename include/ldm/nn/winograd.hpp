@@ -28,7 +28,7 @@
 //
 // Used by conv2d for 3x3, stride 1, padding 1 convolutions whose output width is a multiple of
 // 32 and height even (every 3x3 convolution of the SD1.5 VAE, and the U-Net's at 64x64 and
-// 32x32 latents); LDM_CONV=direct in the environment turns it off (for comparisons).
+// 32x32 latents), unless the layer's ConvAlgo (nn/conv_algo.hpp) says otherwise.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -38,18 +38,13 @@ namespace ldm {
 // Can winograd_conv3x3 compute a 3x3 stride-1 pad-1 convolution of H x W images?
 inline bool winograd_fits(int64_t H, int64_t W) { return H % 2 == 0 && W % 32 == 0 && H > 0; }
 
-// Whether conv2d uses it where it fits: on unless LDM_CONV=direct, or set_winograd_enabled(false).
-bool winograd_enabled();
-void set_winograd_enabled(bool on);
-
 // F(4x4, 3x3) (src/winograd_f43.cpp): 36 multiplications for 16 outputs, 4x fewer than direct,
-// with 6x6 transforms; its U is 36/9 = 4x the weight's size, so only Conv2d with float32
-// weights uses it, keeping U (the U-Net's 64x64 and 32x32 levels: +1.3 GB). LDM_CONV=f23 in
-// the environment (or set_winograd_f43_enabled(false)) keeps F(2x2, 3x3) everywhere.
+// with 6x6 transforms; its U is 36/9 = 4x the weight's size, so by default (ConvAlgo::automatic)
+// only the U-Net's Conv2d layers with float32 weights use it, keeping U (its 64x64 and 32x32
+// levels: +1.3 GB).
 inline bool winograd_f43_fits(int64_t H, int64_t W) { return H % 4 == 0 && W % 4 == 0 && W >= 16 && H > 0; }
-bool winograd_f43_enabled();
-void set_winograd_f43_enabled(bool on);
 std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C);  // U[36][C][O]
+int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O);  // besides U
 void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
                           const float* bias, float* y);
 

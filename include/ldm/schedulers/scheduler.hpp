@@ -14,7 +14,6 @@
 #include <cmath>
 #include <memory>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "ldm/core/error.hpp"
@@ -138,17 +137,15 @@ inline std::unique_ptr<Scheduler> make_heun_scheduler(const SchedulerConfig& con
 inline std::unique_ptr<Scheduler> make_dpmpp_2m_scheduler(const SchedulerConfig& config);
 inline std::unique_ptr<Scheduler> make_unipc_scheduler(const SchedulerConfig& config);
 
-inline const std::vector<std::string>& scheduler_names() {
-  static const std::vector<std::string> names = {"pndm",  "ddim", "ddpm",    "lms",  "euler",
-                                                 "euler-a", "heun", "dpm++2m", "unipc"};
-  return names;
-}
-
-// A sampler by name (scheduler_names()) or by its diffusers class name ("PNDMScheduler", as in
-// a model folder's scheduler/scheduler_config.json "_class_name").
-inline std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const SchedulerConfig& config) {
-  using Make = std::unique_ptr<Scheduler> (*)(const SchedulerConfig&);
-  static const std::vector<std::tuple<std::string, std::string, Make>> table = {
+namespace detail {
+// Every sampler: its short name (the CLI's), its diffusers class name, its factory. The one list.
+struct SchedulerEntry {
+  const char* name;
+  const char* class_name;
+  std::unique_ptr<Scheduler> (*make)(const SchedulerConfig&);
+};
+inline const std::vector<SchedulerEntry>& scheduler_table() {
+  static const std::vector<SchedulerEntry> table = {
       {"pndm", "PNDMScheduler", make_pndm_scheduler},
       {"ddim", "DDIMScheduler", make_ddim_scheduler},
       {"ddpm", "DDPMScheduler", make_ddpm_scheduler},
@@ -159,11 +156,32 @@ inline std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const 
       {"dpm++2m", "DPMSolverMultistepScheduler", make_dpmpp_2m_scheduler},
       {"unipc", "UniPCMultistepScheduler", make_unipc_scheduler},
   };
-  for (const auto& [short_name, class_name, make] : table)
-    if (name == short_name || name == class_name) return make(config);
-  std::string valid;
-  for (const auto& n : scheduler_names()) valid += (valid.empty() ? "" : ", ") + n;
-  LDM_FAIL("unknown scheduler \"", name, "\"; valid names: ", valid);
+  return table;
+}
+}  // namespace detail
+
+inline const std::vector<std::string>& scheduler_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& e : detail::scheduler_table()) v.push_back(e.name);
+    return v;
+  }();
+  return names;
+}
+
+// The short names joined by `sep`: "pndm|ddim|..." for a command line's help, ", " for errors.
+inline std::string scheduler_names_joined(const std::string& sep) {
+  std::string s;
+  for (const auto& n : scheduler_names()) s += (s.empty() ? "" : sep) + n;
+  return s;
+}
+
+// A sampler by name (scheduler_names()) or by its diffusers class name ("PNDMScheduler", as in
+// a model folder's scheduler/scheduler_config.json "_class_name").
+inline std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const SchedulerConfig& config) {
+  for (const auto& e : detail::scheduler_table())
+    if (name == e.name || name == e.class_name) return e.make(config);
+  LDM_FAIL("unknown scheduler \"", name, "\"; valid names: ", scheduler_names_joined(", "));
 }
 
 // img2img: the tail of the schedule that starts at noise level `strength` (1 = from pure
