@@ -121,3 +121,34 @@ TEST_CASE("models backward: CLIPTextModel from last_hidden_state", "[models][bac
     test::check_parameter_grads(c, parameters_of(clip, "text_model"));
   }
 }
+
+// The full-size SD1.5 U-Net (3.4 GB of synthetic weights, as much again of gradients) at a 16x16
+// latent, batch 1. The reference (grad_unet_sd15.safetensors, `make_grad_reference_models.py
+// --sd15`, 7 GB in float64) stores the input gradients and a few parameters' gradients only.
+TEST_CASE("models backward: the SD1.5 U-Net at 16x16", "[models][backward][slow]") {
+  const std::string f = __FILE__;
+  const test::Reference ref(f.substr(0, f.rfind('/')) + "/data/grad_unet_sd15.safetensors");
+  const std::string c = "unet_sd15";
+  auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(ref.meta(c).at("config")));
+  const Tensor ts = ref.get(c, "timesteps");
+  UNet2DConditionModel::Saved s;
+  auto t0 = std::chrono::steady_clock::now();
+  require_close(unet.forward(ref.get(c, "sample"), std::vector<float>(ts.begin(), ts.end()), ref.get(c, "context"), s),
+                ref.get(c, "out"), kBlockOutTol, c + ".out");
+  const double t_fwd = seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  const UNet2DConditionModel::Grad g = unet.backward(s, ref.get(c, "grad_out"));
+  const double t_bwd = seconds_since(t0);
+  require_close(g.sample, ref.get(c, "grad.sample"), kBlockGradTol, c + ".grad.sample");
+  require_close(g.context, ref.get(c, "grad.context"), kBlockGradTol, c + ".grad.context");
+  const auto& stored = ref.meta(c).at("parameters");
+  REQUIRE(stored.size() > 10);
+  int checked = 0;
+  for (const Parameter& p : parameters_of(unet)) {
+    if (std::find(stored.begin(), stored.end(), p.name) == stored.end()) continue;
+    require_close(*p.grad, ref.get(c, "grad." + p.name), kBlockGradTol, c + ".grad." + p.name);
+    ++checked;
+  }
+  CHECK(checked == int(stored.size()));
+  std::printf("%s: forward saving activations %.2f s, backward %.2f s\n", c.c_str(), t_fwd, t_bwd);
+}
