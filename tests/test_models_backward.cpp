@@ -79,12 +79,15 @@ TEST_CASE("models backward: UNet2DConditionModel, one timestep per batch item", 
   }
 }
 
-TEST_CASE("models backward: a second backward needs a second forward", "[models][backward]") {
+TEST_CASE("models backward: a wrong gradient shape, and a second backward without a forward, are errors", "[models][backward]") {
   const std::string c = "unet_b";
   auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(config(c)));
   const Tensor ts = get(c, "timesteps");
   UNet2DConditionModel::Saved s;
-  unet.forward(get(c, "sample"), std::vector<float>(ts.begin(), ts.end()), get(c, "context"), s);
+  const std::vector<float> t(ts.begin(), ts.end());
+  unet.forward(get(c, "sample"), t, get(c, "context"), s);
+  CHECK_THROWS_WITH(unet.backward(s, Tensor({2, 3, 4, 4})),
+                    Catch::Contains("the output's gradient [2, 3, 4, 4] must have the output's shape [2, 3, 8, 8]"));
   unet.backward(s, get(c, "grad_out"));
   CHECK_THROWS_WITH(unet.backward(s, get(c, "grad_out")), Catch::Contains("no saved activations"));
 }
@@ -108,6 +111,11 @@ TEST_CASE("models backward: AutoencoderKL encoder (+quant_conv) and decoder (+po
     require_close(vae.decode(get(d, "latent"), ds), get(d, "out"), kBlockOutTol, d + ".out");
     require_close(vae.decode_backward(ds, get(d, "grad_out")), get(d, "grad.latent"), kBlockGradTol, d + ".grad.latent");
     test::check_parameter_grads(d, under(params, {"decoder.", "post_quant_conv."}));
+
+    // The saved activations are consumed: a second backward needs a second forward.
+    CHECK_THROWS_WITH(vae.encode_backward(es, {get(e, "grad_mean"), get(e, "grad_logvar")}),
+                      Catch::Contains("encode_backward: no saved activations"));
+    CHECK_THROWS_WITH(vae.decode_backward(ds, get(d, "grad_out")), Catch::Contains("decode_backward: no saved activations"));
   }
 }
 
@@ -119,6 +127,7 @@ TEST_CASE("models backward: CLIPTextModel from last_hidden_state", "[models][bac
     require_close(clip.forward(ids, 2, s), get(c, "last_hidden_state"), kBlockOutTol, c + ".last_hidden_state");
     clip.backward(s, get(c, "grad_last_hidden_state"));
     test::check_parameter_grads(c, parameters_of(clip, "text_model"));
+    CHECK_THROWS_WITH(clip.backward(s, get(c, "grad_last_hidden_state")), Catch::Contains("no saved activations"));
   }
 }
 

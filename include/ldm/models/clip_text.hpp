@@ -354,6 +354,8 @@ struct CLIPTextModel {
   // none). Frees `s`.
   void backward(Saved& s, const Tensor& dy) {
     LDM_CHECK(s.h.defined(), "CLIPTextModel::backward: no saved activations (run forward(..., saved) first)");
+    LDM_CHECK(dy.shape() == s.h.shape(), "CLIPTextModel::backward: the gradient of last_hidden_state ",
+              dy.shape_str(), " must have its shape ", s.h.shape_str());
     Tensor d = final_layer_norm.backward(s.h, dy);
     for (size_t i = encoder.layers.size(); i-- > 0;) d = encoder.layers[i].backward(s.layers[i], d);
     embeddings.backward(s.ids, s.B, s.L, d);

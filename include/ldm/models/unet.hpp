@@ -221,6 +221,9 @@ struct UNet2DConditionModel {
   Grad backward(Saved& s, const Tensor& dout) {
     LDM_CHECK(s.h.defined(), "UNet2DConditionModel::backward: no saved activations (run forward(..., saved) first, ",
               "once per backward)");
+    const Shape want{s.h.dim(0), config.out_channels, s.h.dim(2), s.h.dim(3)};
+    LDM_CHECK(dout.shape() == want, "UNet2DConditionModel::backward: the output's gradient ", dout.shape_str(),
+              " must have the output's shape ", shape_str(want));
     Tensor dtemb, dcontext;
     Tensor d = conv_norm_out.backward(s.h, conv_out.backward(conv_norm_out.forward(s.h, true), dout), true);
     s.h = Tensor();

@@ -378,6 +378,9 @@ struct AutoencoderKL {
   DiagonalGaussian encode(const Tensor& image, EncodeSaved& s) const {
     LDM_CHECK(image.ndim() == 4 && image.dim(1) == config.in_channels && image.dim(0) > 0, "AutoencoderKL::encode: ",
               "expected an image [B, ", config.in_channels, ", H, W], got ", image.shape_str());
+    const int64_t f = config.downscale_factor();
+    LDM_CHECK(image.dim(2) >= f && image.dim(3) >= f, "AutoencoderKL::encode: the image ", image.shape_str(),
+              " is smaller than the VAE's downscale factor ", f);
     s.h = encoder.forward(image, s.encoder);
     s.moments = quant_conv.forward(s.h);
     return DiagonalGaussian::from_moments(s.moments);
@@ -385,6 +388,8 @@ struct AutoencoderKL {
   // Gradients of the mean and the (clamped) logvar -> d image [B, 3, H, W]; the encoder's and
   // quant_conv's parameter gradients accumulate. Frees `s`.
   Tensor encode_backward(EncodeSaved& s, const DiagonalGaussian::Grad& g) {
+    LDM_CHECK(s.moments.defined(), "AutoencoderKL::encode_backward: no saved activations (run encode(image, saved) ",
+              "first, once per backward)");
     const Tensor dm = DiagonalGaussian::from_moments_backward(s.moments, g);  // [B, 2 latent, h, w]
     const Tensor dx = encoder.backward(s.encoder, quant_conv.backward(s.h, dm));
     s = EncodeSaved();
@@ -406,6 +411,8 @@ struct AutoencoderKL {
   // d image [B, 3, 8h, 8w] -> d latent [B, 4, h, w]; the decoder's and post_quant_conv's
   // parameter gradients accumulate. Frees `s`.
   Tensor decode_backward(DecodeSaved& s, const Tensor& dimage) {
+    LDM_CHECK(s.z.defined(), "AutoencoderKL::decode_backward: no saved activations (run decode(latent, saved) ",
+              "first, once per backward)");
     const Tensor dz = post_quant_conv.backward(s.z, decoder.backward(s.decoder, dimage));
     s = DecodeSaved();
     return dz;
