@@ -103,7 +103,8 @@ def blocks():
           {"x": inp("input.self_attention.x", (2, 10, 48))}, lambda m, x: m(x))
     block("cross_attention", Attention,
           dict(query_dim=48, cross_attention_dim=24, heads=2, dim_head=20, bias=False, out_bias=True),
-          {"x": inp("input.cross_attention.x", (2, 10, 48)), "context": inp("input.cross_attention.context", (2, 5, 24))},
+          {"x": inp("input.cross_attention.x", (2, 10, 48)),
+           "context": inp("input.cross_attention.context", (2, 5, 24))},
           lambda m, x, context: m(x, encoder_hidden_states=context))
     block("vae_attention", Attention,
           dict(query_dim=32, heads=1, dim_head=32, eps=1e-6, norm_num_groups=8, residual_connection=True, bias=True,
@@ -121,24 +122,32 @@ def blocks():
            "context": inp("input.spatial_transformer.context", (2, 5, 24))},
           lambda m, x, context: m(x, encoder_hidden_states=context).sample)
     for pad in (1, 0):
-        block(f"downsample_pad{pad}", Downsample2D, dict(channels=16, use_conv=True, out_channels=24, padding=pad, name="op"),
+        block(f"downsample_pad{pad}", Downsample2D,
+              dict(channels=16, use_conv=True, out_channels=24, padding=pad, name="op"),
               {"x": inp(f"input.downsample_pad{pad}.x", (2, 16, 6, 7))}, lambda m, x: m(x))
     block("upsample", Upsample2D, dict(channels=16, use_conv=True, out_channels=24),
           {"x": inp("input.upsample.x", (2, 16, 3, 4))}, lambda m, x: m(x))
 
 
+def unet_call(m, sample, context, timesteps):
+    return {"out": m(sample, timesteps, encoder_hidden_states=context).sample}
+
+
 def models():
     UNETS = {
         # the tiny U-Net of ref_blocks.safetensors (2 levels, 32/64 channels, 32 groups, 8 heads)
-        "unet_tiny": (dict(sample_size=16, in_channels=4, out_channels=4, block_out_channels=[32, 64], layers_per_block=2,
+        "unet_tiny": (dict(sample_size=16, in_channels=4, out_channels=4, block_out_channels=[32, 64],
+                           layers_per_block=2,
                            down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
                            up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], cross_attention_dim=32,
                            attention_head_dim=8, norm_num_groups=32), (2, 4, 16, 16), (2, 7, 32), [10.0, 700.0]),
         # 3 levels of 16/24/32 channels, 8 groups, 2/4/4 heads, one resnet per level, 3 latent
-        # channels, a 20-wide context, [sin, cos] with freq_shift 1
-        "unet_b": (dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=[16, 24, 32], layers_per_block=1,
+        # channels, a 20-wide context, [sin, cos] with freq_shift 1, the input centred (2 x - 1)
+        "unet_b": (dict(sample_size=8, in_channels=3, out_channels=3, center_input_sample=True,
+                        block_out_channels=[16, 24, 32], layers_per_block=1,
                         down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-                        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"], cross_attention_dim=20,
+                        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+                        cross_attention_dim=20,
                         attention_head_dim=[2, 4, 4], norm_num_groups=8, flip_sin_to_cos=False, freq_shift=1),
                    (2, 3, 8, 8), (2, 5, 20), [3.0, 999.0]),
     }
@@ -146,7 +155,7 @@ def models():
         add_case(name, {"class": "UNet2DConditionModel", "config": cfg}, UNet2DConditionModel(**cfg).float(),
                  {"sample": inp(f"input.{name}.sample", xs), "context": inp(f"input.{name}.context", cs),
                   "timesteps": torch.tensor(ts, dtype=torch.float32)},
-                 lambda m, sample, context, timesteps: {"out": m(sample, timesteps, encoder_hidden_states=context).sample})
+                 unet_call)
 
     VAES = {
         "vae_tiny": (dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
@@ -166,8 +175,8 @@ def models():
                  lambda m, latent: {"out": m.decode(latent).sample},
                  keep=lambda k: k.startswith(("decoder.", "post_quant_conv.")))
 
-    CLIP_BASE = dict(projection_dim=64, attention_dropout=0.0, dropout=0.0, initializer_range=0.02, initializer_factor=1.0,
-                     pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)
+    CLIP_BASE = dict(projection_dim=64, attention_dropout=0.0, dropout=0.0, initializer_range=0.02,
+                     initializer_factor=1.0, pad_token_id=1, bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)
     CLIPS = {
         # the tiny CLIP of ref_blocks.safetensors, on its two prompts of 77 ids
         "clip_tiny": (dict(CLIP_BASE, vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -181,20 +190,23 @@ def models():
     for name, (cfg, ids) in CLIPS.items():
         m = CLIPTextModel(CLIPTextConfig(**cfg)).float()
         prefix = "" if any(k.startswith("text_model.") for k in m.state_dict()) else "text_model."
-        add_case(name, {"class": "CLIPTextModel", "config": cfg}, m, {"input_ids": torch.from_numpy(ids.astype(np.int64))},
+        add_case(name, {"class": "CLIPTextModel", "config": cfg}, m,
+                 {"input_ids": torch.from_numpy(ids.astype(np.int64))},
                  lambda m, input_ids: {"last_hidden_state": m(input_ids).last_hidden_state}, prefix=prefix)
 
 
 SD15_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
-    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
     block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, downsample_padding=1, mid_block_scale_factor=1,
     act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=768, attention_head_dim=8,
     use_linear_projection=False, upcast_attention=False)
 # The parameters whose gradients the full-size case stores (every one would be 3.4 GB): small ones
 # at both ends and in the middle of the network.
 SD15_KEEP = ["conv_in.weight", "conv_in.bias", "time_embedding.linear_1.bias", "time_embedding.linear_2.bias",
-             "down_blocks.0.resnets.0.norm1.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.bias",
+             "down_blocks.0.resnets.0.norm1.weight",
+             "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.bias",
              "down_blocks.1.resnets.0.conv_shortcut.bias", "down_blocks.2.attentions.1.norm.bias",
              "down_blocks.3.resnets.1.time_emb_proj.bias", "mid_block.attentions.0.transformer_blocks.0.norm2.weight",
              "mid_block.resnets.1.conv2.bias", "up_blocks.0.upsamplers.0.conv.bias",
@@ -220,8 +232,7 @@ def sd15_unet():
              {"sample": inp("input.unet_sd15.sample", (1, 4, 16, 16)),
               "context": inp("input.unet_sd15.context", (1, 8, 768)),
               "timesteps": torch.tensor([500.0], dtype=torch.float32)},
-             lambda m, sample, context, timesteps: {"out": m(sample, timesteps, encoder_hidden_states=context).sample},
-             keep=lambda k: k in SD15_KEEP, params=params)
+             unet_call, keep=lambda k: k in SD15_KEEP, params=params)
 
 
 def save(path):

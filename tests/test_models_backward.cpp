@@ -79,7 +79,8 @@ TEST_CASE("models backward: UNet2DConditionModel, one timestep per batch item", 
   }
 }
 
-TEST_CASE("models backward: a wrong gradient shape, and a second backward without a forward, are errors", "[models][backward]") {
+TEST_CASE("models backward: a wrong gradient shape, and a second backward without a forward, are errors",
+          "[models][backward]") {
   const std::string c = "unet_b";
   auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(config(c)));
   const Tensor ts = get(c, "timesteps");
@@ -109,13 +110,15 @@ TEST_CASE("models backward: AutoencoderKL encoder (+quant_conv) and decoder (+po
     const std::string d = v + "_decode";
     AutoencoderKL::DecodeSaved ds;
     require_close(vae.decode(get(d, "latent"), ds), get(d, "out"), kBlockOutTol, d + ".out");
-    require_close(vae.decode_backward(ds, get(d, "grad_out")), get(d, "grad.latent"), kBlockGradTol, d + ".grad.latent");
+    require_close(vae.decode_backward(ds, get(d, "grad_out")), get(d, "grad.latent"), kBlockGradTol,
+                  d + ".grad.latent");
     test::check_parameter_grads(d, under(params, {"decoder.", "post_quant_conv."}));
 
     // The saved activations are consumed: a second backward needs a second forward.
     CHECK_THROWS_WITH(vae.encode_backward(es, {get(e, "grad_mean"), get(e, "grad_logvar")}),
                       Catch::Contains("encode_backward: no saved activations"));
-    CHECK_THROWS_WITH(vae.decode_backward(ds, get(d, "grad_out")), Catch::Contains("decode_backward: no saved activations"));
+    CHECK_THROWS_WITH(vae.decode_backward(ds, get(d, "grad_out")),
+                      Catch::Contains("decode_backward: no saved activations"));
   }
 }
 

@@ -18,7 +18,9 @@ struct Downsample2D {
 
   // Training: saves the input x. dy [B, out, H/2, W/2] -> dx [B, C, H, W].
   Tensor backward(const Tensor& x, const Tensor& dy) { return conv.backward(x, dy); }
-  void parameters(const std::string& prefix, std::vector<Parameter>& out) { conv.parameters(join(prefix, "conv"), out); }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    conv.parameters(join(prefix, "conv"), out);
+  }
 };
 
 }  // namespace ldm

@@ -19,7 +19,9 @@ struct Upsample2D {
   Tensor backward(const Tensor& x, const Tensor& dy) {
     return upsample_nearest2x_backward(conv.backward(upsample_nearest2x(x), dy));
   }
-  void parameters(const std::string& prefix, std::vector<Parameter>& out) { conv.parameters(join(prefix, "conv"), out); }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    conv.parameters(join(prefix, "conv"), out);
+  }
 };
 
 }  // namespace ldm

@@ -65,7 +65,8 @@ struct DownEncoderBlock2D {
     return d;
   }
   void parameters(const std::string& prefix, std::vector<Parameter>& out) {
-    for (size_t i = 0; i < resnets.size(); ++i) resnets[i].parameters(join(prefix, "resnets." + std::to_string(i)), out);
+    for (size_t i = 0; i < resnets.size(); ++i)
+      resnets[i].parameters(join(prefix, "resnets." + std::to_string(i)), out);
     if (downsampler) downsampler->parameters(join(prefix, "downsamplers.0"), out);
   }
 };
@@ -116,7 +117,8 @@ struct UpDecoderBlock2D {
     return d;
   }
   void parameters(const std::string& prefix, std::vector<Parameter>& out) {
-    for (size_t i = 0; i < resnets.size(); ++i) resnets[i].parameters(join(prefix, "resnets." + std::to_string(i)), out);
+    for (size_t i = 0; i < resnets.size(); ++i)
+      resnets[i].parameters(join(prefix, "resnets." + std::to_string(i)), out);
     if (upsampler) upsampler->parameters(join(prefix, "upsamplers.0"), out);
   }
 };

@@ -205,7 +205,8 @@ struct UNet2DConditionModel {
     std::vector<Tensor> skips{h};
     s.down_blocks.resize(down_blocks.size());
     s.up_blocks.resize(up_blocks.size());
-    for (size_t i = 0; i < down_blocks.size(); ++i) h = down_blocks[i].forward(h, s.temb, context, skips, s.down_blocks[i]);
+    for (size_t i = 0; i < down_blocks.size(); ++i)
+      h = down_blocks[i].forward(h, s.temb, context, skips, s.down_blocks[i]);
     h = mid_block.forward(h, s.temb, context, s.mid_block);
     for (size_t i = 0; i < up_blocks.size(); ++i) h = up_blocks[i].forward(h, s.temb, context, skips, s.up_blocks[i]);
     s.h = h;
@@ -251,7 +252,8 @@ struct UNet2DConditionModel {
     for (size_t i = 0; i < down_blocks.size(); ++i)
       down_blocks[i].parameters(join(prefix, "down_blocks." + std::to_string(i)), out);
     mid_block.parameters(join(prefix, "mid_block"), out);
-    for (size_t i = 0; i < up_blocks.size(); ++i) up_blocks[i].parameters(join(prefix, "up_blocks." + std::to_string(i)), out);
+    for (size_t i = 0; i < up_blocks.size(); ++i)
+      up_blocks[i].parameters(join(prefix, "up_blocks." + std::to_string(i)), out);
     conv_norm_out.parameters(join(prefix, "conv_norm_out"), out);
     conv_out.parameters(join(prefix, "conv_out"), out);
   }

@@ -315,7 +315,8 @@ struct Decoder {
   void parameters(const std::string& prefix, std::vector<Parameter>& out) {
     conv_in.parameters(join(prefix, "conv_in"), out);
     mid_block.parameters(join(prefix, "mid_block"), out);
-    for (size_t i = 0; i < up_blocks.size(); ++i) up_blocks[i].parameters(join(prefix, "up_blocks." + std::to_string(i)), out);
+    for (size_t i = 0; i < up_blocks.size(); ++i)
+      up_blocks[i].parameters(join(prefix, "up_blocks." + std::to_string(i)), out);
     conv_norm_out.parameters(join(prefix, "conv_norm_out"), out);
     conv_out.parameters(join(prefix, "conv_out"), out);
   }
