@@ -4,6 +4,8 @@
 // counts, head counts and widths: outputs within 1e-5 relative L2, the input gradients and every
 // parameter's gradient (under its diffusers / transformers name) within 1e-4.
 #include <chrono>
+#include <fstream>
+#include <map>
 
 #include "grad_reference.hpp"
 #include "ldm/core/weights.hpp"
@@ -38,6 +40,25 @@ std::vector<Parameter> under(const std::vector<Parameter>& all, std::initializer
     for (const char* s : prefixes)
       if (p.name.rfind(s, 0) == 0) r.push_back(p);
   return r;
+}
+
+// parameters() against a diffusers file's key list {name: shape} (../shared/reference/sd15_keys.json):
+// the same names, each with its shape.
+void require_checkpoint_names(const std::vector<Parameter>& params, const nlohmann::json& keys, const std::string& what) {
+  std::map<std::string, Shape> want, got;
+  for (const auto& [k, v] : keys.items()) want[k] = v.get<Shape>();
+  for (const auto& p : params) got[p.name] = p.value->shape();
+  INFO(what << ": parameters() lists " << got.size() << " tensors, the diffusers file " << want.size());
+  for (const auto& [k, s] : want) {
+    INFO(k);
+    CHECK((got.count(k) && got.at(k) == s));
+  }
+  CHECK(got.size() == want.size());
+}
+
+nlohmann::json sd15_keys() {
+  std::ifstream f(test::reference_path("sd15_keys.json"));
+  return nlohmann::json::parse(f).at("diffusers");
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -162,5 +183,18 @@ TEST_CASE("models backward: the SD1.5 U-Net at 16x16", "[models][backward][slow]
     ++checked;
   }
   CHECK(checked == int(stored.size()));
+  if (!test::reference_path("sd15_keys.json").empty())
+    require_checkpoint_names(parameters_of(unet), sd15_keys().at("unet"), "SD1.5 U-Net");
   std::printf("%s: forward saving activations %.2f s, backward %.2f s\n", c.c_str(), t_fwd, t_bwd);
+}
+
+TEST_CASE("models backward: parameters() of the SD1.5 VAE and CLIP are the diffusers files' tensors", "[models]") {
+  LDM_REQUIRE_REFERENCE(path, "sd15_keys.json");
+  const nlohmann::json keys = sd15_keys();
+  {
+    auto vae = synthetic<AutoencoderKL>("", VAEConfig{});
+    require_checkpoint_names(parameters_of(vae), keys.at("vae"), "SD1.5 VAE");
+  }
+  auto clip = synthetic<CLIPTextModel>("text_model", CLIPTextConfig{});
+  require_checkpoint_names(parameters_of(clip, "text_model"), keys.at("text_encoder"), "SD1.5 CLIP text encoder");
 }
