@@ -77,10 +77,10 @@ struct BasicTransformerBlock {
   }
   // dy [B, L, dim] -> dx [B, L, dim]; the context's gradient is added to *dcontext. Frees `s`.
   Tensor backward(Saved& s, const Tensor& dy, Tensor* dcontext = nullptr) {
-    Tensor d = dy.clone();                                         // the residual path
-    add_(d, norm3.backward(s.h2, ff.backward(s.ff, d)));           // h2 + ff(norm3(h2))
+    Tensor d = dy.clone();                                                // the residual path
+    add_(d, norm3.backward(s.h2, ff.backward(s.ff, d)));                  // h2 + ff(norm3(h2))
     add_(d, norm2.backward(s.h1, attn2.backward(s.attn2, d, dcontext)));  // h1 + attn2(norm2(h1), c)
-    add_(d, norm1.backward(s.x, attn1.backward(s.attn1, d)));      // x + attn1(norm1(x))
+    add_(d, norm1.backward(s.x, attn1.backward(s.attn1, d)));             // x + attn1(norm1(x))
     s = Saved();
     return d;
   }

@@ -101,7 +101,7 @@ struct UNetDownBlock {
     s.resnets.resize(resnets.size());
     s.attentions.resize(attentions.size());
     for (size_t i = 0; i < resnets.size(); ++i) {
-      h = resnets[i].forward(h, temb, s.resnets[i]);                                 // [B, out, H, W]
+      h = resnets[i].forward(h, temb, s.resnets[i]);                                   // [B, out, H, W]
       if (!attentions.empty()) h = attentions[i].forward(h, context, s.attentions[i]);  // [B, out, H, W]
       skips.push_back(h);
     }

@@ -268,8 +268,8 @@ struct CLIPEncoderLayer {
   }
   // dy [B, L, hidden] -> dx. Frees `s`.
   Tensor backward(Saved& s, const Tensor& dy) {
-    Tensor d = dy.clone();                                                 // the residual path
-    add_(d, layer_norm2.backward(s.h, mlp.backward(s.mlp, d)));            // h + mlp(ln2(h))
+    Tensor d = dy.clone();                                                   // the residual path
+    add_(d, layer_norm2.backward(s.h, mlp.backward(s.mlp, d)));              // h + mlp(ln2(h))
     add_(d, layer_norm1.backward(s.x, self_attn.backward(s.self_attn, d)));  // x + attn(ln1(x))
     s = Saved();
     return d;
