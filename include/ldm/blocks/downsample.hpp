@@ -15,6 +15,12 @@ struct Downsample2D {
   }
   // [B, C, H, W] -> [B, out, H/2, W/2]
   Tensor forward(const Tensor& x) const { return conv.forward(x); }
+
+  // Training: saves the input x. dy [B, out, H/2, W/2] -> dx [B, C, H, W].
+  Tensor backward(const Tensor& x, const Tensor& dy) { return conv.backward(x, dy); }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    conv.parameters(join(prefix, "conv"), out);
+  }
 };
 
 }  // namespace ldm

@@ -52,6 +52,49 @@ struct ResnetBlock2D {
     }
     return h;
   }
+
+  // Training: what backward needs. The normalised, activated inputs of conv1 and conv2 are
+  // recomputed from x and h (a group norm costs little beside a 3x3 conv).
+  struct Saved {
+    Tensor x;     // [B, in, H, W]
+    Tensor h;     // conv1(...) + time embedding, the input of norm2 [B, out, H, W]
+    Tensor temb;  // [B, temb_channels], or undefined
+  };
+  Tensor forward(const Tensor& x, const Tensor& temb, Saved& s) const {
+    s.x = x, s.temb = temb;
+    s.h = conv1.forward(norm1.forward(x, /*fuse_silu=*/true));  // [B, out, H, W]
+    if (time_emb_proj) {
+      LDM_CHECK(temb.defined(), "ResnetBlock2D: this block needs a time embedding");
+      add_channel_bias_(s.h, time_emb_proj->forward(silu(temb)));
+    }
+    Tensor out = conv2.forward(norm2.forward(s.h, /*fuse_silu=*/true));
+    add_(out, conv_shortcut ? conv_shortcut->forward(x) : x);
+    return out;
+  }
+  // dy [B, out, H, W] -> dx [B, in, H, W]; the time embedding's gradient [B, temb_channels] is
+  // added to *dtemb (one embedding feeds every resnet of the U-Net). Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy, Tensor* dtemb = nullptr) {
+    Tensor dh = norm2.backward(s.h, conv2.backward(norm2.forward(s.h, true), dy), true);  // [B, out, H, W]
+    s.h = Tensor();
+    if (time_emb_proj) {
+      LDM_CHECK(dtemb, "ResnetBlock2D::backward: this block has a time embedding; pass where its gradient goes");
+      const Tensor dt = time_emb_proj->backward(silu(s.temb), channel_sums(dh));  // [B, temb_channels]
+      add_(grad_buffer(*dtemb, s.temb.shape()), silu_backward(s.temb, dt));
+    }
+    Tensor dx = norm1.backward(s.x, conv1.backward(norm1.forward(s.x, true), dh), true);  // [B, in, H, W]
+    add_(dx, conv_shortcut ? conv_shortcut->backward(s.x, dy) : dy);
+    s = Saved();
+    return dx;
+  }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    norm1.parameters(join(prefix, "norm1"), out);
+    conv1.parameters(join(prefix, "conv1"), out);
+    if (time_emb_proj) time_emb_proj->parameters(join(prefix, "time_emb_proj"), out);
+    norm2.parameters(join(prefix, "norm2"), out);
+    conv2.parameters(join(prefix, "conv2"), out);
+    if (conv_shortcut) conv_shortcut->parameters(join(prefix, "conv_shortcut"), out);
+  }
 };
 
 }  // namespace ldm

@@ -62,6 +62,11 @@ struct TimestepEmbedding {
     const Tensor dh = silu_backward(saved.h, linear_2.backward(silu(saved.h), dy));
     return linear_1.backward(saved.x, dh);
   }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    linear_1.parameters(join(prefix, "linear_1"), out);
+    linear_2.parameters(join(prefix, "linear_2"), out);
+  }
 };
 
 }  // namespace ldm

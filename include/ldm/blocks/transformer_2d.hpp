@@ -38,6 +38,43 @@ struct Transformer2DModel {
     add_(out, x);
     return out;
   }
+
+  // Training: the input (the norm's output, proj_in's input, is recomputed from it), and
+  // proj_out's input; the blocks save their own.
+  struct Saved {
+    Tensor x;  // [B, C, H, W]
+    std::vector<BasicTransformerBlock::Saved> blocks;
+    Tensor h;  // [B, inner, H, W]
+  };
+  Tensor forward(const Tensor& x, const Tensor& context, Saved& s) const {
+    s.x = x;
+    s.blocks.resize(transformer_blocks.size());
+    Tensor h = image_to_tokens(proj_in.forward(norm.forward(x)));  // [B, H*W, inner]
+    for (size_t i = 0; i < transformer_blocks.size(); ++i) h = transformer_blocks[i].forward(h, context, s.blocks[i]);
+    s.h = tokens_to_image(h, x.dim(2), x.dim(3));
+    Tensor out = proj_out.forward(s.h);  // [B, C, H, W]
+    add_(out, x);
+    return out;
+  }
+  // dy [B, C, H, W] -> dx, same shape; the context's gradient is added to *dcontext. Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy, Tensor* dcontext = nullptr) {
+    const int64_t H = dy.dim(2), W = dy.dim(3);
+    Tensor dh = image_to_tokens(proj_out.backward(s.h, dy));  // [B, H*W, inner]
+    for (size_t i = transformer_blocks.size(); i-- > 0;) dh = transformer_blocks[i].backward(s.blocks[i], dh, dcontext);
+    const Tensor dp = proj_in.backward(norm.forward(s.x), tokens_to_image(dh, H, W));  // [B, C, H, W]
+    Tensor dx = norm.backward(s.x, dp);
+    add_(dx, dy);
+    s = Saved();
+    return dx;
+  }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    norm.parameters(join(prefix, "norm"), out);
+    proj_in.parameters(join(prefix, "proj_in"), out);
+    for (size_t i = 0; i < transformer_blocks.size(); ++i)
+      transformer_blocks[i].parameters(join(prefix, "transformer_blocks." + std::to_string(i)), out);
+    proj_out.parameters(join(prefix, "proj_out"), out);
+  }
 };
 
 }  // namespace ldm

@@ -17,6 +17,27 @@ struct FeedForward {  // diffusers.models.attention.FeedForward with activation_
   }
   // [B, L, dim] -> [B, L, dim]
   Tensor forward(const Tensor& x) const { return net_2.forward(geglu(net_0_proj.forward(x))); }
+
+  // Training: the input and the projection's output (GEGLU's input; its output is recomputed).
+  struct Saved {
+    Tensor x, h;  // [B, L, dim], [B, L, 2 mult dim]
+  };
+  Tensor forward(const Tensor& x, Saved& s) const {
+    s.x = x;
+    s.h = net_0_proj.forward(x);
+    return net_2.forward(geglu(s.h));
+  }
+  // dy [B, L, dim] -> dx [B, L, dim]. Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy) {
+    const Tensor dh = geglu_backward(s.h, net_2.backward(geglu(s.h), dy));  // [B, L, 2 mult dim]
+    const Tensor dx = net_0_proj.backward(s.x, dh);
+    s = Saved();
+    return dx;
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    net_0_proj.parameters(join(prefix, "net.0.proj"), out);
+    net_2.parameters(join(prefix, "net.2"), out);
+  }
 };
 
 struct BasicTransformerBlock {
@@ -40,6 +61,37 @@ struct BasicTransformerBlock {
     add_(h, attn2.forward(norm2.forward(h), context));
     add_(h, ff.forward(norm3.forward(h)));
     return h;
+  }
+
+  // Training: the three norms' inputs; the norms' outputs are the sub-blocks' saved inputs.
+  struct Saved {
+    Tensor x, h1, h2;  // [B, L, dim]: the input, after attn1, after attn2
+    Attention::Saved attn1, attn2;
+    FeedForward::Saved ff;
+  };
+  Tensor forward(const Tensor& x, const Tensor& context, Saved& s) const {
+    s.x = x;
+    s.h1 = add(x, attn1.forward(norm1.forward(x), Tensor(), s.attn1));
+    s.h2 = add(s.h1, attn2.forward(norm2.forward(s.h1), context, s.attn2));
+    return add(s.h2, ff.forward(norm3.forward(s.h2), s.ff));
+  }
+  // dy [B, L, dim] -> dx [B, L, dim]; the context's gradient is added to *dcontext. Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy, Tensor* dcontext = nullptr) {
+    Tensor d = dy.clone();                                                // the residual path
+    add_(d, norm3.backward(s.h2, ff.backward(s.ff, d)));                  // h2 + ff(norm3(h2))
+    add_(d, norm2.backward(s.h1, attn2.backward(s.attn2, d, dcontext)));  // h1 + attn2(norm2(h1), c)
+    add_(d, norm1.backward(s.x, attn1.backward(s.attn1, d)));             // x + attn1(norm1(x))
+    s = Saved();
+    return d;
+  }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    norm1.parameters(join(prefix, "norm1"), out);
+    attn1.parameters(join(prefix, "attn1"), out);
+    norm2.parameters(join(prefix, "norm2"), out);
+    attn2.parameters(join(prefix, "attn2"), out);
+    norm3.parameters(join(prefix, "norm3"), out);
+    ff.parameters(join(prefix, "ff"), out);
   }
 };
 

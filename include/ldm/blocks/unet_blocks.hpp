@@ -90,6 +90,58 @@ struct UNetDownBlock {
     }
     return h;
   }
+
+  // Training: each layer's saved inputs (the skips themselves are the next layers' inputs).
+  struct Saved {
+    std::vector<ResnetBlock2D::Saved> resnets;
+    std::vector<Transformer2DModel::Saved> attentions;
+    Tensor down_x;  // the downsampler's input [B, out, H, W]
+  };
+  Tensor forward(Tensor h, const Tensor& temb, const Tensor& context, std::vector<Tensor>& skips, Saved& s) const {
+    s.resnets.resize(resnets.size());
+    s.attentions.resize(attentions.size());
+    for (size_t i = 0; i < resnets.size(); ++i) {
+      h = resnets[i].forward(h, temb, s.resnets[i]);                                   // [B, out, H, W]
+      if (!attentions.empty()) h = attentions[i].forward(h, context, s.attentions[i]);  // [B, out, H, W]
+      skips.push_back(h);
+    }
+    if (downsampler) {
+      s.down_x = h;
+      h = downsampler->forward(h);  // [B, out, H/2, W/2]
+      skips.push_back(h);
+    }
+    return h;
+  }
+  // dy [B, out, H/2, W/2] -> dx [B, in, H, W]. Every output the forward pushed onto `skips` has
+  // its gradient at the back of `dskips` (the up blocks' backwards put them there), popped here
+  // and added to the gradient that flows back through the block. Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy, std::vector<Tensor>& dskips, Tensor* dtemb, Tensor* dcontext) {
+    Tensor d = dy.clone();
+    auto add_skip = [&] {
+      LDM_CHECK(!dskips.empty(), "U-Net down block backward: no skip gradient left (down and up blocks do not match)");
+      add_(d, dskips.back());
+      dskips.pop_back();
+    };
+    if (downsampler) {
+      add_skip();
+      d = downsampler->backward(s.down_x, d);  // [B, out, H, W]
+    }
+    for (size_t i = resnets.size(); i-- > 0;) {
+      add_skip();
+      if (!attentions.empty()) d = attentions[i].backward(s.attentions[i], d, dcontext);
+      d = resnets[i].backward(s.resnets[i], d, dtemb);  // [B, in or out, H, W]
+    }
+    s = Saved();
+    return d;
+  }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    for (size_t i = 0; i < resnets.size(); ++i) {
+      resnets[i].parameters(join(prefix, "resnets." + std::to_string(i)), out);
+      if (!attentions.empty()) attentions[i].parameters(join(prefix, "attentions." + std::to_string(i)), out);
+    }
+    if (downsampler) downsampler->parameters(join(prefix, "downsamplers.0"), out);
+  }
 };
 
 // UNetMidBlock2DCrossAttn: resnet, then (transformer, resnet) per layer, at the lowest resolution.
@@ -117,6 +169,40 @@ struct UNetMidBlock2DCrossAttn {
       h = resnets[i + 1].forward(h, temb);
     }
     return h;
+  }
+
+  // Training.
+  struct Saved {
+    std::vector<ResnetBlock2D::Saved> resnets;
+    std::vector<Transformer2DModel::Saved> attentions;
+  };
+  Tensor forward(Tensor h, const Tensor& temb, const Tensor& context, Saved& s) const {
+    s.resnets.resize(resnets.size());
+    s.attentions.resize(attentions.size());
+    h = resnets[0].forward(h, temb, s.resnets[0]);
+    for (size_t i = 0; i < attentions.size(); ++i) {
+      h = attentions[i].forward(h, context, s.attentions[i]);
+      h = resnets[i + 1].forward(h, temb, s.resnets[i + 1]);
+    }
+    return h;
+  }
+  // dy [B, C, H, W] -> dx, same shape. Frees `s`.
+  Tensor backward(Saved& s, Tensor d, Tensor* dtemb, Tensor* dcontext) {
+    for (size_t i = attentions.size(); i-- > 0;) {
+      d = resnets[i + 1].backward(s.resnets[i + 1], d, dtemb);
+      d = attentions[i].backward(s.attentions[i], d, dcontext);
+    }
+    d = resnets[0].backward(s.resnets[0], d, dtemb);
+    s = Saved();
+    return d;
+  }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    resnets[0].parameters(join(prefix, "resnets.0"), out);
+    for (size_t i = 0; i < attentions.size(); ++i) {
+      attentions[i].parameters(join(prefix, "attentions." + std::to_string(i)), out);
+      resnets[i + 1].parameters(join(prefix, "resnets." + std::to_string(i + 1)), out);
+    }
   }
 };
 
@@ -161,6 +247,54 @@ struct UNetUpBlock {
     }
     if (upsampler) h = upsampler->forward(h);  // [B, out, 2H, 2W]
     return h;
+  }
+
+  // Training: each layer's saved inputs, and how many channels of each concatenation were
+  // the running features (the rest were the skip).
+  struct Saved {
+    std::vector<ResnetBlock2D::Saved> resnets;
+    std::vector<Transformer2DModel::Saved> attentions;
+    std::vector<int64_t> h_channels;
+    Tensor up_x;  // the upsampler's input [B, out, H, W]
+  };
+  Tensor forward(Tensor h, const Tensor& temb, const Tensor& context, std::vector<Tensor>& skips, Saved& s) const {
+    s.resnets.resize(resnets.size());
+    s.attentions.resize(attentions.size());
+    s.h_channels.resize(resnets.size());
+    for (size_t i = 0; i < resnets.size(); ++i) {
+      LDM_CHECK(!skips.empty(), "U-Net up block: no skip connection left (down and up blocks do not match)");
+      s.h_channels[i] = h.dim(1);
+      h = cat_channels(h, skips.back());  // [B, C + C_skip, H, W]
+      skips.pop_back();
+      h = resnets[i].forward(h, temb, s.resnets[i]);                                   // [B, out, H, W]
+      if (!attentions.empty()) h = attentions[i].forward(h, context, s.attentions[i]);  // [B, out, H, W]
+    }
+    if (upsampler) {
+      s.up_x = h;
+      h = upsampler->forward(h);  // [B, out, 2H, 2W]
+    }
+    return h;
+  }
+  // dy [B, out, 2H, 2W] -> dx [B, prev, H, W]; pushes each skip's gradient onto `dskips`, in the
+  // reverse order of the forward's pops, so that dskips ends up in the order of `skips`. Frees `s`.
+  Tensor backward(Saved& s, Tensor d, std::vector<Tensor>& dskips, Tensor* dtemb, Tensor* dcontext) {
+    if (upsampler) d = upsampler->backward(s.up_x, d);  // [B, out, H, W]
+    for (size_t i = resnets.size(); i-- > 0;) {
+      if (!attentions.empty()) d = attentions[i].backward(s.attentions[i], d, dcontext);
+      auto [dh, dskip] = split_channels(resnets[i].backward(s.resnets[i], d, dtemb), s.h_channels[i]);
+      dskips.push_back(std::move(dskip));  // [B, C_skip, H, W]
+      d = std::move(dh);                   // [B, C, H, W]
+    }
+    s = Saved();
+    return d;
+  }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    for (size_t i = 0; i < resnets.size(); ++i) {
+      resnets[i].parameters(join(prefix, "resnets." + std::to_string(i)), out);
+      if (!attentions.empty()) attentions[i].parameters(join(prefix, "attentions." + std::to_string(i)), out);
+    }
+    if (upsampler) upsampler->parameters(join(prefix, "upsamplers.0"), out);
   }
 };
 

@@ -13,6 +13,15 @@ struct Upsample2D {
   }
   // [B, C, H, W] -> [B, out, 2H, 2W]
   Tensor forward(const Tensor& x) const { return conv.forward(upsample_nearest2x(x)); }
+
+  // Training: saves the input x (the upsampled copy, 4x its size, is recomputed).
+  // dy [B, out, 2H, 2W] -> dx [B, C, H, W].
+  Tensor backward(const Tensor& x, const Tensor& dy) {
+    return upsample_nearest2x_backward(conv.backward(upsample_nearest2x(x), dy));
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    conv.parameters(join(prefix, "conv"), out);
+  }
 };
 
 }  // namespace ldm

@@ -42,6 +42,33 @@ struct DownEncoderBlock2D {
     if (downsampler) h = downsampler->forward(h);    // [B, out, H/2, W/2]
     return h;
   }
+
+  // Training.
+  struct Saved {
+    std::vector<ResnetBlock2D::Saved> resnets;
+    Tensor down_x;  // the downsampler's input [B, out, H, W]
+  };
+  Tensor forward(Tensor h, Saved& s) const {
+    s.resnets.resize(resnets.size());
+    for (size_t i = 0; i < resnets.size(); ++i) h = resnets[i].forward(h, Tensor(), s.resnets[i]);
+    if (downsampler) {
+      s.down_x = h;
+      h = downsampler->forward(h);
+    }
+    return h;
+  }
+  // dy [B, out, H/2, W/2] -> dx [B, in, H, W]. Frees `s`.
+  Tensor backward(Saved& s, Tensor d) {
+    if (downsampler) d = downsampler->backward(s.down_x, d);
+    for (size_t i = resnets.size(); i-- > 0;) d = resnets[i].backward(s.resnets[i], d);
+    s = Saved();
+    return d;
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    for (size_t i = 0; i < resnets.size(); ++i)
+      resnets[i].parameters(join(prefix, "resnets." + std::to_string(i)), out);
+    if (downsampler) downsampler->parameters(join(prefix, "downsamplers.0"), out);
+  }
 };
 
 // num_layers resnets (in -> out, then out -> out), then nearest x2 + conv unless last.
@@ -67,6 +94,33 @@ struct UpDecoderBlock2D {
     if (upsampler) h = upsampler->forward(h);        // [B, out, 2H, 2W]
     return h;
   }
+
+  // Training.
+  struct Saved {
+    std::vector<ResnetBlock2D::Saved> resnets;
+    Tensor up_x;  // the upsampler's input [B, out, H, W]
+  };
+  Tensor forward(Tensor h, Saved& s) const {
+    s.resnets.resize(resnets.size());
+    for (size_t i = 0; i < resnets.size(); ++i) h = resnets[i].forward(h, Tensor(), s.resnets[i]);
+    if (upsampler) {
+      s.up_x = h;
+      h = upsampler->forward(h);
+    }
+    return h;
+  }
+  // dy [B, out, 2H, 2W] -> dx [B, in, H, W]. Frees `s`.
+  Tensor backward(Saved& s, Tensor d) {
+    if (upsampler) d = upsampler->backward(s.up_x, d);
+    for (size_t i = resnets.size(); i-- > 0;) d = resnets[i].backward(s.resnets[i], d);
+    s = Saved();
+    return d;
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    for (size_t i = 0; i < resnets.size(); ++i)
+      resnets[i].parameters(join(prefix, "resnets." + std::to_string(i)), out);
+    if (upsampler) upsampler->parameters(join(prefix, "upsamplers.0"), out);
+  }
 };
 
 // The VAE's UNetMidBlock2D (temb None, one attention layer with a single head of all channels):
@@ -91,6 +145,39 @@ struct UNetMidBlock2D {
       h = resnets[i + 1].forward(h);
     }
     return h;
+  }
+
+  // Training.
+  struct Saved {
+    std::vector<ResnetBlock2D::Saved> resnets;
+    std::vector<VAEAttention::Saved> attentions;
+  };
+  Tensor forward(Tensor h, Saved& s) const {
+    s.resnets.resize(resnets.size());
+    s.attentions.resize(attentions.size());
+    h = resnets[0].forward(h, Tensor(), s.resnets[0]);
+    for (size_t i = 0; i < attentions.size(); ++i) {
+      h = attentions[i].forward(h, s.attentions[i]);
+      h = resnets[i + 1].forward(h, Tensor(), s.resnets[i + 1]);
+    }
+    return h;
+  }
+  // dy [B, C, H, W] -> dx, same shape. Frees `s`.
+  Tensor backward(Saved& s, Tensor d) {
+    for (size_t i = attentions.size(); i-- > 0;) {
+      d = resnets[i + 1].backward(s.resnets[i + 1], d);
+      d = attentions[i].backward(s.attentions[i], d);
+    }
+    d = resnets[0].backward(s.resnets[0], d);
+    s = Saved();
+    return d;
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    resnets[0].parameters(join(prefix, "resnets.0"), out);
+    for (size_t i = 0; i < attentions.size(); ++i) {
+      attentions[i].parameters(join(prefix, "attentions." + std::to_string(i)), out);
+      resnets[i + 1].parameters(join(prefix, "resnets." + std::to_string(i + 1)), out);
+    }
   }
 };
 

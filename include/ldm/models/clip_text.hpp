@@ -127,6 +127,12 @@ struct CLIPTextEmbeddings {
         Eigen::Map<Eigen::ArrayXf>(gp + t * D, D) += d;
       }
   }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    add_parameter(out, join(prefix, "token_embedding.weight"), token_embedding.weight, token_embedding.grad_weight);
+    add_parameter(out, join(prefix, "position_embedding.weight"), position_embedding.weight,
+                  position_embedding.grad_weight);
+  }
 };
 
 // CLIPAttention: multi-head self-attention with q/k/v/out biases, causal for text.
@@ -147,6 +153,33 @@ struct CLIPAttention {
   Tensor forward(const Tensor& x) const {
     Tensor q = q_proj.forward(x), k = k_proj.forward(x), v = v_proj.forward(x);             // [B, L, dim] each
     return out_proj.forward(scaled_dot_product_attention(q, k, v, heads, /*causal=*/true));  // token i sees 0..i
+  }
+
+  // Training: the inputs of every projection.
+  struct Saved {
+    Tensor x, q, k, v, o;  // [B, L, dim] each; o = the attention's output
+  };
+  Tensor forward(const Tensor& x, Saved& s) const {
+    s.x = x;
+    s.q = q_proj.forward(x), s.k = k_proj.forward(x), s.v = v_proj.forward(x);
+    s.o = scaled_dot_product_attention(s.q, s.k, s.v, heads, /*causal=*/true);
+    return out_proj.forward(s.o);
+  }
+  // dy [B, L, dim] -> dx [B, L, dim]. Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy) {
+    const AttentionGrad g =
+        scaled_dot_product_attention_backward(s.q, s.k, s.v, out_proj.backward(s.o, dy), heads, /*causal=*/true);
+    Tensor dx = q_proj.backward(s.x, g.q);
+    add_(dx, k_proj.backward(s.x, g.k));
+    add_(dx, v_proj.backward(s.x, g.v));
+    s = Saved();
+    return dx;
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    q_proj.parameters(join(prefix, "q_proj"), out);
+    k_proj.parameters(join(prefix, "k_proj"), out);
+    v_proj.parameters(join(prefix, "v_proj"), out);
+    out_proj.parameters(join(prefix, "out_proj"), out);
   }
 };
 
@@ -170,6 +203,35 @@ struct CLIPMLP {
       gelu_(h);
     return fc2.forward(h);  // [B, L, hidden]
   }
+
+  // Training: the input and fc1's output (the activation's input; its output is recomputed).
+  struct Saved {
+    Tensor x, h;  // [B, L, hidden], [B, L, intermediate]
+  };
+  Tensor forward(const Tensor& x, Saved& s) const {
+    s.x = x;
+    s.h = fc1.forward(x);
+    return fc2.forward(activation(s.h));
+  }
+  // dy [B, L, hidden] -> dx [B, L, hidden]. Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy) {
+    const Tensor da = fc2.backward(activation(s.h), dy);  // [B, L, intermediate]
+    const Tensor dx = fc1.backward(s.x, quick_gelu ? quick_gelu_backward(s.h, da) : gelu_backward(s.h, da));
+    s = Saved();
+    return dx;
+  }
+  Tensor activation(Tensor h) const {
+    h = h.clone();
+    if (quick_gelu)
+      quick_gelu_(h);
+    else
+      gelu_(h);
+    return h;
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    fc1.parameters(join(prefix, "fc1"), out);
+    fc2.parameters(join(prefix, "fc2"), out);
+  }
 };
 
 // CLIPEncoderLayer: pre-LayerNorm residual block.
@@ -191,6 +253,32 @@ struct CLIPEncoderLayer {
     Tensor h = add(x, self_attn.forward(layer_norm1.forward(x)));  // x + attn(ln1(x))
     add_(h, mlp.forward(layer_norm2.forward(h)));                  // h + mlp(ln2(h))
     return h;
+  }
+
+  // Training: the two norms' inputs; their outputs are the sub-blocks' saved inputs.
+  struct Saved {
+    Tensor x, h;  // [B, L, hidden]: the input, after the attention
+    CLIPAttention::Saved self_attn;
+    CLIPMLP::Saved mlp;
+  };
+  Tensor forward(const Tensor& x, Saved& s) const {
+    s.x = x;
+    s.h = add(x, self_attn.forward(layer_norm1.forward(x), s.self_attn));
+    return add(s.h, mlp.forward(layer_norm2.forward(s.h), s.mlp));
+  }
+  // dy [B, L, hidden] -> dx. Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy) {
+    Tensor d = dy.clone();                                                   // the residual path
+    add_(d, layer_norm2.backward(s.h, mlp.backward(s.mlp, d)));              // h + mlp(ln2(h))
+    add_(d, layer_norm1.backward(s.x, self_attn.backward(s.self_attn, d)));  // x + attn(ln1(x))
+    s = Saved();
+    return d;
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    self_attn.parameters(join(prefix, "self_attn"), out);
+    layer_norm1.parameters(join(prefix, "layer_norm1"), out);
+    mlp.parameters(join(prefix, "mlp"), out);
+    layer_norm2.parameters(join(prefix, "layer_norm2"), out);
   }
 };
 
@@ -245,6 +333,40 @@ struct CLIPTextModel {
   // hidden_states[-2] without final_layer_norm: the output of the second-to-last layer. [B, L, hidden]
   Tensor penultimate(const std::vector<int64_t>& ids, int64_t batch) const {
     return run(ids, batch, config.num_hidden_layers - 1, nullptr);
+  }
+
+  // ---- training: last_hidden_state with saved activations, then backward
+  struct Saved {
+    std::vector<int64_t> ids;
+    int64_t B = 0, L = 0;
+    std::vector<CLIPEncoderLayer::Saved> layers;
+    Tensor h;  // final_layer_norm's input [B, L, hidden]
+  };
+  // input_ids as forward -> last_hidden_state [B, L, hidden].
+  Tensor forward(const std::vector<int64_t>& input_ids, int64_t batch, Saved& s) const {
+    s.h = run(input_ids, batch, 0, nullptr);  // checks the ids, embeds them
+    s.ids = input_ids, s.B = batch, s.L = int64_t(input_ids.size()) / batch;
+    s.layers.resize(encoder.layers.size());
+    for (size_t i = 0; i < encoder.layers.size(); ++i) s.h = encoder.layers[i].forward(s.h, s.layers[i]);
+    return final_layer_norm.forward(s.h);
+  }
+  // d last_hidden_state [B, L, hidden] -> every parameter's gradient accumulates (the ids have
+  // none). Frees `s`.
+  void backward(Saved& s, const Tensor& dy) {
+    LDM_CHECK(s.h.defined(), "CLIPTextModel::backward: no saved activations (run forward(..., saved) first)");
+    LDM_CHECK(dy.shape() == s.h.shape(), "CLIPTextModel::backward: the gradient of last_hidden_state ",
+              dy.shape_str(), " must have its shape ", s.h.shape_str());
+    Tensor d = final_layer_norm.backward(s.h, dy);
+    for (size_t i = encoder.layers.size(); i-- > 0;) d = encoder.layers[i].backward(s.layers[i], d);
+    embeddings.backward(s.ids, s.B, s.L, d);
+    s = Saved();
+  }
+  // Every parameter under its transformers name; prefix "text_model" for a diffusers text_encoder.
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    embeddings.parameters(join(prefix, "embeddings"), out);
+    for (size_t i = 0; i < encoder.layers.size(); ++i)
+      encoder.layers[i].parameters(join(prefix, "encoder.layers." + std::to_string(i)), out);
+    final_layer_norm.parameters(join(prefix, "final_layer_norm"), out);
   }
 
  private:

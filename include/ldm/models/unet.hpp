@@ -176,6 +176,88 @@ struct UNet2DConditionModel {
     return forward(sample, std::vector<float>{timestep}, context);
   }
 
+  // ---- training: forward with saved activations, then backward (a vector-Jacobian product)
+  struct Saved {
+    TimestepEmbedding::Saved time_embedding;
+    Tensor temb;  // [B, time_embed_dim]
+    Tensor x;     // conv_in's input [B, in, H, W]
+    std::vector<UNetDownBlock::Saved> down_blocks;
+    UNetMidBlock2DCrossAttn::Saved mid_block;
+    std::vector<UNetUpBlock::Saved> up_blocks;
+    Tensor h;        // conv_norm_out's input [B, C0, H, W] (conv_out's input is recomputed from it)
+    Tensor context;  // for its shape: a U-Net without cross-attention gives it a zero gradient
+  };
+  // As forward, keeping what backward needs in `s`. timesteps: one per batch item (training
+  // draws one for each) or one for all.
+  Tensor forward(const Tensor& sample, const std::vector<float>& timesteps, const Tensor& context, Saved& s) const {
+    check_inputs(sample, timesteps, context);
+    const int64_t B = sample.dim(0);
+    std::vector<float> t = timesteps.size() == 1 ? std::vector<float>(size_t(B), timesteps[0]) : timesteps;
+    const Tensor t_emb = get_timestep_embedding(t, config.block_out_channels[0], config.flip_sin_to_cos,
+                                                config.freq_shift);  // [B, C0]
+    s.temb = time_embedding.forward(t_emb, s.time_embedding);       // [B, 4 C0]
+    s.x = sample, s.context = context;
+    if (config.center_input_sample) {
+      s.x = sample.clone();
+      s.x.vec().array() = 2.0f * s.x.vec().array() - 1.0f;
+    }
+    Tensor h = conv_in.forward(s.x);  // [B, C0, H, W]
+    std::vector<Tensor> skips{h};
+    s.down_blocks.resize(down_blocks.size());
+    s.up_blocks.resize(up_blocks.size());
+    for (size_t i = 0; i < down_blocks.size(); ++i)
+      h = down_blocks[i].forward(h, s.temb, context, skips, s.down_blocks[i]);
+    h = mid_block.forward(h, s.temb, context, s.mid_block);
+    for (size_t i = 0; i < up_blocks.size(); ++i) h = up_blocks[i].forward(h, s.temb, context, skips, s.up_blocks[i]);
+    s.h = h;
+    return conv_out.forward(conv_norm_out.forward(h, /*fuse_silu=*/true));  // [B, out, H, W]
+  }
+
+  struct Grad {
+    Tensor sample;   // [B, in, H, W]
+    Tensor context;  // [B, L, cross_attention_dim]
+  };
+  // d out [B, out, H, W] -> gradients of the sample and the context; every parameter's gradient
+  // accumulates (train/parameter.hpp). The timesteps get none. Frees `s` as it goes.
+  Grad backward(Saved& s, const Tensor& dout) {
+    LDM_CHECK(s.h.defined(), "UNet2DConditionModel::backward: no saved activations (run forward(..., saved) first, ",
+              "once per backward)");
+    const Shape want{s.h.dim(0), config.out_channels, s.h.dim(2), s.h.dim(3)};
+    LDM_CHECK(dout.shape() == want, "UNet2DConditionModel::backward: the output's gradient ", dout.shape_str(),
+              " must have the output's shape ", shape_str(want));
+    Tensor dtemb, dcontext;
+    Tensor d = conv_norm_out.backward(s.h, conv_out.backward(conv_norm_out.forward(s.h, true), dout), true);
+    s.h = Tensor();
+    std::vector<Tensor> dskips;  // filled by the up blocks in the order of the forward's skips
+    for (size_t i = up_blocks.size(); i-- > 0;) d = up_blocks[i].backward(s.up_blocks[i], d, dskips, &dtemb, &dcontext);
+    d = mid_block.backward(s.mid_block, d, &dtemb, &dcontext);
+    for (size_t i = down_blocks.size(); i-- > 0;)
+      d = down_blocks[i].backward(s.down_blocks[i], d, dskips, &dtemb, &dcontext);
+    LDM_CHECK(dskips.size() == 1, "UNet2DConditionModel::backward: ", dskips.size(), " skip gradients left, expected ",
+              "conv_in's one (down and up blocks do not match)");
+    add_(d, dskips[0]);  // conv_in's output was the first skip as well
+    Grad g;
+    g.sample = conv_in.backward(s.x, d);  // [B, in, H, W]
+    if (config.center_input_sample) scale_(g.sample, 2.0f);
+    time_embedding.backward(s.time_embedding, dtemb);  // the sinusoidal embedding before it has no parameters
+    g.context = dcontext.defined() ? dcontext : Tensor(s.context.shape());  // no cross-attention block
+    s = Saved();
+    return g;
+  }
+
+  // Every parameter under its diffusers name (conv_in.weight, time_embedding.linear_1.weight, ...).
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    conv_in.parameters(join(prefix, "conv_in"), out);
+    time_embedding.parameters(join(prefix, "time_embedding"), out);
+    for (size_t i = 0; i < down_blocks.size(); ++i)
+      down_blocks[i].parameters(join(prefix, "down_blocks." + std::to_string(i)), out);
+    mid_block.parameters(join(prefix, "mid_block"), out);
+    for (size_t i = 0; i < up_blocks.size(); ++i)
+      up_blocks[i].parameters(join(prefix, "up_blocks." + std::to_string(i)), out);
+    conv_norm_out.parameters(join(prefix, "conv_norm_out"), out);
+    conv_out.parameters(join(prefix, "conv_out"), out);
+  }
+
   // Sum of the sizes of every weight tensor (859,520,964 for SD1.5).
   int64_t num_parameters() const {
     int64_t n = num_params(conv_in) + num_params(time_embedding.linear_1) + num_params(time_embedding.linear_2) +

@@ -220,6 +220,40 @@ struct Encoder {
     h = conv_norm_out.forward(h, /*fuse_silu=*/true);                     // conv_norm_out, conv_act
     return conv_out.forward(h);                                           // [B, 8, H/8, W/8]
   }
+
+  // Training.
+  struct Saved {
+    Tensor x;  // [B, 3, H, W]
+    std::vector<DownEncoderBlock2D::Saved> down_blocks;
+    UNetMidBlock2D::Saved mid_block;
+    Tensor h;  // conv_norm_out's input [B, 512, H/8, W/8]
+  };
+  Tensor forward(const Tensor& x, Saved& s) const {
+    s.x = x;
+    s.down_blocks.resize(down_blocks.size());
+    Tensor h = conv_in.forward(x);
+    for (size_t i = 0; i < down_blocks.size(); ++i) h = down_blocks[i].forward(std::move(h), s.down_blocks[i]);
+    s.h = mid_block.forward(std::move(h), s.mid_block);
+    return conv_out.forward(conv_norm_out.forward(s.h, /*fuse_silu=*/true));
+  }
+  // d moments [B, 8, H/8, W/8] -> d x [B, 3, H, W]. Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy) {
+    Tensor d = conv_norm_out.backward(s.h, conv_out.backward(conv_norm_out.forward(s.h, true), dy), true);
+    s.h = Tensor();
+    d = mid_block.backward(s.mid_block, std::move(d));
+    for (size_t i = down_blocks.size(); i-- > 0;) d = down_blocks[i].backward(s.down_blocks[i], std::move(d));
+    d = conv_in.backward(s.x, d);
+    s = Saved();
+    return d;
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    conv_in.parameters(join(prefix, "conv_in"), out);
+    for (size_t i = 0; i < down_blocks.size(); ++i)
+      down_blocks[i].parameters(join(prefix, "down_blocks." + std::to_string(i)), out);
+    mid_block.parameters(join(prefix, "mid_block"), out);
+    conv_norm_out.parameters(join(prefix, "conv_norm_out"), out);
+    conv_out.parameters(join(prefix, "conv_out"), out);
+  }
 };
 
 // diffusers.models.autoencoders.vae.Decoder: latent -> image. Its up blocks run the channel
@@ -251,6 +285,40 @@ struct Decoder {
     for (const auto& up : up_blocks) h = up.forward(std::move(h));  // [B, 128, 8h, 8w]
     h = conv_norm_out.forward(h, /*fuse_silu=*/true);               // conv_norm_out, conv_act
     return conv_out.forward(h);                                     // [B, 3, 8h, 8w]
+  }
+
+  // Training.
+  struct Saved {
+    Tensor z;  // [B, 4, h, w]
+    UNetMidBlock2D::Saved mid_block;
+    std::vector<UpDecoderBlock2D::Saved> up_blocks;
+    Tensor h;  // conv_norm_out's input [B, 128, 8h, 8w]
+  };
+  Tensor forward(const Tensor& z, Saved& s) const {
+    s.z = z;
+    s.up_blocks.resize(up_blocks.size());
+    Tensor h = mid_block.forward(conv_in.forward(z), s.mid_block);
+    for (size_t i = 0; i < up_blocks.size(); ++i) h = up_blocks[i].forward(std::move(h), s.up_blocks[i]);
+    s.h = h;
+    return conv_out.forward(conv_norm_out.forward(h, /*fuse_silu=*/true));
+  }
+  // d image [B, 3, 8h, 8w] -> d z [B, 4, h, w]. Frees `s`.
+  Tensor backward(Saved& s, const Tensor& dy) {
+    Tensor d = conv_norm_out.backward(s.h, conv_out.backward(conv_norm_out.forward(s.h, true), dy), true);
+    s.h = Tensor();
+    for (size_t i = up_blocks.size(); i-- > 0;) d = up_blocks[i].backward(s.up_blocks[i], std::move(d));
+    d = mid_block.backward(s.mid_block, std::move(d));
+    d = conv_in.backward(s.z, d);
+    s = Saved();
+    return d;
+  }
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    conv_in.parameters(join(prefix, "conv_in"), out);
+    mid_block.parameters(join(prefix, "mid_block"), out);
+    for (size_t i = 0; i < up_blocks.size(); ++i)
+      up_blocks[i].parameters(join(prefix, "up_blocks." + std::to_string(i)), out);
+    conv_norm_out.parameters(join(prefix, "conv_norm_out"), out);
+    conv_out.parameters(join(prefix, "conv_out"), out);
   }
 };
 
@@ -299,6 +367,64 @@ struct AutoencoderKL {
     return per_image(latent, [this](const Tensor& z) {
       return decoder.forward(post_quant_conv.forward(z));  // [1, 3, 8h, 8w]
     });
+  }
+
+  // ---- training: the whole batch at once (no per-image slicing), activations kept for backward
+  struct EncodeSaved {
+    Encoder::Saved encoder;
+    Tensor h;        // quant_conv's input [B, 2 latent, h, w]
+    Tensor moments;  // [B, 2 latent, h, w], before the logvar clamp
+  };
+  // image [B, 3, H, W] -> q(z | image), as encode.
+  DiagonalGaussian encode(const Tensor& image, EncodeSaved& s) const {
+    LDM_CHECK(image.ndim() == 4 && image.dim(1) == config.in_channels && image.dim(0) > 0, "AutoencoderKL::encode: ",
+              "expected an image [B, ", config.in_channels, ", H, W], got ", image.shape_str());
+    const int64_t f = config.downscale_factor();
+    LDM_CHECK(image.dim(2) >= f && image.dim(3) >= f, "AutoencoderKL::encode: the image ", image.shape_str(),
+              " is smaller than the VAE's downscale factor ", f);
+    s.h = encoder.forward(image, s.encoder);
+    s.moments = quant_conv.forward(s.h);
+    return DiagonalGaussian::from_moments(s.moments);
+  }
+  // Gradients of the mean and the (clamped) logvar -> d image [B, 3, H, W]; the encoder's and
+  // quant_conv's parameter gradients accumulate. Frees `s`.
+  Tensor encode_backward(EncodeSaved& s, const DiagonalGaussian::Grad& g) {
+    LDM_CHECK(s.moments.defined(), "AutoencoderKL::encode_backward: no saved activations (run encode(image, saved) ",
+              "first, once per backward)");
+    const Tensor dm = DiagonalGaussian::from_moments_backward(s.moments, g);  // [B, 2 latent, h, w]
+    const Tensor dx = encoder.backward(s.encoder, quant_conv.backward(s.h, dm));
+    s = EncodeSaved();
+    return dx;
+  }
+
+  struct DecodeSaved {
+    Tensor z;  // post_quant_conv's input [B, latent, h, w]
+    Decoder::Saved decoder;
+  };
+  // latent [B, 4, h, w] -> image [B, 3, 8h, 8w], as decode.
+  Tensor decode(const Tensor& latent, DecodeSaved& s) const {
+    LDM_CHECK(latent.ndim() == 4 && latent.dim(1) == config.latent_channels && latent.dim(0) > 0,
+              "AutoencoderKL::decode: expected a latent [B, ", config.latent_channels, ", h, w], got ",
+              latent.shape_str());
+    s.z = latent;
+    return decoder.forward(post_quant_conv.forward(latent), s.decoder);
+  }
+  // d image [B, 3, 8h, 8w] -> d latent [B, 4, h, w]; the decoder's and post_quant_conv's
+  // parameter gradients accumulate. Frees `s`.
+  Tensor decode_backward(DecodeSaved& s, const Tensor& dimage) {
+    LDM_CHECK(s.z.defined(), "AutoencoderKL::decode_backward: no saved activations (run decode(latent, saved) ",
+              "first, once per backward)");
+    const Tensor dz = post_quant_conv.backward(s.z, decoder.backward(s.decoder, dimage));
+    s = DecodeSaved();
+    return dz;
+  }
+
+  // Every parameter under its diffusers name: encoder.*, decoder.*, quant_conv.*, post_quant_conv.*
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    encoder.parameters(join(prefix, "encoder"), out);
+    decoder.parameters(join(prefix, "decoder"), out);
+    quant_conv.parameters(join(prefix, "quant_conv"), out);
+    post_quant_conv.parameters(join(prefix, "post_quant_conv"), out);
   }
 
  private:

@@ -17,6 +17,7 @@
 #include "ldm/nn/conv_algo.hpp"
 #include "ldm/nn/gemm.hpp"
 #include "ldm/nn/grad.hpp"
+#include "ldm/train/parameter.hpp"
 #include "ldm/nn/padding.hpp"
 #include "ldm/nn/winograd.hpp"
 
@@ -349,6 +350,13 @@ struct Conv2d {
   // Saves the input x. dy [B, out, Ho, Wo] -> dx [B, in, H, W] (conv2d_backward).
   Tensor backward(const Tensor& x, const Tensor& dy) {
     return conv2d_backward(x, weights(), dy, stride, padding, grad_weight, bias.defined() ? &grad_bias : nullptr);
+  }
+
+  // weight, bias (when it has one), as load() reads them (train/parameter.hpp). An optimizer that
+  // changes the weight must also drop winograd_u, the transform made from the old one.
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    add_parameter(out, join(prefix, "weight"), weight, grad_weight);
+    if (bias.defined()) add_parameter(out, join(prefix, "bias"), bias, grad_bias);
   }
 
   // Winograd-transformed weights of F(winograd_tile x winograd_tile, 3x3), made on the first

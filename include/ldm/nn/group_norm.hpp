@@ -8,6 +8,7 @@
 
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/grad.hpp"
+#include "ldm/train/parameter.hpp"
 #include "ldm/nn/moments.hpp"
 
 namespace ldm {
@@ -129,6 +130,11 @@ struct GroupNorm {
   // Saves the input x. dy [B, C, ...] -> dx (group_norm_backward); fuse_silu as in the forward.
   Tensor backward(const Tensor& x, const Tensor& dy, bool fuse_silu = false) {
     return group_norm_backward(x, weight, bias, groups, eps, fuse_silu, dy, grad_weight, grad_bias);
+  }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    add_parameter(out, join(prefix, "weight"), weight, grad_weight);
+    add_parameter(out, join(prefix, "bias"), bias, grad_bias);
   }
 };
 

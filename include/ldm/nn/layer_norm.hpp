@@ -5,6 +5,7 @@
 
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/grad.hpp"
+#include "ldm/train/parameter.hpp"
 #include "ldm/nn/moments.hpp"
 
 namespace ldm {
@@ -76,6 +77,11 @@ struct LayerNorm {
     grad_buffer(grad_weight, {D}).vec().array() += dw.cast<float>();
     grad_buffer(grad_bias, {D}).vec().array() += db.cast<float>();
     return dx;
+  }
+
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    add_parameter(out, join(prefix, "weight"), weight, grad_weight);
+    add_parameter(out, join(prefix, "bias"), bias, grad_bias);
   }
 };
 

@@ -5,6 +5,7 @@
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/gemm.hpp"
 #include "ldm/nn/grad.hpp"
+#include "ldm/train/parameter.hpp"
 
 namespace ldm {
 
@@ -64,6 +65,12 @@ struct Linear {
     if (bias.defined())
       grad_buffer(grad_bias, {out_features}).vec() += dy.matrix(rows, out_features).colwise().sum().transpose();
     return dx;
+  }
+
+  // weight, bias (when it has one), as load() reads them (train/parameter.hpp).
+  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
+    add_parameter(out, join(prefix, "weight"), weight, grad_weight);
+    if (bias.defined()) add_parameter(out, join(prefix, "bias"), bias, grad_bias);
   }
 };
 

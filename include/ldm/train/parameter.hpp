@@ -1,16 +1,44 @@
-// A trainable parameter as the optimizer sees it: its checkpoint name, its weight and its
-// gradient (nn/grad.hpp), both owned by the layer.
+// Parameter: one trainable tensor and its gradient, named as in the diffusers checkpoint.
+//
+// Every layer, block and model has parameters(prefix, out), which appends its Parameters with
+// the names its load() reads them under, so an optimizer (include/ldm/train/) can step every
+// weight and save gradients and its own state under the checkpoint names:
+//   std::vector<Parameter> p = parameters_of(unet);   // "conv_in.weight", "conv_in.bias", ...
 #pragma once
 #include <string>
+#include <vector>
 
 #include "ldm/core/tensor.hpp"
+#include "ldm/nn/grad.hpp"
 
 namespace ldm {
 
 struct Parameter {
-  std::string name;  // the diffusers checkpoint key, e.g. "down_blocks.0.resnets.0.conv1.weight"
-  Tensor* value;     // the weight, updated in place by the optimizer
-  Tensor* grad;      // its gradient; undefined when no gradient reached it this step
+  std::string name;  // the diffusers key, e.g. "down_blocks.0.resnets.0.conv1.weight"
+  Tensor* value;     // the weight the forward reads
+  Tensor* grad;      // same shape; backward accumulates into it
 };
+
+// Appends (name, value, grad), allocating grad as zeros if no backward has reached it yet, so
+// that every Parameter an optimizer sees has a gradient of its value's shape.
+inline void add_parameter(std::vector<Parameter>& out, const std::string& name, Tensor& value, Tensor& grad) {
+  LDM_CHECK(value.defined(), "parameter ", name, " has no float32 value (a model loaded with fp16 weights ",
+            "cannot be trained; load it without keep_fp16)");
+  grad_buffer(grad, value.shape());
+  out.push_back({name, &value, &grad});
+}
+
+// Every parameter of a model (or block), named as in its checkpoint under `prefix`.
+template <typename Module>
+std::vector<Parameter> parameters_of(Module& m, const std::string& prefix = "") {
+  std::vector<Parameter> out;
+  m.parameters(prefix, out);
+  return out;
+}
+
+// Sets every gradient to zero (between training steps: backwards accumulate).
+inline void zero_grad(std::vector<Parameter>& params) {
+  for (auto& p : params) p.grad->vec().setZero();
+}
 
 }  // namespace ldm
