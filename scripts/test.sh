@@ -7,9 +7,13 @@
 # CI is never green while checking nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -n "${CI:-}" ]; then export LDM_REQUIRE_SHARED=1; fi
+werror=()
+if [ -n "${CI:-}" ]; then
+  export LDM_REQUIRE_SHARED=1  # no ../shared under CI is a failure, not a skip
+  werror=(-DLDM_WERROR=ON)     # and so is a compiler warning
+fi
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh "${werror[@]}"
 (cd build && ctest --output-on-failure --timeout 1500 "$@")
 scripts/sanitize.sh
 scripts/fuzz.sh 10

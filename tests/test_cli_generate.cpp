@@ -126,7 +126,7 @@ TEST_CASE("ldm generate: non-finite or absurd numbers, bad seeds, sizes and outp
 }
 
 TEST_CASE("ldm generate: --seed -1 draws a seed, printed and in the PNG; a long negative prompt warns; "
-          "--output-tensors failing after the PNG is an error and keeps the old file") {
+          "--output-tensors failing after the PNG is an error and keeps the old file", "[full]") {
   LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");
   ldm::test::TmpPath dir("generate_seed");
   std::filesystem::create_directories(dir.path);

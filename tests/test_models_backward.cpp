@@ -158,7 +158,7 @@ TEST_CASE("models backward: CLIPTextModel from last_hidden_state", "[models][bac
 // The full-size SD1.5 U-Net (3.4 GB of synthetic weights, as much again of gradients) at a 16x16
 // latent, batch 1. The reference (grad_unet_sd15.safetensors, `make_grad_reference_models.py
 // --sd15`, 7 GB in float64) stores the input gradients and a few parameters' gradients only.
-TEST_CASE("models backward: the SD1.5 U-Net at 16x16", "[models][backward][slow]") {
+TEST_CASE("models backward: the SD1.5 U-Net at 16x16", "[models][backward][slow][full]") {
   const std::string f = __FILE__;
   const test::Reference ref(f.substr(0, f.rfind('/')) + "/data/grad_unet_sd15.safetensors");
   const std::string c = "unet_sd15";

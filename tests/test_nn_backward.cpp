@@ -158,6 +158,37 @@ TEST_CASE("backward: conv2d, 1x1, 3x3, stride 2 with the VAE's asymmetric pad, W
   }
 }
 
+TEST_CASE("backward: a training step's new conv weights reach the next Winograd forward", "[nn][backward]") {
+  // Conv2d keeps the Winograd transform of its weight; an optimizer changes the weight in place
+  // after the backward, so a forward that reused the old transform would train on stale weights.
+  Conv2d conv;
+  conv.weight = Tensor({64, 64, 3, 3});
+  conv.bias = Tensor({64});
+  conv.padding = Padding::same(1);
+  conv.algo = ConvAlgo::f23;
+  Tensor x({1, 64, 32, 32});
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = float(std::sin(0.37 * double(i)));
+  for (int64_t i = 0; i < conv.weight.numel(); ++i) conv.weight[i] = float(0.01 * std::cos(0.11 * double(i)));
+  const Tensor y0 = conv.forward(x);
+  REQUIRE(conv.winograd_tile == 2);
+  conv.backward(x, y0);
+  for (int64_t i = 0; i < conv.weight.numel(); ++i) conv.weight[i] -= 0.5f * conv.grad_weight[i] / 1000.0f;  // in place
+  const Tensor y1 = conv.forward(x);
+  const Tensor expected = conv2d(x, conv.weight, conv.bias, 1, Padding::same(1), ConvAlgo::direct);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < y1.numel(); ++i) {
+    num += (double(y1[i]) - expected[i]) * (double(y1[i]) - expected[i]);
+    den += double(expected[i]) * expected[i];
+  }
+  CHECK(std::sqrt(num / den) < 1e-5);
+  // A new weight tensor (a loaded checkpoint) is noticed without a backward.
+  conv.weight = Tensor({64, 64, 3, 3});
+  const Tensor y2 = conv.forward(x);
+  double m = 0;
+  for (int64_t i = 0; i < y2.numel(); ++i) m = std::max(m, std::abs(double(y2[i]) - conv.bias[i / (32 * 32)]));
+  CHECK(m < 1e-6);  // zero weights: the output is the bias
+}
+
 TEST_CASE("backward: GroupNorm, with and without the fused SiLU", "[nn][backward]") {
   Worst w{"group_norm"};
   for (const std::string& c : cases_of("group_norm")) {

@@ -337,10 +337,11 @@ struct Conv2d {
         detail::conv_shape(x.shape(), weight_shape(), stride, padding, algo, auto_f43 && weight.defined());
     if (s.algo == ConvAlgo::direct || !weight.defined()) return conv2d(x, weights(), bias, stride, padding, s.algo);
     const int tile = s.algo == ConvAlgo::f43 ? 4 : 2;
-    if (!winograd_u || winograd_tile != tile) {
+    if (!winograd_u || winograd_tile != tile || winograd_source != weight.data()) {
       winograd_u = std::make_shared<const std::vector<float>>(tile == 4 ? winograd_f43_weights(weight.data(), s.O, s.C)
                                                                         : winograd_weights(weight.data(), s.O, s.C));
       winograd_tile = tile;
+      winograd_source = weight.data();
     }
     return conv2d(x, weight, bias, stride, padding, s.algo, winograd_u.get());
   }
@@ -348,12 +349,15 @@ struct Conv2d {
   Tensor grad_weight, grad_bias;  // [out, in, k, k], [out]: accumulated by backward (nn/grad.hpp)
 
   // Saves the input x. dy [B, out, Ho, Wo] -> dx [B, in, H, W] (conv2d_backward).
+  // Drops the kept Winograd transform: the optimizer step that follows a backward changes the
+  // weight in place, and the next forward must transform the new one.
   Tensor backward(const Tensor& x, const Tensor& dy) {
+    winograd_u.reset();
     return conv2d_backward(x, weights(), dy, stride, padding, grad_weight, bias.defined() ? &grad_bias : nullptr);
   }
 
-  // weight, bias (when it has one), as load() reads them (train/parameter.hpp). An optimizer that
-  // changes the weight must also drop winograd_u, the transform made from the old one.
+  // weight, bias (when it has one), as load() reads them (train/parameter.hpp). Whoever changes
+  // the weight in place other than after a backward (which drops it) must drop winograd_u too.
   void parameters(const std::string& prefix, std::vector<Parameter>& out) {
     add_parameter(out, join(prefix, "weight"), weight, grad_weight);
     if (bias.defined()) add_parameter(out, join(prefix, "bias"), bias, grad_bias);
@@ -362,8 +366,10 @@ struct Conv2d {
   // Winograd-transformed weights of F(winograd_tile x winograd_tile, 3x3), made on the first
   // call that uses them. Not synchronised: call a model from one thread at a time (its ops use
   // all the cores).
+  // It is remade when the weight's storage changes (a new tensor) and after each backward.
   mutable std::shared_ptr<const std::vector<float>> winograd_u;
   mutable int winograd_tile = 0;
+  mutable const float* winograd_source = nullptr;  // weight.data() the transform was made from
 };
 
 }  // namespace ldm
