@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ldm/core/weights.hpp"
 #include "ldm/train/parameter.hpp"
 #include "reference.hpp"
 
@@ -23,6 +24,20 @@ inline const Reference& grad_ref() {
   }();
   return r;
 }
+
+// A block or model loaded from synthetic weights under the reference's names:
+// m.load(w, prefix, args...) from a SyntheticSource.
+template <typename M, typename... Args>
+M synthetic(const std::string& prefix, const Args&... args) {
+  WeightStore w(std::make_shared<SyntheticSource>());
+  M m;
+  m.load(w, prefix, args...);
+  w.finish();
+  return m;
+}
+
+// A tensor of case `c` of the reference.
+inline Tensor get(const std::string& c, const std::string& name) { return grad_ref().get(c, name); }
 
 // Gradients that are zero whatever the weights: the key bias of an attention (softmax ignores
 // a constant added to every score of a row, and q . b_k is one), and, where a GroupNorm has one

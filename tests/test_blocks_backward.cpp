@@ -11,31 +11,22 @@
 #include "ldm/core/weights.hpp"
 
 using namespace ldm;
+using ldm::test::get;
 using ldm::test::grad_ref;
+using ldm::test::synthetic;
 using ldm::test::kBlockGradTol;
 using ldm::test::kBlockOutTol;
 using ldm::test::require_close;
 
 namespace {
 
-Tensor get(const std::string& c, const std::string& name) { return grad_ref().get(c, name); }
 const nlohmann::json& ctor(const std::string& c) { return grad_ref().meta(c).at("ctor"); }
-
-// Loads `m` from synthetic weights under the reference's names (prefix ""), via load(w, args...).
-template <typename M, typename... Args>
-M synthetic(Args... args) {
-  WeightStore w(std::make_shared<SyntheticSource>());
-  M m;
-  m.load(w, "", args...);
-  w.finish();
-  return m;
-}
 
 }  // namespace
 
 TEST_CASE("blocks backward: TimestepEmbedding", "[blocks][backward]") {
   const std::string c = "time_mlp";
-  auto m = synthetic<TimestepEmbedding>(int64_t(ctor(c).at("in_channels")), int64_t(ctor(c).at("time_embed_dim")));
+  auto m = synthetic<TimestepEmbedding>("", int64_t(ctor(c).at("in_channels")), int64_t(ctor(c).at("time_embed_dim")));
   TimestepEmbedding::Saved s;
   require_close(m.forward(get(c, "x"), s), get(c, "out"), kBlockOutTol, c + ".out");
   require_close(m.backward(s, get(c, "grad_out")), get(c, "grad.x"), kBlockGradTol, c + ".grad.x");
@@ -46,7 +37,7 @@ TEST_CASE("blocks backward: ResnetBlock2D, with a time embedding and a shortcut,
   for (const std::string c : {"resnet_unet", "resnet_vae"}) {
     const auto& k = ctor(c);
     const bool temb = !k.at("temb_channels").is_null();
-    auto m = synthetic<ResnetBlock2D>(int64_t(k.at("in_channels")), int64_t(k.at("out_channels")),
+    auto m = synthetic<ResnetBlock2D>("", int64_t(k.at("in_channels")), int64_t(k.at("out_channels")),
                                       temb ? int64_t(k.at("temb_channels")) : int64_t(0), int64_t(k.at("groups")),
                                       float(k.at("eps")));
     ResnetBlock2D::Saved s;
@@ -64,7 +55,7 @@ TEST_CASE("blocks backward: Attention, self and cross", "[blocks][backward]") {
   for (const std::string c : {"self_attention", "cross_attention"}) {
     const auto& k = ctor(c);
     const bool cross = k.contains("cross_attention_dim");
-    auto m = synthetic<Attention>(int64_t(k.at("query_dim")), cross ? int64_t(k.at("cross_attention_dim")) : int64_t(0),
+    auto m = synthetic<Attention>("", int64_t(k.at("query_dim")), cross ? int64_t(k.at("cross_attention_dim")) : int64_t(0),
                                   int64_t(k.at("heads")), int64_t(k.at("dim_head")));
     Attention::Saved s;
     const Tensor ctx = cross ? get(c, "context") : Tensor();
@@ -78,7 +69,7 @@ TEST_CASE("blocks backward: Attention, self and cross", "[blocks][backward]") {
 
 TEST_CASE("blocks backward: the VAE mid-block attention (key bias gradient zero by symmetry)", "[blocks][backward]") {
   const std::string c = "vae_attention";
-  auto m = synthetic<VAEAttention>(int64_t(ctor(c).at("query_dim")), int64_t(ctor(c).at("norm_num_groups")),
+  auto m = synthetic<VAEAttention>("", int64_t(ctor(c).at("query_dim")), int64_t(ctor(c).at("norm_num_groups")),
                                    float(ctor(c).at("eps")));
   VAEAttention::Saved s;
   require_close(m.forward(get(c, "x"), s), get(c, "out"), kBlockOutTol, c + ".out");
@@ -90,7 +81,7 @@ TEST_CASE("blocks backward: the VAE mid-block attention (key bias gradient zero 
 TEST_CASE("blocks backward: BasicTransformerBlock", "[blocks][backward]") {
   const std::string c = "transformer_block";
   const auto& k = ctor(c);
-  auto m = synthetic<BasicTransformerBlock>(int64_t(k.at("dim")), int64_t(k.at("num_attention_heads")),
+  auto m = synthetic<BasicTransformerBlock>("", int64_t(k.at("dim")), int64_t(k.at("num_attention_heads")),
                                             int64_t(k.at("attention_head_dim")), int64_t(k.at("cross_attention_dim")));
   BasicTransformerBlock::Saved s;
   require_close(m.forward(get(c, "x"), get(c, "context"), s), get(c, "out"), kBlockOutTol, c + ".out");
@@ -103,7 +94,7 @@ TEST_CASE("blocks backward: BasicTransformerBlock", "[blocks][backward]") {
 TEST_CASE("blocks backward: Transformer2DModel", "[blocks][backward]") {
   const std::string c = "spatial_transformer";
   const auto& k = ctor(c);
-  auto m = synthetic<Transformer2DModel>(int64_t(k.at("in_channels")), int64_t(k.at("num_attention_heads")),
+  auto m = synthetic<Transformer2DModel>("", int64_t(k.at("in_channels")), int64_t(k.at("num_attention_heads")),
                                          int64_t(k.at("attention_head_dim")), int64_t(k.at("cross_attention_dim")),
                                          int64_t(k.at("norm_num_groups")), int64_t(1));
   Transformer2DModel::Saved s;
@@ -116,7 +107,7 @@ TEST_CASE("blocks backward: Transformer2DModel", "[blocks][backward]") {
 
 TEST_CASE("blocks backward: Downsample2D (both paddings) and Upsample2D", "[blocks][backward]") {
   for (const std::string c : {"downsample_pad1", "downsample_pad0"}) {
-    auto m = synthetic<Downsample2D>(int64_t(ctor(c).at("channels")), int64_t(ctor(c).at("out_channels")),
+    auto m = synthetic<Downsample2D>("", int64_t(ctor(c).at("channels")), int64_t(ctor(c).at("out_channels")),
                                      int(ctor(c).at("padding")));
     const Tensor x = get(c, "x");
     require_close(m.forward(x), get(c, "out"), kBlockOutTol, c + ".out");
@@ -124,7 +115,7 @@ TEST_CASE("blocks backward: Downsample2D (both paddings) and Upsample2D", "[bloc
     test::check_parameter_grads(c, parameters_of(m));
   }
   const std::string c = "upsample";
-  auto m = synthetic<Upsample2D>(int64_t(ctor(c).at("channels")), int64_t(ctor(c).at("out_channels")));
+  auto m = synthetic<Upsample2D>("", int64_t(ctor(c).at("channels")), int64_t(ctor(c).at("out_channels")));
   const Tensor x = get(c, "x");
   require_close(m.forward(x), get(c, "out"), kBlockOutTol, c + ".out");
   require_close(m.backward(x, get(c, "grad_out")), get(c, "grad.x"), kBlockGradTol, c + ".grad.x");

@@ -14,24 +14,16 @@
 #include "ldm/models/vae.hpp"
 
 using namespace ldm;
+using ldm::test::get;
 using ldm::test::grad_ref;
+using ldm::test::synthetic;
 using ldm::test::kBlockGradTol;
 using ldm::test::kBlockOutTol;
 using ldm::test::require_close;
 
 namespace {
 
-Tensor get(const std::string& c, const std::string& name) { return grad_ref().get(c, name); }
 const nlohmann::json& config(const std::string& c) { return grad_ref().meta(c).at("config"); }
-
-template <typename M, typename Config>
-M synthetic(const std::string& prefix, const Config& cfg) {
-  WeightStore w(std::make_shared<SyntheticSource>());
-  M m;
-  m.load(w, prefix, cfg);
-  w.finish();
-  return m;
-}
 
 // The parameters whose names start with one of `prefixes` (the encoder's half of a VAE, ...).
 std::vector<Parameter> under(const std::vector<Parameter>& all, std::initializer_list<const char*> prefixes) {

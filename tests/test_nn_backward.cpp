@@ -434,11 +434,11 @@ TEST_CASE("backward: conv2d backward time against the forward on an SD1.5 shape"
   test::Timer tf;
   conv.forward(x);
   const double f = tf.seconds();
-  set_winograd_enabled(false);
+  conv.algo = ConvAlgo::direct;
   test::Timer td;
   conv.forward(x);
   const double fd = td.seconds();
-  set_winograd_enabled(true);
+  conv.algo = ConvAlgo::automatic;
   test::Timer tb;
   conv.backward(x, go);
   const double b = tb.seconds();

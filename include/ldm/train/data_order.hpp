@@ -26,7 +26,7 @@ struct DataOrder {
   int64_t dataset_size = 0;
   uint64_t seed = 0;
 
-  DataOrder(int64_t dataset_size, uint64_t seed) : dataset_size(dataset_size), seed(seed) {
+  DataOrder(int64_t size, uint64_t order_seed) : dataset_size(size), seed(order_seed) {
     LDM_CHECK(dataset_size > 0, "DataOrder: the dataset is empty; a training run needs at least one sample");
   }
 
