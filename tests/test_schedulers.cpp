@@ -208,6 +208,22 @@ TEST_CASE("schedulers: Euler a stays finite when sigma_max dwarfs the next sigma
   for (float v : y) REQUIRE(std::isfinite(v));
 }
 
+TEST_CASE("schedulers: leading spacing that would start past the last training timestep is refused (found by fuzz_config)") {
+  // 4 training timesteps, 3 solver steps: (0..3) // 1, reversed, first dropped, + steps_offset 1
+  // gives 4, 3, 2; t = 4 has no alphas_cumprod (the samplers made NaN latents of it).
+  SchedulerConfig c;
+  c.num_train_timesteps = 4;
+  c.trained_betas = {0.1, 0.2, 0.3, 0.4};
+  for (const char* name : {"dpm++2m", "unipc"}) {
+    auto s = make_scheduler(name, c);
+    CHECK_THROWS_WITH(s->set_timesteps(3), Catch::Contains("start at timestep 4, past the last training timestep 3"));
+  }
+  c.steps_offset = 0;
+  auto s = make_scheduler("dpm++2m", c);
+  s->set_timesteps(3);
+  CHECK(s->timesteps().front() == 3);
+}
+
 TEST_CASE("schedulers: img2img get_timesteps starts the schedule at the strength") {
   SchedulerConfig c;
   auto ddim = make_scheduler("ddim", c);

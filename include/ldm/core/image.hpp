@@ -12,6 +12,10 @@
 
 namespace ldm {
 
+// The largest image read_image takes: an 8K photo fits, a decompression bomb does not.
+constexpr int kMaxImageSide = 16384;
+constexpr int64_t kMaxImagePixels = int64_t(1) << 25;  // 33.5 Mpixels
+
 // Reads PNG, JPEG, BMP, ... as RGB. -> [1, 3, H, W] in [0, 1]
 Tensor read_image(const std::string& path);
 

@@ -207,6 +207,10 @@ inline std::vector<double> spaced_timesteps(const SchedulerConfig& c, int n, Tim
     const int ratio = T / m;
     for (int i = m - 1; i >= 0; --i) ts.push_back(double(i * ratio));
     for (double& t : ts) t += c.steps_offset;
+    // Few training timesteps (a small model's config) can push the first one past the last.
+    LDM_CHECK(ts.front() <= T - 1, "set_timesteps: ", n, " steps with \"leading\" spacing and steps_offset ",
+              c.steps_offset, " start at timestep ", ts.front(), ", past the last training timestep ", T - 1,
+              " (diffusers would index past its schedule); use fewer steps, steps_offset 0 or \"trailing\" spacing");
   } else {  // trailing
     ts = np::arange(T, 0, -double(T) / n);
     for (double& t : ts) t = np::round(t) - 1;
