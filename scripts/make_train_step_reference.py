@@ -3,10 +3,12 @@
 grad_blocks.safetensors' "unet_tiny" case, in float64 torch autograd with diffusers, weights by
 the synthetic rule of ../shared/reference/synth.py.
 
-Stored as float32 in tests/data/train_step_reference.safetensors, case "train_step": the inputs
-(latents, noise, timesteps int64, context), loss [1], noisy_latents, grad.context and the
-gradients of a handful of parameters (the file stays small); the metadata's "cases" JSON has the
-U-Net config, the scheduler config and the stored parameter names.
+Stored as float32 in tests/data/train_step_reference.safetensors, cases "train_step" (epsilon
+prediction, SD1.5) and "train_step_v" (v_prediction: the target is DDPMScheduler.get_velocity),
+on the same batch: the inputs (latents, noise, timesteps int64, context), loss [1],
+noisy_latents, grad.context and the gradients of a handful of parameters (the file stays
+small); the metadata's "cases" JSON has the U-Net config, the scheduler config and the stored
+parameter names.
 
     python3 scripts/make_train_step_reference.py    # needs torch, diffusers, numpy
 """
@@ -37,36 +39,44 @@ STORED = ["conv_in.weight", "time_embedding.linear_1.weight", "down_blocks.0.res
           "conv_norm_out.weight", "conv_out.weight", "conv_out.bias"]
 
 
-def main():
-    torch.manual_seed(0)
+def synthetic_unet():
     unet = UNet2DConditionModel(**UNET)
     sd = unet.state_dict()
     unet.load_state_dict({k: torch.from_numpy(synth.param(k, tuple(v.shape))) for k, v in sd.items()}, strict=True)
-    unet.to(torch.float64).eval()
-    scheduler = DDPMScheduler(**SCHEDULER)
+    return unet.to(torch.float64).eval()
 
+
+def main():
+    torch.manual_seed(0)
     latents = torch.randn(2, 4, 16, 16)
     noise = torch.randn(2, 4, 16, 16)
     timesteps = torch.tensor([37, 912], dtype=torch.int64)
     context = torch.randn(2, 7, 32)
 
-    ctx = context.double().requires_grad_(True)
-    noisy = scheduler.add_noise(latents.double(), noise.double(), timesteps)
-    pred = unet(noisy, timesteps, encoder_hidden_states=ctx).sample
-    loss = F.mse_loss(pred, noise.double(), reduction="mean")
-    loss.backward()
+    tensors, cases = {}, {}
+    for c, prediction_type in [("train_step", "epsilon"), ("train_step_v", "v_prediction")]:
+        unet = synthetic_unet()
+        scheduler_config = dict(SCHEDULER, prediction_type=prediction_type)
+        scheduler = DDPMScheduler(**scheduler_config)
+        ctx = context.double().requires_grad_(True)
+        x0, eps = latents.double(), noise.double()
+        noisy = scheduler.add_noise(x0, eps, timesteps)
+        target = eps if prediction_type == "epsilon" else scheduler.get_velocity(x0, eps, timesteps)
+        pred = unet(noisy, timesteps, encoder_hidden_states=ctx).sample
+        loss = F.mse_loss(pred, target, reduction="mean")
+        loss.backward()
 
-    c = "train_step"
-    params = dict(unet.named_parameters())
-    tensors = {f"{c}.latents": latents, f"{c}.noise": noise, f"{c}.timesteps": timesteps, f"{c}.context": context,
-               f"{c}.loss": loss.detach().reshape(1).float(), f"{c}.noisy_latents": noisy.float(),
-               f"{c}.grad.context": ctx.grad.float()}
-    for k in STORED:
-        tensors[f"{c}.grad.{k}"] = params[k].grad.float()
-    cases = {c: {"config": UNET, "scheduler": SCHEDULER, "parameters": STORED}}
+        params = dict(unet.named_parameters())
+        tensors.update({f"{c}.latents": latents.clone(), f"{c}.noise": noise.clone(), f"{c}.timesteps": timesteps.clone(),
+                        f"{c}.context": context.clone(), f"{c}.loss": loss.detach().reshape(1).float(),
+                        f"{c}.noisy_latents": noisy.float(), f"{c}.grad.context": ctx.grad.float()})
+        for k in STORED:
+            tensors[f"{c}.grad.{k}"] = params[k].grad.float()
+        cases[c] = {"config": UNET, "scheduler": scheduler_config, "parameters": STORED}
+        print(f"{c}: loss {loss.item():.10g}")
     path = os.path.join(HERE, "..", "tests", "data", "train_step_reference.safetensors")
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"cases": json.dumps(cases)})
-    print(f"loss {loss.item():.10g}; {len(tensors)} tensors -> {os.path.normpath(path)} ({os.path.getsize(path)} bytes)")
+    print(f"{len(tensors)} tensors -> {os.path.normpath(path)} ({os.path.getsize(path)} bytes)")
 
 
 if __name__ == "__main__":

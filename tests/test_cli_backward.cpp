@@ -166,31 +166,35 @@ TEST_CASE("ldm eval clip-backward: last_hidden_state and every text_model parame
 }
 
 // scripts/make_train_step_reference.py: diffusers' DDPMScheduler.add_noise (SD1.5 schedule),
-// the tiny U-Net's noise prediction, F.mse_loss, float64 autograd; a few parameters' gradients.
+// the tiny U-Net's prediction against the noise ("train_step") or, with prediction_type
+// v_prediction in the folder's scheduler config, against get_velocity ("train_step_v"),
+// F.mse_loss, float64 autograd; a few parameters' gradients.
 TEST_CASE("ldm train-step: loss, noisy latents and gradients of the course's train_step", "[cli][backward]") {
   const std::string f = __FILE__;
   const test::Reference ref(f.substr(0, f.rfind('/')) + "/data/train_step_reference.safetensors");
-  const std::string c = "train_step";
-  TmpPath dir("train_step_folder"), in("train_step_in.safetensors"), out("train_step_out.safetensors");
-  write_tiny_folder(dir, ref.meta(c).at("config"), config("vae_tiny_encode"), config("clip_tiny"));
-  SafeTensorsWriter w;
-  for (const char* name : {"latents", "noise", "context"}) w.add(name, ref.get(c, name));
-  w.add_i64("timesteps", ref.file.info(c + ".timesteps").shape, ref.file.load_i64(c + ".timesteps"));
-  w.save(in);
-  const Run r = ldm_run(args("train-step", dir, in, out));
-  INFO(r.err);
-  REQUIRE(r.status == 0);
-  const SafeTensors got(out);
-  require_close(got.load("loss"), ref.get(c, "loss"), kBlockOutTol, "train_step.loss");
-  require_close(got.load("noisy_latents"), ref.get(c, "noisy_latents"), kBlockOutTol, "train_step.noisy_latents");
-  require_close(got.load("grad.context"), ref.get(c, "grad.context"), kBlockGradTol, "train_step.grad.context");
-  for (const std::string name : ref.meta(c).at("parameters"))
-    require_close(got.load("grad." + name), ref.get(c, "grad." + name), kBlockGradTol, "train_step.grad." + name);
-  // Every U-Net parameter has its gradient in the file.
-  auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(ref.meta(c).at("config")));
-  for (const Parameter& p : parameters_of(unet)) {
-    INFO(p.name);
-    CHECK(got.contains("grad." + p.name));
+  for (const std::string c : {"train_step", "train_step_v"}) {
+    TmpPath dir("train_step_folder"), in("train_step_in.safetensors"), out("train_step_out.safetensors");
+    write_tiny_folder(dir, ref.meta(c).at("config"), config("vae_tiny_encode"), config("clip_tiny"));
+    write_config(dir.path + "/scheduler/scheduler_config.json", ref.meta(c).at("scheduler"));
+    SafeTensorsWriter w;
+    for (const char* name : {"latents", "noise", "context"}) w.add(name, ref.get(c, name));
+    w.add_i64("timesteps", ref.file.info(c + ".timesteps").shape, ref.file.load_i64(c + ".timesteps"));
+    w.save(in);
+    const Run r = ldm_run(args("train-step", dir, in, out));
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    const SafeTensors got(out);
+    require_close(got.load("loss"), ref.get(c, "loss"), kBlockOutTol, c + ".loss");
+    require_close(got.load("noisy_latents"), ref.get(c, "noisy_latents"), kBlockOutTol, c + ".noisy_latents");
+    require_close(got.load("grad.context"), ref.get(c, "grad.context"), kBlockGradTol, c + ".grad.context");
+    for (const std::string name : ref.meta(c).at("parameters"))
+      require_close(got.load("grad." + name), ref.get(c, "grad." + name), kBlockGradTol, c + ".grad." + name);
+    // Every U-Net parameter has its gradient in the file.
+    auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(ref.meta(c).at("config")));
+    for (const Parameter& p : parameters_of(unet)) {
+      INFO(p.name);
+      CHECK(got.contains("grad." + p.name));
+    }
   }
 }
 
