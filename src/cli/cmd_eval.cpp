@@ -1,11 +1,19 @@
 // `ldm eval`: one component on tensors from a safetensors file, so anyone can compare it with
-// PyTorch on the same inputs.
-//   unet        sample [B,4,H,W], timestep [1] or [B], context [B,L,768]  -> out
-//   vae-decode  latent [B,4,h,w] (already / 0.18215)               -> image
-//   vae-encode  image [B,3,H,W] in [-1,1]                           -> mean, logvar
-//   clip        input_ids int64 [B,77]                              -> last_hidden_state, penultimate
+// PyTorch on the same inputs. Widths and channels are the model config's (SD1.5: C = 4, D = 768).
+//   unet        sample [B,C,H,W], timestep [1] or [B], context [B,L,D]  -> out
+//   vae-decode  latent [B,C,h,w] (already / 0.18215)                -> image
+//   vae-encode  image [B,3,H,W] in [-1,1]                            -> mean, logvar
+//   clip        input_ids int64 [B,77]                               -> last_hidden_state, penultimate
 // --device cuda --precision fp32|fp16|bf16 runs the GPU twin of the component instead (inputs
 // and outputs stay float32 files).
+//
+// The backwards (CPU, fp32 weights) take the gradient of the output as well and give the
+// vector-Jacobian product torch.autograd gives for (out * grad_out).sum().backward(), with every
+// parameter's gradient as grad.<its name in the diffusers file>:
+//   unet-backward        sample, timestep, context, grad_out    -> out, grad.sample, grad.context, grad.*
+//   vae-decode-backward  latent, grad_image                      -> image, grad.latent, grad.decoder.*, grad.post_quant_conv.*
+//   vae-encode-backward  image, grad_mean, grad_logvar           -> mean, logvar, grad.image, grad.encoder.*, grad.quant_conv.*
+//   clip-backward        input_ids [B,L], grad_last_hidden_state -> last_hidden_state, grad.text_model.*
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -15,6 +23,8 @@
 #include "commands.hpp"
 #include "ldm/core/memory.hpp"
 #include "ldm/load.hpp"
+#include "ldm/train/parameter.hpp"
+#include "input_tensor.hpp"
 #include "output_path.hpp"
 
 namespace ldm::cli {
@@ -27,18 +37,6 @@ struct EvalOptions {
   std::string conv = "auto";
 };
 
-// Tensor `name` of f, `ndim`-d with no empty dimension and (float tensors) only finite values.
-Tensor input(const SafeTensors& f, const std::string& name, int ndim, const std::string& what) {
-  LDM_CHECK(f.contains(name), "'", f.path(), "' has no tensor '", name, "' (", what, ")");
-  Tensor t = f.load(name);
-  LDM_CHECK(t.ndim() == ndim, "tensor '", name, "' in '", f.path(), "' should be ", ndim, "-d (", what, "), got ",
-            t.shape_str());
-  for (int i = 0; i < ndim; ++i)
-    LDM_CHECK(t.dim(i) > 0, "tensor '", name, "' in '", f.path(), "' is empty: ", t.shape_str(), " (", what, ")");
-  LDM_CHECK(t.vec().allFinite(), "tensor '", name, "' in '", f.path(), "' holds NaN or infinite values");
-  return t;
-}
-
 // The inputs of a component, read and checked once against the model's config, whatever
 // device runs it, before the model is loaded.
 struct EvalInputs {
@@ -46,12 +44,25 @@ struct EvalInputs {
   std::vector<float> timesteps;  // unet: one for the batch, or one per sample
   Tensor latent;                 // vae-decode
   Tensor image;                  // vae-encode
-  std::vector<int64_t> ids;      // clip: batch rows of 77
+  std::vector<int64_t> ids;      // clip: batch rows of 77 (clip-backward: of L)
   int64_t batch = 0;
+  Tensor grad_out, grad_logvar;  // the backwards: the output's gradient (vae-encode: grad_mean, grad_logvar)
 };
 
-EvalInputs read_inputs(const std::string& component, const SafeTensors& in, const ModelFiles& files) {
+bool is_backward(const std::string& component) {
+  const std::string tail = "-backward";
+  return component.size() > tail.size() && component.compare(component.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// "unet-backward" -> "unet"
+std::string forward_of(const std::string& component) {
+  return is_backward(component) ? component.substr(0, component.size() - 9) : component;
+}
+
+EvalInputs read_inputs(const std::string& full_component, const SafeTensors& in, const ModelFiles& files) {
   EvalInputs x;
+  const std::string component = forward_of(full_component);
+  const bool backward = is_backward(full_component);
   if (component == "unet") {
     const UNetConfig c = unet_config(files);
     const int64_t m = c.size_multiple();
@@ -68,11 +79,18 @@ EvalInputs read_inputs(const std::string& component, const SafeTensors& in, cons
     LDM_CHECK(x.context.dim(0) == B && x.context.dim(2) == c.cross_attention_dim, "tensor 'context' ",
               x.context.shape_str(), " does not fit sample ", x.sample.shape_str(), ": expected [", B, ", L, ",
               c.cross_attention_dim, "]");
+    if (backward)
+      x.grad_out = input_shaped(in, "grad_out", {B, c.out_channels, x.sample.dim(2), x.sample.dim(3)},
+                                "the gradient of the U-Net's output");
   } else if (component == "vae-decode") {
     const VAEConfig c = vae_config(files);
-    x.latent = input(in, "latent", 4, "[B, 4, h, w] latents, already divided by the scaling factor");
+    x.latent = input(in, "latent", 4, str("[B, ", c.latent_channels, ", h, w] latents, already divided by the scaling factor"));
     LDM_CHECK(x.latent.dim(1) == c.latent_channels, "tensor 'latent' needs ", c.latent_channels, " channels, got ",
               x.latent.shape_str());
+    const int64_t f = c.downscale_factor();
+    if (backward)
+      x.grad_out = input_shaped(in, "grad_image", {x.latent.dim(0), c.out_channels, f * x.latent.dim(2), f * x.latent.dim(3)},
+                                "the gradient of the decoded image");
   } else if (component == "vae-encode") {
     const VAEConfig c = vae_config(files);
     const int64_t f = c.downscale_factor();
@@ -80,19 +98,36 @@ EvalInputs read_inputs(const std::string& component, const SafeTensors& in, cons
     LDM_CHECK(x.image.dim(1) == c.in_channels && x.image.dim(2) % f == 0 && x.image.dim(3) % f == 0,
               "tensor 'image' must be [B, ", c.in_channels, ", H, W] with H and W multiples of ", f, ", got ",
               x.image.shape_str());
+    if (backward) {
+      const Shape latent{x.image.dim(0), c.latent_channels, x.image.dim(2) / f, x.image.dim(3) / f};
+      x.grad_out = input_shaped(in, "grad_mean", latent, "the gradient of the posterior's mean");
+      x.grad_logvar = input_shaped(in, "grad_logvar", latent, "the gradient of the posterior's (clamped) logvar");
+    }
   } else if (component == "clip") {
     const CLIPTextConfig c = text_encoder_config(files);
     LDM_CHECK(in.contains("input_ids"), "'", in.path(), "' has no tensor 'input_ids' (int64 [B, 77] token ids)");
     const Shape shape = in.info("input_ids").shape;
-    LDM_CHECK(shape.size() == 2 && shape[0] > 0 && shape[1] == 77, "tensor 'input_ids' should be [B, 77] with B >= 1, got ",
-              shape_str(shape));
+    // The pipeline always feeds 77 tokens; the backward, for comparing with torch on any
+    // config, takes any length the position embedding covers.
+    if (backward)
+      LDM_CHECK(shape.size() == 2 && shape[0] > 0 && shape[1] > 0 && shape[1] <= c.max_position_embeddings,
+                "tensor 'input_ids' should be [B, L] with B >= 1 and 1 <= L <= ", c.max_position_embeddings,
+                " (the text encoder's max_position_embeddings), got ", shape_str(shape));
+    else
+      LDM_CHECK(shape.size() == 2 && shape[0] > 0 && shape[1] == 77,
+                "tensor 'input_ids' should be [B, 77] with B >= 1, got ", shape_str(shape));
     x.ids = in.load_i64("input_ids");
     x.batch = shape[0];
+    const size_t L = size_t(shape[1]);
     for (size_t i = 0; i < x.ids.size(); ++i)
       LDM_CHECK(x.ids[i] >= 0 && x.ids[i] < c.vocab_size, "tensor 'input_ids' in '", in.path(), "': id ", x.ids[i],
-                " at [", i / 77, ", ", i % 77, "] is outside the vocabulary [0, ", c.vocab_size, ")");
+                " at [", i / L, ", ", i % L, "] is outside the vocabulary [0, ", c.vocab_size, ")");
+    if (backward)
+      x.grad_out = input_shaped(in, "grad_last_hidden_state", {shape[0], shape[1], c.hidden_size},
+                                "the gradient of last_hidden_state");
   } else {
-    LDM_FAIL("unknown component '", component, "': choose unet, vae-encode, vae-decode or clip");
+    LDM_FAIL("unknown component '", full_component, "': choose unet, vae-encode, vae-decode or clip (or one of ",
+             "them with -backward)");
   }
   return x;
 }
@@ -119,6 +154,69 @@ Forward load_cpu(const std::string& component, const EvalInputs& x, const ModelF
   return [clip, &x] {
     CLIPTextOutput r = clip->forward(x.ids, x.batch, /*output_hidden_states=*/true);
     return Outputs{{"last_hidden_state", r.last_hidden_state}, {"penultimate", r.hidden_states[r.hidden_states.size() - 2]}};
+  };
+}
+
+// Outputs plus grad.<name> of each parameter (its gradient after one backward from zero).
+void add_parameter_grads(Outputs& out, const std::vector<Parameter>& params) {
+  for (const Parameter& p : params) out.emplace_back("grad." + p.name, *p.grad);
+}
+
+// The parameters whose names start with one of `prefixes` (a VAE's decoder half, ...).
+std::vector<Parameter> under(const std::vector<Parameter>& all, std::initializer_list<const char*> prefixes) {
+  std::vector<Parameter> r;
+  for (const auto& p : all)
+    for (const char* s : prefixes)
+      if (p.name.rfind(s, 0) == 0) r.push_back(p);
+  return r;
+}
+
+// Loads the component on the CPU; returns its forward with saved activations, then its
+// backward from x.grad_out: the outputs, the input gradients and every parameter's gradient.
+Forward load_cpu_backward(const std::string& component, const EvalInputs& x, const ModelFiles& files,
+                          const LoadOptions& lo) {
+  if (component == "unet-backward") {
+    auto unet = std::make_shared<UNet2DConditionModel>(load_unet(files, lo));
+    return [unet, &x] {
+      std::vector<Parameter> params = parameters_of(*unet);  // zero gradients, allocated before the backward
+      UNet2DConditionModel::Saved s;
+      Outputs o{{"out", unet->forward(x.sample, x.timesteps, x.context, s)}};
+      const UNet2DConditionModel::Grad g = unet->backward(s, x.grad_out);
+      o.emplace_back("grad.sample", g.sample);
+      o.emplace_back("grad.context", g.context);
+      add_parameter_grads(o, params);
+      return o;
+    };
+  }
+  if (component == "clip-backward") {
+    auto clip = std::make_shared<CLIPTextModel>(load_text_encoder(files, lo));
+    return [clip, &x] {
+      std::vector<Parameter> params = parameters_of(*clip, "text_model");
+      CLIPTextModel::Saved s;
+      Outputs o{{"last_hidden_state", clip->forward(x.ids, x.batch, s)}};
+      clip->backward(s, x.grad_out);
+      add_parameter_grads(o, params);
+      return o;
+    };
+  }
+  auto vae = std::make_shared<AutoencoderKL>(load_vae(files, lo));
+  if (component == "vae-decode-backward")
+    return [vae, &x] {
+      std::vector<Parameter> params = under(parameters_of(*vae), {"decoder.", "post_quant_conv."});
+      AutoencoderKL::DecodeSaved s;
+      Outputs o{{"image", vae->decode(x.latent, s)}};
+      o.emplace_back("grad.latent", vae->decode_backward(s, x.grad_out));
+      add_parameter_grads(o, params);
+      return o;
+    };
+  return [vae, &x] {
+    std::vector<Parameter> params = under(parameters_of(*vae), {"encoder.", "quant_conv."});
+    AutoencoderKL::EncodeSaved s;
+    const DiagonalGaussian post = vae->encode(x.image, s);
+    Outputs o{{"mean", post.mean}, {"logvar", post.logvar}};
+    o.emplace_back("grad.image", vae->encode_backward(s, {x.grad_out, x.grad_logvar}));
+    add_parameter_grads(o, params);
+    return o;
   };
 }
 
@@ -158,6 +256,11 @@ void run_eval(const EvalOptions& o) {
   lo.device = o.device;
   lo.precision = o.precision;
   lo.conv = parse_conv_algo(o.conv);
+  const bool backward = is_backward(o.component);
+  LDM_CHECK(!backward || o.device == "cpu", "ldm eval ", o.component, ": the backwards run on the CPU only (drop ",
+            "--device ", o.device, ")");
+  LDM_CHECK(!backward || !o.fp16_weights, "ldm eval ", o.component, ": a backward needs float32 weights (drop ",
+            "--fp16-weights)");
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
   check_output_path(o.output, "--output");
   SafeTensors in(o.inputs);
@@ -172,7 +275,7 @@ void run_eval(const EvalOptions& o) {
     forward = load_cuda(o.component, x, files, lo);
 #endif
   } else {
-    forward = load_cpu(o.component, x, files, lo);
+    forward = backward ? load_cpu_backward(o.component, x, files, lo) : load_cpu(o.component, x, files, lo);
   }
   const double load_s = seconds_since(t0);
   t0 = clock::now();
@@ -185,18 +288,22 @@ void run_eval(const EvalOptions& o) {
               o.precision, " on ", cuda::device_description(), ")");
 #endif
   out.save(o.output);
-  std::fprintf(stderr, "%s: load %.1f s, forward %.3f s, peak memory %.2f GB%s; wrote %s\n", o.component.c_str(),
-               load_s, run_s, peak_rss_gb(), gpu.c_str(), o.output.c_str());
+  std::fprintf(stderr, "%s: load %.1f s, %s %.3f s, peak memory %.2f GB%s; wrote %s\n", o.component.c_str(),
+               load_s, backward ? "forward and backward" : "forward", run_s, peak_rss_gb(), gpu.c_str(), o.output.c_str());
 }
 
 }  // namespace
 
 void add_eval(CLI::App& app) {
   static EvalOptions o;
-  auto* c = app.add_subcommand("eval", "Run one component (unet, vae-encode, vae-decode, clip) on tensors from a file");
-  c->add_option("component", o.component, "unet | vae-encode | vae-decode | clip")
+  auto* c = app.add_subcommand(
+      "eval", "Run one component (unet, vae-encode, vae-decode, clip), or its backward, on tensors from a file");
+  c->add_option("component", o.component,
+                "unet | vae-encode | vae-decode | clip, or unet-backward | vae-encode-backward | "
+                "vae-decode-backward | clip-backward (CPU)")
       ->required()
-      ->check(CLI::IsMember({"unet", "vae-encode", "vae-decode", "clip"}));
+      ->check(CLI::IsMember({"unet", "vae-encode", "vae-decode", "clip", "unet-backward", "vae-encode-backward",
+                             "vae-decode-backward", "clip-backward"}));
   c->add_option("--model", o.model, "diffusers folder, single .safetensors checkpoint, or synthetic:sd15")
       ->capture_default_str();
   c->add_option("--inputs", o.inputs, "safetensors file with the input tensors")->required();

@@ -8,5 +8,6 @@ namespace ldm::cli {
 void add_demo(CLI::App& app);
 void add_generate(CLI::App& app);
 void add_eval(CLI::App& app);
+void add_train_step(CLI::App& app);
 
 }  // namespace ldm::cli
