@@ -25,13 +25,13 @@ cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]/#/fuzz_}"
 export OMP_NUM_THREADS=1
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:print_stacktrace=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export TMPDIR=$PWD/build-fuzz/tmp  # where the targets write each input as a file
-mkdir -p "$TMPDIR"
 
 failed=()
 for t in "${targets[@]}"; do
   corpus=build-fuzz/corpus/$t findings=build-fuzz/findings/$t log=build-fuzz/fuzz_$t.log
-  mkdir -p "$corpus" "$findings"
+  # Where the target writes each input as a file: its own folder, so runs of other targets beside it are not disturbed.
+  export TMPDIR=$PWD/build-fuzz/tmp/$t
+  mkdir -p "$corpus" "$findings" "$TMPDIR"
   echo "== fuzz_$t: ${seconds} s"
   dict=()
   [[ -f fuzz/$t.dict ]] && dict=(-dict="fuzz/$t.dict")  # the format's words, for the fuzzer to splice in
@@ -49,8 +49,8 @@ for t in "${targets[@]}"; do
     grep -m1 -E '^(SUMMARY|==[0-9]+==ERROR)|deadly signal|uncaught exception|out-of-memory|timeout' "$log" | sed 's/^/   /' || true
     grep -E 'Test unit written to' "$log" | sed 's/^.*written to /   input: /' || true
   fi
+  rm -rf "$TMPDIR"
 done
-rm -rf "$TMPDIR"
 
 if ((${#failed[@]})); then
   echo "fuzz: findings in ${failed[*]}"

@@ -5,8 +5,10 @@
 #include <stb_image_write.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 
 #include "ldm/core/files.hpp"
 
@@ -42,20 +44,24 @@ std::vector<uint8_t> png_chunk(const char type[4], const std::string& data) {
 Tensor read_image(const std::string& path) {
   check_regular_file(path, "image");  // stb would block on a FIFO
   int w = 0, h = 0, n = 0;
-  // The size from the header first: a few bytes of BMP or PNG can declare a huge image.
-  if (stbi_info(path.c_str(), &w, &h, &n))
-    LDM_CHECK(w <= kMaxImageSide && h <= kMaxImageSide && int64_t(w) * h <= kMaxImagePixels, "image '", path,
-              "' is ", w, "x", h, ": larger than ldm.cpp reads (at most ", kMaxImageSide, " pixels a side and ",
+  // The size from the header first: a few bytes of BMP or PNG can declare a huge image (stbi_info
+  // gives a top-down BMP's height negative; stbi_load, its absolute value).
+  auto check_size = [&path](int64_t iw, int64_t ih) {
+    LDM_CHECK(iw <= kMaxImageSide && ih <= kMaxImageSide && iw * ih <= kMaxImagePixels, "image '", path, "' is ", iw,
+              "x", ih, ": larger than ldm.cpp reads (at most ", kMaxImageSide, " pixels a side and ",
               kMaxImagePixels >> 20, " Mpixels); scale it down first");
+  };
+  if (stbi_info(path.c_str(), &w, &h, &n)) check_size(std::abs(int64_t(w)), std::abs(int64_t(h)));
   unsigned char* px = stbi_load(path.c_str(), &w, &h, &n, 3);
   LDM_CHECK(px, "cannot read image '", path, "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown error",
             " (PNG, JPEG and BMP are supported)");
+  std::unique_ptr<unsigned char, void (*)(void*)> pixels(px, stbi_image_free);
+  check_size(w, h);
   Tensor t = Tensor::empty({1, 3, h, w});  // [1, 3, H, W] from H x W x 3 bytes
   const int64_t S = int64_t(w) * h;
   float* o = t.data();
   for (int64_t i = 0; i < S; ++i)
     for (int c = 0; c < 3; ++c) o[c * S + i] = float(px[i * 3 + c]) / 255.0f;
-  stbi_image_free(px);
   return t;
 }
 

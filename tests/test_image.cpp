@@ -39,3 +39,18 @@ TEST_CASE("image: a small file declaring a huge image is refused before decoding
   CHECK_THROWS_WITH(read_image(path), Catch::Contains("is 3x14893058: larger than ldm.cpp reads"));
   std::remove(path.c_str());
 }
+
+TEST_CASE("image: a top-down BMP declaring a huge image is refused too (found by fuzz_image)") {
+  // stbi_info gives a top-down BMP's height negative (here 770 x -327680): the size check takes
+  // its absolute value, as stbi_load does.
+  const unsigned char bmp[] = {0x42, 0x4d, 0x4e, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0x36, 0x00, 0x00, 0x00, 0x28, 0x00, 0x00, 0x00, 0x02, 0x03, 0x00, 0x00, 0x00, 0x00, 0xfb, 0xff, 0x01, 0x00, 0x18, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x55, 0x30, 0x0b, 0xc4, 0x01, 0x00, 0x7f, 0x00, 0x00, 0x00, 0x00, 0x70, 0x61, 0x65, 0xd5, 0x17};
+  const std::string path = "/tmp/ldm_test_huge_top_down.bmp";
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    REQUIRE(f);
+    std::fwrite(bmp, 1, sizeof(bmp), f);
+    std::fclose(f);
+  }
+  CHECK_THROWS_WITH(read_image(path), Catch::Contains("is 770x327680: larger than ldm.cpp reads"));
+  std::remove(path.c_str());
+}

@@ -224,6 +224,15 @@ TEST_CASE("schedulers: leading spacing that would start past the last training t
   CHECK(s->timesteps().front() == 3);
 }
 
+TEST_CASE("schedulers: betas whose product vanishes are refused (found by fuzz_config)") {
+  // beta_end 0.8 (scaled_linear): each beta is in (0, 1), alphas_cumprod reaches 0, sigma_max is
+  // infinite and every sampler computed NaN latents.
+  SchedulerConfig c;
+  c.beta_end = 0.8;
+  CHECK_THROWS_WITH(make_scheduler("euler", c), Catch::Contains("make alphas_cumprod 0 at the last timestep"));
+  CHECK_THROWS_WITH(make_scheduler("ddim", c), Catch::Contains("use smaller betas"));
+}
+
 TEST_CASE("schedulers: img2img get_timesteps starts the schedule at the strength") {
   SchedulerConfig c;
   auto ddim = make_scheduler("ddim", c);

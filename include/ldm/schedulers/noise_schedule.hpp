@@ -166,6 +166,12 @@ struct NoiseSchedule {
       prod *= double(1.0f - betas(i));
       alphas_cumprod(i) = float(prod);
     }
+    // Every beta may be in (0, 1) and yet their product vanish (beta_end 0.8): sigma_max then is
+    // infinite and every sampler computes NaN. SD1.5 ends at 4.7e-3, a cosine schedule near 1e-9.
+    LDM_CHECK(alphas_cumprod(T - 1) >= 1e-20f, "scheduler config: the betas (", c.trained_betas.empty() ?
+              c.beta_schedule + " from beta_start " + std::to_string(c.beta_start) + " to beta_end " +
+              std::to_string(c.beta_end) : std::string("trained_betas"), ") make alphas_cumprod ",
+              alphas_cumprod(T - 1), " at the last timestep: no noise level that large can be computed; use smaller betas");
     sigmas = xt::sqrt((1.0f - alphas_cumprod) / alphas_cumprod);
     log_sigmas = xt::log(sigmas);
   }
