@@ -240,7 +240,9 @@ Tensor SafeTensors::load(const std::string& name) const {
   Tensor t = Tensor::empty(ti.shape);
   float* o = t.data();
   switch (ti.dtype) {
-    case DType::F32: std::memcpy(o, p, size_t(n) * 4); break;
+    case DType::F32:
+      if (n > 0) std::memcpy(o, p, size_t(n) * 4);  // an empty tensor has no data pointer
+      break;
     case DType::F16:
 #pragma omp parallel for if (n > (1 << 16))
       for (int64_t i = 0; i < n; ++i) o[i] = fp16_to_float(read_at<uint16_t>(p, i));
@@ -282,7 +284,7 @@ std::vector<int64_t> SafeTensors::load_i64(const std::string& name) const {
   const int64_t n = numel_of(ti.shape);
   std::vector<int64_t> r(static_cast<size_t>(n));
   if (ti.dtype == DType::I64) {
-    std::memcpy(r.data(), p, size_t(n) * 8);
+    if (n > 0) std::memcpy(r.data(), p, size_t(n) * 8);
   } else if (ti.dtype == DType::I32) {
     for (int64_t i = 0; i < n; ++i) r[size_t(i)] = read_at<int32_t>(p, i);
   } else {
@@ -300,7 +302,9 @@ void SafeTensorsWriter::add(const std::string& name, const Tensor& t, DType dtyp
   uint8_t* b = e.bytes.data();
   const float* x = t.data();
   switch (dtype) {
-    case DType::F32: std::memcpy(b, x, size_t(n) * 4); break;
+    case DType::F32:
+      if (n > 0) std::memcpy(b, x, size_t(n) * 4);  // an empty tensor has no data pointer to copy from
+      break;
     case DType::F16:
       for (int64_t i = 0; i < n; ++i) {
         uint16_t h = float_to_fp16(x[i]);
@@ -321,7 +325,7 @@ void SafeTensorsWriter::add(const std::string& name, const Tensor& t, DType dtyp
 void SafeTensorsWriter::add_i64(const std::string& name, const Shape& shape, const std::vector<int64_t>& values) {
   LDM_CHECK(int64_t(values.size()) == numel_of(shape), "add_i64: ", values.size(), " values for shape ", shape_str(shape));
   Entry e{name, DType::I64, shape, std::vector<uint8_t>(values.size() * 8)};
-  std::memcpy(e.bytes.data(), values.data(), e.bytes.size());
+  if (!values.empty()) std::memcpy(e.bytes.data(), values.data(), e.bytes.size());
   entries_.push_back(std::move(e));
 }
 
