@@ -25,15 +25,6 @@ namespace {
 
 const nlohmann::json& config(const std::string& c) { return grad_ref().meta(c).at("config"); }
 
-// The parameters whose names start with one of `prefixes` (the encoder's half of a VAE, ...).
-std::vector<Parameter> under(const std::vector<Parameter>& all, std::initializer_list<const char*> prefixes) {
-  std::vector<Parameter> r;
-  for (const auto& p : all)
-    for (const char* s : prefixes)
-      if (p.name.rfind(s, 0) == 0) r.push_back(p);
-  return r;
-}
-
 // parameters() against a diffusers file's key list {name: shape} (../shared/reference/sd15_keys.json):
 // the same names, each with its shape.
 void require_checkpoint_names(const std::vector<Parameter>& params, const nlohmann::json& keys, const std::string& what) {
@@ -118,14 +109,14 @@ TEST_CASE("models backward: AutoencoderKL encoder (+quant_conv) and decoder (+po
     require_close(post.logvar, get(e, "logvar"), kBlockOutTol, e + ".logvar");
     const Tensor dimage = vae.encode_backward(es, {get(e, "grad_mean"), get(e, "grad_logvar")});
     require_close(dimage, get(e, "grad.image"), kBlockGradTol, e + ".grad.image");
-    test::check_parameter_grads(e, under(params, {"encoder.", "quant_conv."}));
+    test::check_parameter_grads(e, parameters_under(params, {"encoder.", "quant_conv."}));
 
     const std::string d = v + "_decode";
     AutoencoderKL::DecodeSaved ds;
     require_close(vae.decode(get(d, "latent"), ds), get(d, "out"), kBlockOutTol, d + ".out");
     require_close(vae.decode_backward(ds, get(d, "grad_out")), get(d, "grad.latent"), kBlockGradTol,
                   d + ".grad.latent");
-    test::check_parameter_grads(d, under(params, {"decoder.", "post_quant_conv."}));
+    test::check_parameter_grads(d, parameters_under(params, {"decoder.", "post_quant_conv."}));
 
     // The saved activations are consumed: a second backward needs a second forward.
     CHECK_THROWS_WITH(vae.encode_backward(es, {get(e, "grad_mean"), get(e, "grad_logvar")}),

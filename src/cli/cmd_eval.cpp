@@ -162,15 +162,6 @@ void add_parameter_grads(Outputs& out, const std::vector<Parameter>& params) {
   for (const Parameter& p : params) out.emplace_back("grad." + p.name, *p.grad);
 }
 
-// The parameters whose names start with one of `prefixes` (a VAE's decoder half, ...).
-std::vector<Parameter> under(const std::vector<Parameter>& all, std::initializer_list<const char*> prefixes) {
-  std::vector<Parameter> r;
-  for (const auto& p : all)
-    for (const char* s : prefixes)
-      if (p.name.rfind(s, 0) == 0) r.push_back(p);
-  return r;
-}
-
 // Loads the component on the CPU; returns its forward with saved activations, then its
 // backward from x.grad_out: the outputs, the input gradients and every parameter's gradient.
 Forward load_cpu_backward(const std::string& component, const EvalInputs& x, const ModelFiles& files,
@@ -202,7 +193,7 @@ Forward load_cpu_backward(const std::string& component, const EvalInputs& x, con
   auto vae = std::make_shared<AutoencoderKL>(load_vae(files, lo));
   if (component == "vae-decode-backward")
     return [vae, &x] {
-      std::vector<Parameter> params = under(parameters_of(*vae), {"decoder.", "post_quant_conv."});
+      std::vector<Parameter> params = parameters_under(parameters_of(*vae), {"decoder.", "post_quant_conv."});
       AutoencoderKL::DecodeSaved s;
       Outputs o{{"image", vae->decode(x.latent, s)}};
       o.emplace_back("grad.latent", vae->decode_backward(s, x.grad_out));
@@ -210,7 +201,7 @@ Forward load_cpu_backward(const std::string& component, const EvalInputs& x, con
       return o;
     };
   return [vae, &x] {
-    std::vector<Parameter> params = under(parameters_of(*vae), {"encoder.", "quant_conv."});
+    std::vector<Parameter> params = parameters_under(parameters_of(*vae), {"encoder.", "quant_conv."});
     AutoencoderKL::EncodeSaved s;
     const DiagonalGaussian post = vae->encode(x.image, s);
     Outputs o{{"mean", post.mean}, {"logvar", post.logvar}};

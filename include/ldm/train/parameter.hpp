@@ -5,6 +5,7 @@
 // weight and save gradients and its own state under the checkpoint names:
 //   std::vector<Parameter> p = parameters_of(unet);   // "conv_in.weight", "conv_in.bias", ...
 #pragma once
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,17 @@ std::vector<Parameter> parameters_of(Module& m, const std::string& prefix = "") 
   std::vector<Parameter> out;
   m.parameters(prefix, out);
   return out;
+}
+
+// The parameters whose names start with one of `prefixes` (a VAE's encoder half: "encoder.",
+// "quant_conv.").
+inline std::vector<Parameter> parameters_under(const std::vector<Parameter>& all,
+                                               std::initializer_list<const char*> prefixes) {
+  std::vector<Parameter> r;
+  for (const auto& p : all)
+    for (const char* s : prefixes)
+      if (p.name.rfind(s, 0) == 0) r.push_back(p);
+  return r;
 }
 
 // Sets every gradient to zero (between training steps: backwards accumulate).
