@@ -465,7 +465,7 @@ std::function<Tensor()> value_of(const ComponentWeights& part, const TensorSpec&
 
 // The DDPM schedule tensors the original LatentDiffusion module registers as buffers.
 void add_single_file_extras(StreamingWriter& w, bool text_encoder) {
-  const int n = 1000;
+  constexpr int n = 1000;
   std::vector<double> betas(n), cum(n);
   double prod = 1;
   for (int i = 0; i < n; ++i) {
@@ -474,7 +474,7 @@ void add_single_file_extras(StreamingWriter& w, bool text_encoder) {
     prod *= 1 - betas[i];
     cum[i] = prod;
   }
-  auto buffer = [&w, n](const std::string& name, const std::function<double(int)>& f) {
+  auto buffer = [&w](const std::string& name, const std::function<double(int)>& f) {
     Tensor t = Tensor::empty({n});
     for (int i = 0; i < n; ++i) t[i] = float(f(i));
     w.add(name, {n}, DType::F32, [t] { return t; });

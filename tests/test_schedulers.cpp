@@ -233,6 +233,27 @@ TEST_CASE("schedulers: betas whose product vanishes are refused (found by fuzz_c
   CHECK_THROWS_WITH(make_scheduler("ddim", c), Catch::Contains("use smaller betas"));
 }
 
+TEST_CASE("schedulers: a multistep solver schedule that meets a timestep twice is refused (found by fuzz_config in CI)") {
+  // 3 training timesteps, 3 solver steps, "linspace": round(linspace(0, 2, 4)) reversed = 2, 1, 1;
+  // the second step at t = 1 has h = 0 and UniPC's r_k = 0 / 0 made NaN latents.
+  SchedulerConfig c;
+  c.num_train_timesteps = 3;
+  c.beta_schedule = "linear";
+  c.beta_end = 0.5;
+  c.timestep_spacing = "linspace";
+  c.steps_offset = 0;
+  for (const char* name : {"dpm++2m", "unipc"}) {
+    auto s = make_scheduler(name, c);
+    CHECK_THROWS_WITH(s->set_timesteps(3), Catch::Contains("reach timestep 1 twice"));
+    s->set_timesteps(2);  // 2, 1: distinct
+    CHECK(s->timesteps() == std::vector<double>{2, 1});
+  }
+  // SD1.5's 1000 timesteps: every step count up to 500 stays distinct with "linspace".
+  SchedulerConfig sd;
+  sd.timestep_spacing = "linspace";
+  for (int n : {1, 20, 50, 250, 500}) CHECK_NOTHROW(make_scheduler("unipc", sd)->set_timesteps(n));
+}
+
 TEST_CASE("schedulers: img2img get_timesteps starts the schedule at the strength") {
   SchedulerConfig c;
   auto ddim = make_scheduler("ddim", c);

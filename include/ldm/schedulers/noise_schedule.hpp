@@ -283,6 +283,14 @@ inline void solver_sigmas(const SchedulerConfig& c, const NoiseSchedule& s, int 
   }
   sigmas.push_back(0.0);
   for (double& v : sigmas) v = np::to_f32(v);
+  // The solvers divide by the step in lambda = log(alpha / sigma): a noise level met twice (more
+  // steps than rounding leaves distinct timesteps, e.g. 3 of 3 training timesteps with "linspace")
+  // makes it 0 and every later latent NaN, in diffusers too.
+  for (size_t i = 0; i + 1 < sigmas.size(); ++i)
+    LDM_CHECK(sigmas[i] > sigmas[i + 1], "set_timesteps: ", n, " steps with \"", c.timestep_spacing,
+              "\" spacing over ", c.num_train_timesteps, " training timesteps reach timestep ", timesteps[i],
+              " twice; the multistep solvers need distinct noise levels: use fewer steps",
+              c.use_karras_sigmas ? "" : " or another timestep_spacing");
 }
 
 // ---- the k-diffusion samplers (LMS, Euler, Euler a, Heun) in the sigma parametrisation
