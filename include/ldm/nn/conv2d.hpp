@@ -209,54 +209,101 @@ inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   return y;
 }
 
-// Backward of conv2d, through the same GEMM. Per image, with col = im2col(x) [K, P]:
+// Backward of conv2d. With col = im2col(x) [K, P] per image:
 //   grad_weight[O, K] += dy[O, P] col^T[P, K]      grad_bias[O] += dy summed over pixels
-//   dcol[K, P] = W^T[K, O] dy[O, P]                dx = col2im(dcol): each tap's value added
-//                                                   back to the input pixel it was read from
-// The col matrix is made (and dcol folded back) kConvBackwardChunk bytes of pixels at a time,
-// so memory stays bounded as in the forward. Winograd is a forward-only shortcut: the
-// gradients are the convolution's, whichever way the forward computed it.
+//   dx = the transposed convolution of dy: for a 3x3, stride-1, padding-1 convolution that is
+//        itself such a convolution, of dy with the weight flipped and its in/out swapped,
+//        W'[c, o, i, j] = W[o, c, 2 - i, 2 - j], so it runs through conv2d's fast paths
+//        (Winograd, batched GEMM); otherwise dcol[K, P] = W^T[K, O] dy[O, P] and col2im
+//        adds each tap's value back to the input pixel it was read from.
+// The GEMMs see several images at once when the images are small (the U-Net's 8x8: one
+// reduction over B*P pixels instead of B rank-64 updates), and one image in pixel chunks when
+// they are large; either way the col block is at most kConvBackwardChunk bytes.
 namespace detail {
 
 constexpr int64_t kConvBackwardChunk = 8 << 20;  // bytes of one [K, n] col block (and one dcol)
 
-// col[k, t] = the input pixel under kernel tap k = (c, i, j) of output pixel p0 + t, zero in the padding.
-// xb [C, H, W] one image; col [K, n] row-major.
+// The output pixels ox in [0, Wo) whose tap j reads an input column inside [0, W):
+// 0 <= ox * stride - left + j < W.
+inline void valid_columns(const ConvShape& s, int stride, Padding pad, int64_t j, int64_t& lo, int64_t& hi) {
+  const int64_t a = pad.left - j;                   // ox * stride >= a
+  lo = a <= 0 ? 0 : (a + stride - 1) / stride;
+  const int64_t b = s.W - 1 + pad.left - j;         // ox * stride <= b
+  hi = b < 0 ? 0 : std::min(s.Wo, b / stride + 1);
+  lo = std::min(lo, hi);
+}
+
+// col[k, t] (row stride ld) = the input pixel under kernel tap k = (c, i, j) of output pixel
+// p0 + t, t < n, zero in the padding. xb [C, H, W] one image. Row by row of the output, so the
+// inner loop is a straight (stride 1: contiguous) copy.
 inline void im2col_rows(const ConvShape& s, const float* xb, int stride, Padding pad, int64_t p0, int64_t n,
-                        float* col) {
+                        float* col, int64_t ld) {
 #pragma omp parallel for schedule(static) if (s.K * n > (1 << 15))
   for (int64_t k = 0; k < s.K; ++k) {
     const int64_t c = k / (s.kh * s.kw), i = k / s.kw % s.kh, j = k % s.kw;
     const float* plane = xb + c * s.H * s.W;
-    float* d = col + k * n;
-    int64_t oy = p0 / s.Wo, ox = p0 % s.Wo;
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t iy = oy * stride - pad.top + i, ix = ox * stride - pad.left + j;
-      d[t] = iy >= 0 && iy < s.H && ix >= 0 && ix < s.W ? plane[iy * s.W + ix] : 0.0f;
-      if (++ox == s.Wo) ox = 0, ++oy;
+    float* d = col + k * ld;
+    int64_t lo, hi;
+    valid_columns(s, stride, pad, j, lo, hi);
+    for (int64_t t = 0; t < n;) {
+      const int64_t p = p0 + t, oy = p / s.Wo, ox0 = p % s.Wo, len = std::min(s.Wo - ox0, n - t);
+      const int64_t iy = oy * stride - pad.top + i;
+      float* row = d + t - ox0;  // row[ox] for ox in [ox0, ox0 + len)
+      if (iy < 0 || iy >= s.H) {
+        std::fill(row + ox0, row + ox0 + len, 0.0f);
+      } else {
+        const float* src = plane + iy * s.W - pad.left + j;  // src[ox * stride]
+        const int64_t a = std::max(lo, ox0), e = std::min(hi, ox0 + len);
+        for (int64_t ox = ox0; ox < std::min(a, ox0 + len); ++ox) row[ox] = 0.0f;
+        if (stride == 1) {
+          if (e > a) std::copy(src + a, src + e, row + a);
+        } else {
+          for (int64_t ox = a; ox < e; ++ox) row[ox] = src[ox * stride];
+        }
+        for (int64_t ox = std::max(e, ox0); ox < ox0 + len; ++ox) row[ox] = 0.0f;
+      }
+      t += len;
     }
   }
 }
 
-// The transpose of im2col_rows: dxb [C, H, W] += dcol [K, n] at the pixels the taps read.
-// One task per input channel: its kh*kw rows of dcol are the only ones that add to its plane.
+// The transpose of im2col_rows: dxb [C, H, W] += dcol [K, n] (row stride ld) at the pixels the
+// taps read. One task per input channel: its kh*kw rows of dcol are the only ones that add to its plane.
 inline void col2im_add(const ConvShape& s, const float* dcol, int stride, Padding pad, int64_t p0, int64_t n,
-                       float* dxb) {
+                       float* dxb, int64_t ld) {
 #pragma omp parallel for schedule(static) if (s.K * n > (1 << 15))
   for (int64_t c = 0; c < s.C; ++c) {
     float* plane = dxb + c * s.H * s.W;
     for (int64_t i = 0; i < s.kh; ++i) {
       for (int64_t j = 0; j < s.kw; ++j) {
-        const float* d = dcol + ((c * s.kh + i) * s.kw + j) * n;
-        int64_t oy = p0 / s.Wo, ox = p0 % s.Wo;
-        for (int64_t t = 0; t < n; ++t) {
-          const int64_t iy = oy * stride - pad.top + i, ix = ox * stride - pad.left + j;
-          if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) plane[iy * s.W + ix] += d[t];
-          if (++ox == s.Wo) ox = 0, ++oy;
+        const float* d = dcol + ((c * s.kh + i) * s.kw + j) * ld;
+        int64_t lo, hi;
+        valid_columns(s, stride, pad, j, lo, hi);
+        for (int64_t t = 0; t < n;) {
+          const int64_t p = p0 + t, oy = p / s.Wo, ox0 = p % s.Wo, len = std::min(s.Wo - ox0, n - t);
+          const int64_t iy = oy * stride - pad.top + i;
+          if (iy >= 0 && iy < s.H) {
+            const float* row = d + t - ox0;
+            float* dst = plane + iy * s.W - pad.left + j;  // dst[ox * stride]
+            const int64_t a = std::max(lo, ox0), e = std::min(hi, ox0 + len);
+            for (int64_t ox = a; ox < e; ++ox) dst[ox * stride] += row[ox];
+          }
+          t += len;
         }
       }
     }
   }
+}
+
+// W [O, C, 3, 3] -> W' [C, O, 3, 3], W'[c, o, i, j] = W[o, c, 2 - i, 2 - j]: the weight of the
+// transposed 3x3 convolution.
+inline Tensor flipped_transposed_3x3(const Tensor& w) {
+  const int64_t O = w.dim(0), C = w.dim(1);
+  Tensor t = Tensor::empty({C, O, 3, 3});
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t k = 0; k < 9; ++k) t[(c * O + o) * 9 + k] = w[(o * C + c) * 9 + (8 - k)];
+  return t;
 }
 
 }  // namespace detail
@@ -274,26 +321,50 @@ inline Tensor conv2d_backward(const Tensor& x, const Tensor& weight, const Tenso
     for (int64_t b = 0; b < s.B; ++b)
       gb.vec() += dy.slice0(b, b + 1).matrix(s.O, s.P).rowwise().sum();
   }
-  Tensor dx(x.shape());  // zeros: col2im adds into it
   const float* w = weight.data();
-  const int64_t chunk = std::clamp<int64_t>(detail::kConvBackwardChunk / int64_t(sizeof(float) * s.K), 16, s.P);
-  std::vector<float> col, dcol;
-  if (!s.pointwise) col.resize(size_t(s.K * chunk)), dcol.resize(size_t(s.K * chunk));
-  for (int64_t b = 0; b < s.B; ++b) {
-    const float* xb = x.data() + b * s.C * s.H * s.W;  // [C, H, W]
-    const float* dyb = dy.data() + b * s.O * s.P;       // [O, P]
-    float* dxb = dx.data() + b * s.C * s.H * s.W;       // [C, H, W]
-    if (s.pointwise) {  // x itself is col [C, P]
-      gemm(false, true, s.O, s.C, s.P, 1.0f, dyb, s.P, xb, s.P, 1.0f, gw, s.C);     // gw[O, C] += dy x^T
-      gemm(true, false, s.C, s.P, s.O, 1.0f, w, s.C, dyb, s.P, 0.0f, dxb, s.P);     // dx[C, P] = W^T dy
-      continue;
+  if (s.pointwise) {  // x itself is col [C, P]
+    Tensor dx = Tensor::empty(x.shape());
+    for (int64_t b = 0; b < s.B; ++b) {
+      const float* xb = x.data() + b * s.C * s.P;
+      const float* dyb = dy.data() + b * s.O * s.P;
+      gemm(false, true, s.O, s.C, s.P, 1.0f, dyb, s.P, xb, s.P, 1.0f, gw, s.C);             // gw[O, C] += dy x^T
+      gemm(true, false, s.C, s.P, s.O, 1.0f, w, s.C, dyb, s.P, 0.0f, dx.data() + b * s.C * s.P, s.P);  // dx = W^T dy
     }
-    for (int64_t p0 = 0; p0 < s.P; p0 += chunk) {
-      const int64_t n = std::min(chunk, s.P - p0);
-      detail::im2col_rows(s, xb, stride, pad, p0, n, col.data());                           // col[K, n]
-      gemm(false, true, s.O, s.K, n, 1.0f, dyb + p0, s.P, col.data(), n, 1.0f, gw, s.K);     // gw[O, K] += dy col^T
-      gemm(true, false, s.K, n, s.O, 1.0f, w, s.K, dyb + p0, s.P, 0.0f, dcol.data(), n);     // dcol[K, n] = W^T dy
-      detail::col2im_add(s, dcol.data(), stride, pad, p0, n, dxb);
+    return dx;
+  }
+  const bool transposed_is_conv = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 &&
+                                  pad.bottom == 1 && pad.right == 1;
+  Tensor dx = transposed_is_conv ? conv2d(dy, detail::flipped_transposed_3x3(weight), Tensor(), 1, pad)
+                                 : Tensor(x.shape());  // zeros: col2im adds into it
+
+  // Blocks of (images [b0, b0 + g), pixels [p0, p0 + n)): g images whole when an image's col is
+  // small, else one image in pixel chunks.
+  const int64_t chunk = std::max<int64_t>(16, detail::kConvBackwardChunk / int64_t(sizeof(float) * s.K));
+  const int64_t g_max = std::max<int64_t>(1, chunk / s.P), n_max = std::min(chunk, s.P);
+  std::vector<float> col(size_t(s.K * n_max * g_max)), dcol, dyblock;
+  if (!transposed_is_conv) dcol.resize(col.size());
+  for (int64_t b0 = 0; b0 < s.B; b0 += g_max) {
+    const int64_t g = std::min(g_max, s.B - b0);
+    for (int64_t p0 = 0; p0 < s.P; p0 += n_max) {
+      const int64_t n = std::min(n_max, s.P - p0), ld = g * n;  // the block's columns: image-major
+      const float* dyp;                                          // dy of the block [O, ld]
+      if (g == 1) {
+        dyp = dy.data() + b0 * s.O * s.P + p0;
+      } else {
+        dyblock.resize(size_t(s.O * ld));
+        for (int64_t q = 0; q < g; ++q)
+          for (int64_t o = 0; o < s.O; ++o)
+            std::copy_n(dy.data() + ((b0 + q) * s.O + o) * s.P, s.P, dyblock.data() + o * ld + q * s.P);
+        dyp = dyblock.data();
+      }
+      const int64_t ldy = g == 1 ? s.P : ld;
+      for (int64_t q = 0; q < g; ++q)
+        detail::im2col_rows(s, x.data() + (b0 + q) * s.C * s.H * s.W, stride, pad, p0, n, col.data() + q * n, ld);
+      gemm(false, true, s.O, s.K, ld, 1.0f, dyp, ldy, col.data(), ld, 1.0f, gw, s.K);  // gw[O, K] += dy col^T
+      if (transposed_is_conv) continue;
+      gemm(true, false, s.K, ld, s.O, 1.0f, w, s.K, dyp, ldy, 0.0f, dcol.data(), ld);  // dcol[K, ld] = W^T dy
+      for (int64_t q = 0; q < g; ++q)
+        detail::col2im_add(s, dcol.data() + q * n, stride, pad, p0, n, dx.data() + (b0 + q) * s.C * s.H * s.W, ld);
     }
   }
   return dx;
