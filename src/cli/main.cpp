@@ -1,6 +1,7 @@
 // ldm: Stable Diffusion 1.5 from the shell.
 //   ldm generate --prompt ...     txt2img / img2img
 //   ldm eval unet|vae-encode|vae-decode|clip[-backward] ...   one component (or its backward) on tensors from a file
+//   ldm train vae|unet ...        train a model from scratch (the shapes dataset)
 //   ldm train-step ...            one U-Net training step's loss and gradients on a batch from a file
 //   ldm demo                      run SD1.5 building blocks end to end on synthetic weights
 #include <cstdio>
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   ldm::cli::add_generate(app);
   ldm::cli::add_eval(app);
   ldm::cli::add_train_step(app);
+  ldm::cli::add_train(app);
   ldm::cli::add_demo(app);
   try {
     app.parse(argc, argv);

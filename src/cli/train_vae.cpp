@@ -1,0 +1,226 @@
+// `ldm train vae`: trains the AutoencoderKL of a run folder from scratch on the shapes dataset
+// (ldm/data/shapes.hpp), as the LDM paper's first stage without its GAN and LPIPS terms:
+//   posterior = encode(x);  z = mean + std * noise;  x' = decode(z)
+//   loss = mean |x' - x| + mean (x' - x)^2 + kl_weight * KL(posterior || N(0, I)) / (3 H W)
+// (KL per image, summed over the latent, as diffusers' kl(); divided by the pixels so that
+// kl_weight weighs it against the per-pixel terms as SD's 1e-6 weighed it against their sums).
+// At the end: PSNR on --eval-images held-out images, the latents' standard deviation ->
+// scaling_factor = 1 / std in RUN/vae/config.json (SD1.5's 0.18215 came the same way), and the
+// weights in RUN/vae/diffusion_pytorch_model.safetensors (fp16 by default: what ships).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "ldm/core/rng_ldm.hpp"
+#include "ldm/data/shapes.hpp"
+#include "ldm/models/vae.hpp"
+#include "ldm/nn/losses.hpp"
+#include "ldm/train/adamw.hpp"
+#include "ldm/train/checkpoint.hpp"
+#include "ldm/train/clip_grad.hpp"
+#include "ldm/train/init_weights.hpp"
+#include "ldm/train/lr_schedule.hpp"
+#include "ldm/viz/canvas.hpp"
+#include "train_common.hpp"
+#include "train_log.hpp"
+
+namespace ldm::cli {
+namespace {
+
+struct TrainVAEOptions {
+  std::string run;
+  OptimOptions optim;
+  double kl_weight = 1e-6;
+  int64_t eval_images = 500;
+  bool eval_only = false;  // load RUN/vae weights, report PSNR and latent std, train nothing
+  std::string dtype = "fp16";  // of the final weights (the U-Net then trains on what ships)
+};
+
+// Held-out images come from another seed of the same generator: never seen in training.
+constexpr uint64_t kEvalSeedOffset = 1000003;
+
+Tensor shapes_batch(uint64_t seed, int64_t first, int64_t n) {
+  std::vector<shapes::Example> ex;
+  for (int64_t i = 0; i < n; ++i) ex.push_back(shapes::example(seed, first + i));
+  return shapes::to_vae_input(ex);  // [n, 3, 64, 64] in [-1, 1]
+}
+
+// Per-image PSNR (dB) of x' against x, both [B, 3, H, W] in [-1, 1], on the [0, 1] scale
+// after clamping, as the images are saved.
+std::vector<double> psnr_per_image(const Tensor& x, const Tensor& xr) {
+  const int64_t B = x.dim(0), n = x.numel() / B;
+  std::vector<double> out;
+  for (int64_t b = 0; b < B; ++b) {
+    double se = 0;
+    for (int64_t i = b * n; i < (b + 1) * n; ++i) {
+      const double d = std::clamp(xr[i] * 0.5 + 0.5, 0.0, 1.0) - (x[i] * 0.5 + 0.5);
+      se += d * d;
+    }
+    out.push_back(10.0 * std::log10(1.0 / std::max(se / double(n), 1e-12)));
+  }
+  return out;
+}
+
+struct Evaluation {
+  double psnr = 0;        // mean over images
+  double latent_std = 0;  // of the posterior means, all elements
+};
+
+Evaluation evaluate(const AutoencoderKL& vae, uint64_t seed, int64_t count) {
+  double psnr_sum = 0, s1 = 0, s2 = 0;
+  int64_t m = 0;
+  for (int64_t first = 0; first < count; first += 50) {
+    const Tensor x = shapes_batch(seed + kEvalSeedOffset, first, std::min<int64_t>(50, count - first));
+    const DiagonalGaussian post = vae.encode(x);
+    for (double p : psnr_per_image(x, vae.decode(post.mean))) psnr_sum += p;
+    for (float v : post.mean) s1 += v, s2 += double(v) * v, ++m;
+  }
+  const double mean = s1 / double(m);
+  return {psnr_sum / double(count), std::sqrt(std::max(0.0, s2 / double(m) - mean * mean))};
+}
+
+// Originals (top) and reconstructions (below) of 8 held-out images, x2, with their PSNR.
+void save_reconstructions(const AutoencoderKL& vae, uint64_t seed, const std::string& path) {
+  const Tensor x = shapes_batch(seed + kEvalSeedOffset, 0, 8);
+  const Tensor xr = vae.decode(vae.encode(x).mean);
+  const std::vector<double> psnr = psnr_per_image(x, xr);
+  std::vector<viz::Canvas> tiles;
+  std::vector<std::string> captions;
+  auto to01 = [](Tensor t) {
+    for (float& v : t) v = std::clamp(v * 0.5f + 0.5f, 0.0f, 1.0f);
+    return t;
+  };
+  for (int64_t b = 0; b < 8; ++b) tiles.push_back(viz::picture(to01(x.slice0(b, b + 1).clone()), 2)), captions.push_back("input");
+  for (int64_t b = 0; b < 8; ++b) {
+    tiles.push_back(viz::picture(to01(xr.slice0(b, b + 1).clone()), 2));
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f dB", psnr[size_t(b)]);
+    captions.push_back(buf);
+  }
+  viz::grid(tiles, captions, 8).save(path);
+}
+
+void run_train_vae(const TrainVAEOptions& o) {
+  const OptimOptions& op = o.optim;
+  const nlohmann::json config_json = run_config(o.run, "vae");
+  const VAEConfig cfg = VAEConfig::from_json(config_json, o.run + "/vae/config.json");
+  const std::string train_dir = o.run + "/train", ckpt = train_dir + "/vae_checkpoint.safetensors";
+  const std::string weights = o.run + "/vae/diffusion_pytorch_model.safetensors";
+  make_folder(train_dir);
+
+  AutoencoderKL vae;
+  {
+    std::shared_ptr<const WeightSource> src = std::make_shared<InitSource>(op.seed);
+    if (o.eval_only) src = std::make_shared<SafeTensorsSource>(weights);
+    WeightStore w(src);
+    vae.load(w, "", cfg);
+    w.finish();
+  }
+  if (o.eval_only) {
+    const Evaluation e = evaluate(vae, op.seed, o.eval_images);
+    std::fprintf(stderr, "vae: PSNR %.2f dB on %lld held-out images; latent std %.4f (scaling_factor %.5f)\n", e.psnr,
+                 (long long)o.eval_images, e.latent_std, 1.0 / e.latent_std);
+    return;
+  }
+  std::vector<Parameter> params = parameters_of(vae);
+  int64_t n_params = 0;
+  for (const Parameter& p : params) n_params += p.value->numel();
+
+  AdamW opt;
+  opt.weight_decay = op.weight_decay;
+  LdmGenerator rng(op.seed + 1);  // the posterior samples' noise
+  int64_t step = 0;
+  if (op.resume) {
+    LDM_CHECK(path_exists(ckpt), "--resume: no checkpoint '", ckpt, "' to resume from");
+    step = load_training_checkpoint(ckpt, params, opt, nullptr, &rng);
+    std::fprintf(stderr, "vae: resumed from %s at step %lld\n", ckpt.c_str(), (long long)step);
+  }
+  const CosineScheduleWithWarmup schedule{op.warmup, op.steps, 0.5, op.min_lr_ratio};
+  std::fprintf(stderr, "vae: %lld parameters (%.2f M), %lld steps of batch %lld, lr %.2g, run folder %s\n",
+               (long long)n_params, double(n_params) / 1e6, (long long)op.steps, (long long)op.batch, op.lr,
+               o.run.c_str());
+  TrainLog log(train_dir, "vae", op.steps, step);
+
+  for (; step < op.steps; ++step) {
+    const Tensor x = shapes_batch(op.seed, step * op.batch, op.batch);  // [B, 3, 64, 64]
+    const int64_t B = x.dim(0);
+    zero_grad(params);
+    AutoencoderKL::EncodeSaved es;
+    const DiagonalGaussian post = vae.encode(x, es);
+    const Tensor noise = rng.randn(post.mean.shape());
+    AutoencoderKL::DecodeSaved ds;
+    const Tensor xr = vae.decode(post.sample(noise), ds);  // [B, 3, 64, 64]
+
+    const double pixels = double(x.numel() / B);
+    const Tensor kl = post.kl();  // [B]
+    double kl_mean = 0;
+    for (float v : kl) kl_mean += v / double(B);
+    const float loss = float(l1_loss(xr, x) + mse_loss(xr, x) + o.kl_weight * kl_mean / pixels);
+
+    Tensor dxr = l1_loss_backward(xr, x);
+    add_(dxr, mse_loss_backward(xr, x));
+    DiagonalGaussian::Grad g = post.sample_backward(noise, vae.decode_backward(ds, dxr));
+    const DiagonalGaussian::Grad gk = post.kl_backward(Tensor::full({B}, float(o.kl_weight / (pixels * double(B)))));
+    add_(g.mean, gk.mean);
+    add_(g.logvar, gk.logvar);
+    vae.encode_backward(es, g);
+
+    const double grad_norm = clip_grad_norm(params, op.max_grad_norm);
+    opt.lr = schedule.lr(op.lr, step);
+    opt.step(params);
+    log.step(step, loss, opt.lr, grad_norm);
+    LDM_CHECK(std::isfinite(loss), "vae: the loss became ", loss, " at step ", step,
+              "; lower --lr or --max-grad-norm and --resume from the last checkpoint");
+
+    const bool last = step + 1 == op.steps;
+    if ((step + 1) % op.log_every == 0 || last) log.print(step);
+    if ((step + 1) % op.sample_every == 0 || last) {
+      char name[64];
+      std::snprintf(name, sizeof name, "/vae_samples_%06lld.png", (long long)(step + 1));
+      save_reconstructions(vae, op.seed, train_dir + name);
+    }
+    if ((step + 1) % op.checkpoint_every == 0 || last)
+      save_training_checkpoint(ckpt, params, step + 1, opt, nullptr, &rng);
+  }
+
+  const Evaluation e = evaluate(vae, op.seed, o.eval_images);
+  nlohmann::json out = config_json;
+  out["scaling_factor"] = 1.0 / e.latent_std;
+  {
+    std::ofstream f(o.run + "/vae/config.json");
+    f << out.dump(2) << "\n";
+    LDM_CHECK(f.good(), "cannot write '", o.run, "/vae/config.json'");
+  }
+  save_weights(weights, params, o.dtype == "fp16" ? DType::F16 : DType::F32);
+  std::fprintf(stderr, "vae: PSNR %.2f dB on %lld held-out images; latent std %.4f -> scaling_factor %.5f; wrote %s\n",
+               e.psnr, (long long)o.eval_images, e.latent_std, 1.0 / e.latent_std, weights.c_str());
+}
+
+}  // namespace
+
+void add_train_vae(CLI::App& train) {
+  static TrainVAEOptions o;
+  o.optim.steps = 1500;
+  o.optim.batch = 32;
+  o.optim.lr = 1e-3;
+  auto* c = train.add_subcommand("vae", "Train the VAE of a run folder from scratch on the shapes dataset");
+  c->add_option("--run", o.run, "run folder: a diffusers folder with the model's configs (cp -r configs/ldm-shapes RUN)")
+      ->required();
+  add_optim_options(c, o.optim);
+  c->add_option("--kl-weight", o.kl_weight, "weight of the KL term (per pixel)")->capture_default_str();
+  c->add_option("--eval-images", o.eval_images, "held-out images for the final PSNR and latent std")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(100000)));
+  c->add_option("--dtype", o.dtype, "dtype of the final weights")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp16", "fp32"}));
+  c->add_flag("--eval-only", o.eval_only, "only evaluate RUN/vae's weights (PSNR, latent std)");
+  c->callback([] { run_train_vae(o); });
+}
+
+}  // namespace ldm::cli
