@@ -247,3 +247,54 @@ TEST_CASE("shapes: probe: the analyser under noise and blur", "[.probe]") {
                   r.attributes[3].accuracy(), r.attributes[4].accuracy());
     }
 }
+
+#ifdef LDM_CLI
+namespace {
+
+int run_cli(const std::string& args, std::string* out) {
+  const std::string log = "/tmp/ldm_test_shapes_" + std::to_string(::getpid()) + ".out";
+  const int status = std::system((std::string(LDM_CLI) + " " + args + " > " + log + " 2>&1").c_str());
+  std::ifstream f(log);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  std::filesystem::remove(log);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST_CASE("ldm dataset shapes writes pictures, captions and a contact sheet; ldm dataset analyse reads them back") {
+  test::TmpPath dir("shapes");
+  std::string out;
+  REQUIRE(run_cli("dataset shapes --count 24 --seed 5 --output " + dir.path, &out) == 0);
+  INFO(out);
+  for (const char* f : {"000000.png", "000023.png", "captions.txt", "full_captions.txt", "contact_sheet.png"})
+    CHECK(std::filesystem::exists(dir.path + "/" + f));
+  CHECK_FALSE(std::filesystem::exists(dir.path + "/000024.png"));
+  std::ifstream captions(dir.path + "/captions.txt");
+  std::string line;
+  int lines = 0;
+  while (std::getline(captions, line)) {
+    const Example e = example(5, lines);
+    CHECK(line == "0000" + std::string(lines < 10 ? "0" : "") + std::to_string(lines) + ".png\t" + e.caption);
+    ++lines;
+  }
+  CHECK(lines == 24);
+  const Tensor img = read_image(dir.path + "/000003.png");  // the bytes of example(5, 3)
+  const Example e3 = example(5, 3);
+  for (int64_t i = 0; i < 64 * 64; ++i) REQUIRE(img[i] * 255.0f == float(e3.rgb[size_t(3 * i)]));
+
+  REQUIRE(run_cli("dataset analyse --input " + dir.path + " --confusion-png " + dir.path + "/confusion.png", &out) ==
+          0);
+  CHECK_THAT(out, Catch::Contains("every stated attribute read back: 100.00% (24/24)"));
+  CHECK(std::filesystem::exists(dir.path + "/confusion.png"));
+
+  // Bad input: a clear error and exit code 1.
+  CHECK(run_cli("dataset analyse --input /nonexistent", &out) == 1);
+  CHECK_THAT(out, Catch::Contains("error: "));
+  std::ofstream(dir.path + "/bad.txt") << "000000.png\ta red thing\n";
+  CHECK(run_cli("dataset analyse --input " + dir.path + " --captions " + dir.path + "/bad.txt", &out) == 1);
+  CHECK_THAT(out, Catch::Contains("line 1") && Catch::Contains("a red thing"));
+}
+#endif

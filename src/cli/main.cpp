@@ -3,6 +3,7 @@
 //   ldm eval unet|vae-encode|vae-decode|clip[-backward] ...   one component (or its backward) on tensors from a file
 //   ldm train-step ...            one U-Net training step's loss and gradients on a batch from a file
 //   ldm demo                      run SD1.5 building blocks end to end on synthetic weights
+//   ldm dataset shapes|analyse    write the captioned-shapes dataset; score pictures against captions
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   ldm::cli::add_eval(app);
   ldm::cli::add_train_step(app);
   ldm::cli::add_demo(app);
+  ldm::cli::add_dataset(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
