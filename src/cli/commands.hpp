@@ -10,5 +10,6 @@ void add_generate(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_train_step(CLI::App& app);
 void add_train(CLI::App& app);
+void add_dataset(CLI::App& app);
 
 }  // namespace ldm::cli

@@ -4,6 +4,7 @@
 //   ldm train vae|unet ...        train a model from scratch (the shapes dataset)
 //   ldm train-step ...            one U-Net training step's loss and gradients on a batch from a file
 //   ldm demo                      run SD1.5 building blocks end to end on synthetic weights
+//   ldm dataset shapes|analyse    write the captioned-shapes dataset; score pictures against captions
 #include <cstdio>
 #include <exception>
 #include <new>
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   ldm::cli::add_train_step(app);
   ldm::cli::add_train(app);
   ldm::cli::add_demo(app);
+  ldm::cli::add_dataset(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
