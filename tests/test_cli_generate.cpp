@@ -41,11 +41,11 @@ void expect_error(const std::string& args, const std::string& message) {
 }  // namespace
 
 TEST_CASE("ldm generate: bad input gets a clear error and exit code 1") {
-  const std::string p = "--prompt cat ";
+  const std::string p = "--model synthetic:sd15 --prompt cat ";  // SD1.5's sizes: multiples of 64
   expect_error(p + "--scheduler euler_a", "unknown scheduler \"euler_a\"; valid names: pndm");
   expect_error(p + "--width 500", "multiples of 64");
   expect_error(p + "--steps 0", "--steps must be at least 1");
-  expect_error(p + "--model /nonexistent/sd15", "/nonexistent/sd15");
+  expect_error("--prompt cat --model /nonexistent/sd15", "/nonexistent/sd15");
   expect_error(p + "--init-image /nonexistent.png", "cannot read image '/nonexistent.png'");
   std::ofstream("/tmp/ldm_test_not_an_image.png") << "not a png";
   expect_error(p + "--init-image /tmp/ldm_test_not_an_image.png", "cannot read image");
@@ -76,7 +76,7 @@ TEST_CASE("ldm generate: a prompt over 77 tokens is truncated with a warning; th
 // Found before the model loads: each of these ran the whole generation (or crashed, or
 // wrapped -1 into 2^64 - 1) before.
 TEST_CASE("ldm generate: non-finite or absurd numbers, bad seeds, sizes and output paths are refused up front") {
-  const std::string p = "--prompt cat ";
+  const std::string p = "--model synthetic:sd15 --prompt cat ";
   for (const char* g : {"nan", "inf", "-inf", "1e30", "-3"})
     expect_error(p + "--guidance " + g, "--guidance must be a number from 0 to 100, got ");
   expect_error(p + "--guidance-rescale nan", "--guidance-rescale must be a number from 0 to 1, got nan");

@@ -1,4 +1,7 @@
-// `ldm generate`: txt2img and img2img from the shell, with diffusers' SD1.5 defaults.
+// `ldm generate`: txt2img and img2img from the shell, with diffusers' defaults: without --model
+// the default model (models/ldm-shapes, default_model.hpp); the image size is the model's native
+// size (the U-Net's sample_size x the VAE's factor: 64 for ldm-shapes, 512 for SD1.5) and the
+// sampler the model's scheduler class (scheduler/scheduler_config.json "_class_name"), unless given.
 #include <omp.h>
 
 #include <algorithm>
@@ -10,6 +13,7 @@
 #include <utility>
 
 #include "commands.hpp"
+#include "default_model.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng.hpp"
 #include "ldm/load.hpp"
@@ -24,10 +28,13 @@ namespace ldm::cli {
 namespace {
 
 struct Options {
-  std::string model = "synthetic:sd15", tokenizer, prompt, negative_prompt, scheduler = "pndm";
+  std::string model;      // "": the default model (default_model.hpp)
+  std::string scheduler;  // "": the model's scheduler class, pndm where it has none
+  std::string tokenizer, prompt, negative_prompt;
   bool karras = false;
   std::string timestep_spacing;  // empty: the model's scheduler config (SD1.5: leading)
-  int steps = 50, width = 512, height = 512, batch = 1, clip_skip = 1, threads = 0;
+  int steps = 50, width = 0, height = 0, batch = 1, clip_skip = 1, threads = 0;
+  bool width_given = false, height_given = false;  // else the model's native size
   float guidance = 7.5f, guidance_rescale = 0.0f, strength = 0.75f;
   std::string seed = "42";  // text: CLI11 would wrap "-1" into 2^64 - 1 (see parse_seed)
   std::string rng = "ldm", init_image, init_latents, output = "out.png", output_tensors;
@@ -87,9 +94,10 @@ void check_number(const char* option, double value, double lo, double hi) {
 // Image sides: multiples of `multiple` (the VAE's 8 times the U-Net's halvings: 64 for SD1.5).
 bool size_ok(int64_t side, int64_t multiple) { return side >= multiple && side <= kMaxSize && side % multiple == 0; }
 
-void run_generate(const Options& o) {
+void run_generate(Options o) {
   // Check everything that can be checked before the (slow) model load.
-  make_scheduler(o.scheduler, SchedulerConfig{});  // throws for an unknown name, listing the valid ones
+  if (!o.scheduler.empty()) make_scheduler(o.scheduler, SchedulerConfig{});  // throws for an unknown name, listing the valid ones
+  if (o.model.empty()) o.model = default_model_path();
   LDM_CHECK(o.steps >= 1 && o.steps <= kMaxSteps, "--steps must be at least 1 and at most ", kMaxSteps, ", got ",
             o.steps);
   check_number("--guidance", o.guidance, 0.0, 100.0);
@@ -119,6 +127,15 @@ void run_generate(const Options& o) {
   const UNetConfig unet = unet_config(files);
   const int64_t f = vae_config(files).downscale_factor(), multiple = f * unet.size_multiple();
   const SchedulerConfig sched = scheduler_config(files);
+  if (!o.width_given) o.width = int(unet.sample_size * f);  // the native size, as diffusers' pipelines
+  if (!o.height_given) o.height = int(unet.sample_size * f);
+  if (o.scheduler.empty()) {
+    const nlohmann::json& j = files.scheduler_config;
+    const std::string cls = j.is_object() && j.contains("_class_name") && j["_class_name"].is_string()
+                                ? j["_class_name"].get<std::string>() : "";
+    o.scheduler = scheduler_name_of_class(cls);
+    if (o.scheduler.empty()) o.scheduler = "pndm";  // diffusers' SD1.5 default
+  }
   LDM_CHECK(o.steps <= sched.num_train_timesteps, "--steps ", o.steps, " is more than the model's ",
             sched.num_train_timesteps, " training timesteps (num_train_timesteps)");
 
@@ -150,7 +167,8 @@ void run_generate(const Options& o) {
               "': tensor 'latents' holds NaN or infinite values");
   }
 
-  std::fprintf(stderr, "seed: %llu\n", static_cast<unsigned long long>(seed));
+  std::fprintf(stderr, "seed: %llu, model %s, %dx%d, %s, %d steps, guidance %g\n", static_cast<unsigned long long>(seed),
+               o.model.c_str(), o.width, o.height, o.scheduler.c_str(), o.steps, double(o.guidance));
 
   StableDiffusion sd = load_stable_diffusion(files, lo);
   if (o.karras) sd.scheduler_config.use_karras_sigmas = true;
@@ -217,11 +235,11 @@ void run_generate(const Options& o) {
 void add_generate(CLI::App& app) {
   static Options o;
   auto* c = app.add_subcommand("generate", "Generate images from a prompt (txt2img, or img2img with --init-image)");
-  c->add_option("--model", o.model, "diffusers folder, single .safetensors checkpoint, or synthetic:sd15")
-      ->capture_default_str();
+  c->add_option("--model", o.model,
+                "diffusers folder, single .safetensors checkpoint, or synthetic:sd15 (default: models/ldm-shapes)");
   c->add_option("--prompt", o.prompt, "what to draw")->required();
   c->add_option("--negative-prompt", o.negative_prompt, "what to steer away from");
-  c->add_option("--scheduler", o.scheduler, scheduler_names_joined("|"))->capture_default_str();
+  c->add_option("--scheduler", o.scheduler, scheduler_names_joined("|") + " (default: the model's scheduler class)");
   c->add_flag("--karras", o.karras, "Karras sigmas (sigma-based samplers)");
   c->add_option("--timestep-spacing", o.timestep_spacing, "leading|trailing|linspace (default: the model's config)")
       ->check(CLI::IsMember({"leading", "trailing", "linspace"}));
@@ -229,9 +247,10 @@ void add_generate(CLI::App& app) {
   c->add_option("--guidance", o.guidance, "classifier-free guidance scale, 0 to 100 (<= 1 disables it)")
       ->capture_default_str();
   c->add_option("--guidance-rescale", o.guidance_rescale, "guidance rescale phi in [0, 1]")->capture_default_str();
-  c->add_option("--width", o.width, "image width: a multiple of 64 (SD1.5: the VAE's 8 x the U-Net's 3 halvings), at most 4096")
-      ->capture_default_str();
-  c->add_option("--height", o.height, "image height: a multiple of 64, at most 4096")->capture_default_str();
+  static CLI::Option* width = c->add_option("--width", o.width,
+                "image width (default: the model's native size); SD1.5: a multiple of 64 (the VAE's 8 x the U-Net's "
+                "3 halvings), at most 4096");
+  static CLI::Option* height = c->add_option("--height", o.height, "image height (default: the model's native size)");
   c->add_option("--seed", o.seed, "random seed, 0 to 2^64-1; -1 picks one at random (printed as 'seed: N')")
       ->capture_default_str();
   c->add_option("--rng", o.rng, "ldm (our own) or torch-cpu (same draws as torch.Generator('cpu'))")
@@ -257,7 +276,11 @@ void add_generate(CLI::App& app) {
   c->add_flag("--cuda-graphs", o.cuda_graphs, "cuda: replay the U-Net forward from CUDA graphs (experimental)");
   c->add_option("--output", o.output, "PNG to write (several: out-0.png, out-1.png, ...)")->capture_default_str();
   c->add_option("--output-tensors", o.output_tensors, "also write image [B,H,W,3] and latents as safetensors");
-  c->callback([] { run_generate(o); });
+  c->callback([] {
+    o.width_given = width->count() > 0;
+    o.height_given = height->count() > 0;
+    run_generate(o);
+  });
 }
 
 }  // namespace ldm::cli

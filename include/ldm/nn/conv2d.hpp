@@ -26,6 +26,10 @@ namespace ldm {
 namespace detail {
 
 // Sizes of one convolution, checked.
+// Winograd from this many input and output channels: with fewer, the transforms cost more than
+// the multiplications they save.
+constexpr int64_t kWinogradMinChannels = 32;
+
 struct ConvShape {
   int64_t B, C, H, W, O, kh, kw, Ho, Wo, P, K;
   bool pointwise;  // 1x1, stride 1, no padding: the input already is the [C, H*W] col matrix
@@ -59,7 +63,7 @@ inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding 
   // few, the transforms' memory traffic outweighs the saved multiplications), on images whose
   // sides the tiles divide.
   const bool winograd = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 &&
-                        pad.bottom == 1 && pad.right == 1 && s.C >= 64 && s.O >= 64;
+                        pad.bottom == 1 && pad.right == 1 && s.C >= kWinogradMinChannels && s.O >= kWinogradMinChannels;
   const bool f23 = winograd && winograd_fits(s.H, s.W), f43 = winograd && winograd_f43_fits(s.H, s.W);
   const ConvAlgo f23_or_direct = f23 ? ConvAlgo::f23 : ConvAlgo::direct;
   switch (asked) {

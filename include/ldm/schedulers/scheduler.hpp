@@ -184,6 +184,14 @@ inline std::unique_ptr<Scheduler> make_scheduler(const std::string& name, const 
   LDM_FAIL("unknown scheduler \"", name, "\"; valid names: ", scheduler_names_joined(", "));
 }
 
+// The short name of a diffusers scheduler class ("EulerDiscreteScheduler" -> "euler"), or "" for
+// a class ldm.cpp does not implement.
+inline std::string scheduler_name_of_class(const std::string& class_name) {
+  for (const auto& e : detail::scheduler_table())
+    if (class_name == e.class_name) return e.name;
+  return "";
+}
+
 // img2img: the tail of the schedule that starts at noise level `strength` (1 = from pure
 // noise), as StableDiffusionImg2ImgPipeline.get_timesteps. Also sets the scheduler's begin
 // index. Returns the timesteps to run; add_noise the init latents at the first of them.
