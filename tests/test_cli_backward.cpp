@@ -17,9 +17,12 @@
 #include "ldm/models/clip_text.hpp"
 #include "ldm/models/unet.hpp"
 #include "ldm/models/vae.hpp"
+#include "cli_run.hpp"
 #include "tmp_path.hpp"
 
 using namespace ldm;
+using ldm::test::ldm_run;
+using ldm::test::Run;
 using Catch::Contains;
 using ldm::test::get;
 using ldm::test::grad_ref;
@@ -60,22 +63,6 @@ void write_tiny_folder(const std::string& dir, const nlohmann::json& unet_cfg, c
   write_config(dir + "/text_encoder/config.json", clip_cfg);
 }
 
-struct Run {
-  int status;       // the exit status of `ldm`
-  std::string err;  // what it wrote to stderr
-};
-
-// Runs `ldm ARGS` with stderr captured.
-Run ldm_run(const std::string& args) {
-  TmpPath err_file("backward_stderr.txt");
-  const int raw = std::system((std::string(LDM_CLI) + " " + args + " 2> " + err_file.path).c_str());
-  std::ifstream f(err_file.path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  Run r{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, ss.str()};
-  std::printf("  $ ldm %s\n    -> exit %d; stderr: %s", args.c_str(), r.status, r.err.empty() ? "(empty)\n" : r.err.c_str());
-  return r;
-}
 
 std::string args(const std::string& command, const std::string& model, const std::string& in, const std::string& out) {
   return command + " --model " + model + " --inputs " + in + " --output " + out;

@@ -15,31 +15,18 @@
 #include "ldm/core/safetensors.hpp"
 #include "ldm/cuda/device_tensor.hpp"
 #include "reference.hpp"
+#include "cli_run.hpp"
 #include "tmp_path.hpp"
 
 using namespace ldm;
+using ldm::test::ldm_run;
+using ldm::test::Run;
 using Catch::Contains;
 using ldm::test::Reference;
 using ldm::test::TmpPath;
 
 namespace {
 
-struct Run {
-  int status;       // exit status of `ldm`
-  std::string err;  // its stderr
-};
-
-// `ldm ARGS`, stdout discarded, stderr captured.
-Run ldm_run(const std::string& args) {
-  TmpPath err_file("cuda_cli_stderr.txt");
-  const int raw = std::system((std::string(LDM_CLI) + " " + args + " > /dev/null 2> " + err_file.path).c_str());
-  std::ifstream f(err_file.path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  Run r{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, ss.str()};
-  std::printf("  $ ldm %s\n    -> exit %d; stderr: %s", args.c_str(), r.status, r.err.empty() ? "(empty)\n" : r.err.c_str());
-  return r;
-}
 
 void expect_error(const std::string& args, const std::string& message) {
   const Run r = ldm_run(args);

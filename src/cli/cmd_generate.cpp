@@ -97,7 +97,6 @@ bool size_ok(int64_t side, int64_t multiple) { return side >= multiple && side <
 void run_generate(Options o) {
   // Check everything that can be checked before the (slow) model load.
   if (!o.scheduler.empty()) make_scheduler(o.scheduler, SchedulerConfig{});  // throws for an unknown name, listing the valid ones
-  if (o.model.empty()) o.model = default_model_path();
   LDM_CHECK(o.steps >= 1 && o.steps <= kMaxSteps, "--steps must be at least 1 and at most ", kMaxSteps, ", got ",
             o.steps);
   check_number("--guidance", o.guidance, 0.0, 100.0);
@@ -123,6 +122,7 @@ void run_generate(Options o) {
   auto t0 = clock::now();
   // Opening maps the weight files and reads the configs (every one validated here); the
   // weights themselves are read by load_stable_diffusion below.
+  if (o.model.empty()) o.model = default_model_path();
   const ModelFiles files = open_model(o.model);
   const UNetConfig unet = unet_config(files);
   const int64_t f = vae_config(files).downscale_factor(), multiple = f * unet.size_multiple();
