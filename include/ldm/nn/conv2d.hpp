@@ -209,50 +209,87 @@ inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   return y;
 }
 
-// Backward of conv2d, through the same GEMM. Per image, with col = im2col(x) [K, P]:
+// Backward of conv2d, through the same GEMM. With col = im2col(x) [K, P] per image:
 //   grad_weight[O, K] += dy[O, P] col^T[P, K]      grad_bias[O] += dy summed over pixels
 //   dcol[K, P] = W^T[K, O] dy[O, P]                dx = col2im(dcol): each tap's value added
 //                                                   back to the input pixel it was read from
 // The col matrix is made (and dcol folded back) kConvBackwardChunk bytes of pixels at a time,
-// so memory stays bounded as in the forward. Winograd is a forward-only shortcut: the
+// so memory stays bounded as in the forward. Small images (the U-Net's 8x8 and 16x16 levels
+// at a training batch) go several to a chunk, their pixels side by side as the forward's
+// batched GEMM has them: one GEMM of a few thousand columns instead of one per 64-pixel image,
+// whose packing would cost as much as its arithmetic. Winograd is a forward-only shortcut: the
 // gradients are the convolution's, whichever way the forward computed it.
 namespace detail {
 
 constexpr int64_t kConvBackwardChunk = 8 << 20;  // bytes of one [K, n] col block (and one dcol)
 
-// col[k, t] = the input pixel under kernel tap k = (c, i, j) of output pixel p0 + t, zero in the padding.
-// xb [C, H, W] one image; col [K, n] row-major.
+// The columns [lo, hi) of a run of `len` output pixels of one row, starting at output column
+// ox, whose kernel tap column j reads inside the image: ix = (ox + t) stride - pad_left + j in [0, W).
+inline void tap_columns(int64_t ox, int64_t len, int64_t j, int stride, int64_t pad_left, int64_t W, int64_t& base,
+                        int64_t& lo, int64_t& hi) {
+  base = ox * stride - pad_left + j;  // ix at t = 0
+  lo = std::min(len, base >= 0 ? 0 : (-base + stride - 1) / stride);
+  hi = std::clamp<int64_t>(base <= W - 1 ? (W - 1 - base) / stride + 1 : 0, lo, len);
+}
+
+// col[k, t] (row stride ld) = the input pixel under kernel tap k = (c, i, j) of output pixel
+// p0 + t, zero in the padding; xb [C, H, W] one image. Row by output row: a run of one tap
+// along an output row reads one input row (contiguous at stride 1).
 inline void im2col_rows(const ConvShape& s, const float* xb, int stride, Padding pad, int64_t p0, int64_t n,
-                        float* col) {
+                        float* col, int64_t ld) {
 #pragma omp parallel for schedule(static) if (s.K * n > (1 << 15))
   for (int64_t k = 0; k < s.K; ++k) {
     const int64_t c = k / (s.kh * s.kw), i = k / s.kw % s.kh, j = k % s.kw;
     const float* plane = xb + c * s.H * s.W;
-    float* d = col + k * n;
-    int64_t oy = p0 / s.Wo, ox = p0 % s.Wo;
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t iy = oy * stride - pad.top + i, ix = ox * stride - pad.left + j;
-      d[t] = iy >= 0 && iy < s.H && ix >= 0 && ix < s.W ? plane[iy * s.W + ix] : 0.0f;
-      if (++ox == s.Wo) ox = 0, ++oy;
+    float* d = col + k * ld;
+    for (int64_t t = 0, p = p0; t < n;) {
+      const int64_t oy = p / s.Wo, ox = p % s.Wo, len = std::min(n - t, s.Wo - ox);
+      const int64_t iy = oy * stride - pad.top + i;
+      float* o = d + t;
+      if (iy < 0 || iy >= s.H) {
+        std::fill(o, o + len, 0.0f);
+      } else {
+        int64_t base, lo, hi;
+        tap_columns(ox, len, j, stride, pad.left, s.W, base, lo, hi);
+        const float* row = plane + iy * s.W;
+        std::fill(o, o + lo, 0.0f);
+        if (stride == 1) {
+          std::copy(row + base + lo, row + base + hi, o + lo);
+        } else {
+          for (int64_t u = lo; u < hi; ++u) o[u] = row[base + u * stride];
+        }
+        std::fill(o + hi, o + len, 0.0f);
+      }
+      t += len, p += len;
     }
   }
 }
 
-// The transpose of im2col_rows: dxb [C, H, W] += dcol [K, n] at the pixels the taps read.
-// One task per input channel: its kh*kw rows of dcol are the only ones that add to its plane.
+// The transpose of im2col_rows: dxb [C, H, W] += dcol [K, n] (row stride ld) at the pixels the
+// taps read. One task per input channel: its kh*kw rows of dcol are the only ones that add to its plane.
 inline void col2im_add(const ConvShape& s, const float* dcol, int stride, Padding pad, int64_t p0, int64_t n,
-                       float* dxb) {
+                       int64_t ld, float* dxb) {
 #pragma omp parallel for schedule(static) if (s.K * n > (1 << 15))
   for (int64_t c = 0; c < s.C; ++c) {
     float* plane = dxb + c * s.H * s.W;
     for (int64_t i = 0; i < s.kh; ++i) {
       for (int64_t j = 0; j < s.kw; ++j) {
-        const float* d = dcol + ((c * s.kh + i) * s.kw + j) * n;
-        int64_t oy = p0 / s.Wo, ox = p0 % s.Wo;
-        for (int64_t t = 0; t < n; ++t) {
-          const int64_t iy = oy * stride - pad.top + i, ix = ox * stride - pad.left + j;
-          if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) plane[iy * s.W + ix] += d[t];
-          if (++ox == s.Wo) ox = 0, ++oy;
+        const float* d = dcol + ((c * s.kh + i) * s.kw + j) * ld;
+        for (int64_t t = 0, p = p0; t < n;) {
+          const int64_t oy = p / s.Wo, ox = p % s.Wo, len = std::min(n - t, s.Wo - ox);
+          const int64_t iy = oy * stride - pad.top + i;
+          if (iy >= 0 && iy < s.H) {
+            int64_t base, lo, hi;
+            tap_columns(ox, len, j, stride, pad.left, s.W, base, lo, hi);
+            float* row = plane + iy * s.W;
+            const float* g = d + t;
+            if (stride == 1) {
+              for (int64_t u = lo; u < hi; ++u) row[base + u] += g[u];
+            } else {
+              for (int64_t u = lo; u < hi; ++u) row[base + u * stride] += g[u];
+            }
+          }
+          t += len, p += len;
         }
       }
     }
@@ -276,13 +313,33 @@ inline Tensor conv2d_backward(const Tensor& x, const Tensor& weight, const Tenso
   }
   Tensor dx(x.shape());  // zeros: col2im adds into it
   const float* w = weight.data();
-  const int64_t chunk = std::clamp<int64_t>(detail::kConvBackwardChunk / int64_t(sizeof(float) * s.K), 16, s.P);
+  const int64_t chunk_cols = detail::kConvBackwardChunk / int64_t(sizeof(float) * s.K);
+  const int64_t chunk = std::clamp<int64_t>(chunk_cols, 16, s.P);
+  const int64_t CHW = s.C * s.H * s.W;
+  // Images per GEMM: several when the batch has them and two or more fit a chunk's columns.
+  const int64_t group = std::min(s.B, chunk_cols / s.P);
+  if (group > 1) {  // whole images side by side: col [K, g P], dy gathered to [O, g P]
+    std::vector<float> col(size_t(s.K * group * s.P)), dcol(col.size()), dyg(size_t(s.O * group * s.P));
+    for (int64_t b0 = 0; b0 < s.B; b0 += group) {
+      const int64_t g = std::min(group, s.B - b0), n = g * s.P;
+      for (int64_t b = 0; b < g; ++b) {
+        detail::im2col_rows(s, x.data() + (b0 + b) * CHW, stride, pad, 0, s.P, col.data() + b * s.P, n);
+        for (int64_t o = 0; o < s.O; ++o)
+          std::copy_n(dy.data() + ((b0 + b) * s.O + o) * s.P, s.P, dyg.data() + o * n + b * s.P);
+      }
+      gemm(false, true, s.O, s.K, n, 1.0f, dyg.data(), n, col.data(), n, 1.0f, gw, s.K);     // gw[O, K] += dy col^T
+      gemm(true, false, s.K, n, s.O, 1.0f, w, s.K, dyg.data(), n, 0.0f, dcol.data(), n);     // dcol[K, n] = W^T dy
+      for (int64_t b = 0; b < g; ++b)
+        detail::col2im_add(s, dcol.data() + b * s.P, stride, pad, 0, s.P, n, dx.data() + (b0 + b) * CHW);
+    }
+    return dx;
+  }
   std::vector<float> col, dcol;
   if (!s.pointwise) col.resize(size_t(s.K * chunk)), dcol.resize(size_t(s.K * chunk));
   for (int64_t b = 0; b < s.B; ++b) {
-    const float* xb = x.data() + b * s.C * s.H * s.W;  // [C, H, W]
-    const float* dyb = dy.data() + b * s.O * s.P;       // [O, P]
-    float* dxb = dx.data() + b * s.C * s.H * s.W;       // [C, H, W]
+    const float* xb = x.data() + b * CHW;          // [C, H, W]
+    const float* dyb = dy.data() + b * s.O * s.P;  // [O, P]
+    float* dxb = dx.data() + b * CHW;              // [C, H, W]
     if (s.pointwise) {  // x itself is col [C, P]
       gemm(false, true, s.O, s.C, s.P, 1.0f, dyb, s.P, xb, s.P, 1.0f, gw, s.C);     // gw[O, C] += dy x^T
       gemm(true, false, s.C, s.P, s.O, 1.0f, w, s.C, dyb, s.P, 0.0f, dxb, s.P);     // dx[C, P] = W^T dy
@@ -290,10 +347,10 @@ inline Tensor conv2d_backward(const Tensor& x, const Tensor& weight, const Tenso
     }
     for (int64_t p0 = 0; p0 < s.P; p0 += chunk) {
       const int64_t n = std::min(chunk, s.P - p0);
-      detail::im2col_rows(s, xb, stride, pad, p0, n, col.data());                           // col[K, n]
+      detail::im2col_rows(s, xb, stride, pad, p0, n, col.data(), n);                         // col[K, n]
       gemm(false, true, s.O, s.K, n, 1.0f, dyb + p0, s.P, col.data(), n, 1.0f, gw, s.K);     // gw[O, K] += dy col^T
       gemm(true, false, s.K, n, s.O, 1.0f, w, s.K, dyb + p0, s.P, 0.0f, dcol.data(), n);     // dcol[K, n] = W^T dy
-      detail::col2im_add(s, dcol.data(), stride, pad, p0, n, dxb);
+      detail::col2im_add(s, dcol.data(), stride, pad, p0, n, n, dxb);
     }
   }
   return dx;
