@@ -31,121 +31,21 @@
 // The counts are printed at start-up.
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
-#include <ctime>
-
 #include <cstdio>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
 
-#include "ldm/core/memory.hpp"
+#include "bench_common.hpp"
 #include "ldm/core/synth.hpp"
 #include "ldm/core/weights.hpp"
-#include "ldm/models/clip_text.hpp"
-#include "ldm/models/unet.hpp"
-#include "ldm/models/vae.hpp"
 
 using namespace ldm;
+using namespace ldm::bench;
 
 namespace {
 
-// ---- FLOP counts from the configs (2 per multiply-add)
-
-double conv_flops(int64_t B, int64_t C, int64_t O, int64_t H, int64_t W, int64_t k) {
-  return 2.0 * double(B * O * H * W) * double(C * k * k);
-}
-double linear_flops(int64_t M, int64_t K, int64_t N) { return 2.0 * double(M) * double(K) * double(N); }
-
-// U-Net forward at batch B, S x S latents, L context tokens (SD1.5 block layout from the config).
-double flops_unet(const UNetConfig& c, int64_t B, int64_t S, int64_t L) {
-  const int64_t T = c.time_embed_dim(), X = c.cross_attention_dim;
-  const auto& ch = c.block_out_channels;
-  const int64_t n = c.num_blocks();
-  auto resnet = [&](int64_t in, int64_t out, int64_t s) {
-    double f = conv_flops(B, in, out, s, s, 3) + conv_flops(B, out, out, s, s, 3) + linear_flops(B, T, out);
-    return in != out ? f + conv_flops(B, in, out, s, s, 1) : f;
-  };
-  auto transformer = [&](int64_t C, int64_t s) {  // proj_in/out 1x1, self-attn, cross-attn, GEGLU FF
-    const int64_t N = s * s;
-    double f = 2 * conv_flops(B, C, C, s, s, 1);
-    f += 4 * linear_flops(B * N, C, C) + 4.0 * double(B * N) * double(N * C);
-    f += 2 * linear_flops(B * N, C, C) + 2 * linear_flops(B * L, X, C) + 4.0 * double(B * N) * double(L * C);
-    f += linear_flops(B * N, C, 8 * C) + linear_flops(B * N, 4 * C, C);
-    return f;
-  };
-  double f = conv_flops(B, c.in_channels, ch[0], S, S, 3) + linear_flops(B, ch[0], T) + linear_flops(B, T, T);
-  int64_t s = S, prev = ch[0];
-  for (int64_t i = 0; i < n; ++i) {
-    const bool attn = c.down_block_types[size_t(i)] == "CrossAttnDownBlock2D";
-    for (int64_t j = 0; j < c.layers_per_block[size_t(i)]; ++j) {
-      f += resnet(j == 0 ? prev : ch[size_t(i)], ch[size_t(i)], s);
-      if (attn) f += transformer(ch[size_t(i)], s);
-    }
-    prev = ch[size_t(i)];
-    if (i < n - 1) f += conv_flops(B, prev, prev, s / 2, s / 2, 3), s /= 2;
-  }
-  f += 2 * resnet(ch.back(), ch.back(), s) + transformer(ch.back(), s);
-  for (int64_t i = 0; i < n; ++i) {
-    const size_t r = size_t(n - 1 - i);
-    const int64_t in = ch[r == 0 ? 0 : r - 1], out = ch[r], prev_out = ch[std::min(r + 1, size_t(n - 1))];
-    const bool attn = c.up_block_types[size_t(i)] == "CrossAttnUpBlock2D";
-    const int64_t layers = c.layers_per_block[r] + 1;
-    for (int64_t j = 0; j < layers; ++j) {
-      f += resnet((j == 0 ? prev_out : out) + (j == layers - 1 ? in : out), out, s);
-      if (attn) f += transformer(out, s);
-    }
-    if (i < n - 1) s *= 2, f += conv_flops(B, out, out, s, s, 3);
-  }
-  return f + conv_flops(B, ch[0], c.out_channels, S, S, 3);
-}
-
-// VAE decode of one latent s x s -> image 8s x 8s.
-double flops_vae_decode(const VAEConfig& c, int64_t s) {
-  std::vector<int64_t> rev(c.block_out_channels.rbegin(), c.block_out_channels.rend());
-  auto resnet = [&](int64_t in, int64_t out, int64_t h) {
-    double f = conv_flops(1, in, out, h, h, 3) + conv_flops(1, out, out, h, h, 3);
-    return in != out ? f + conv_flops(1, in, out, h, h, 1) : f;
-  };
-  const int64_t N = s * s, C = rev[0];
-  double f = conv_flops(1, c.latent_channels, c.latent_channels, s, s, 1)  // post_quant_conv
-             + conv_flops(1, c.latent_channels, C, s, s, 3);               // conv_in
-  f += 2 * resnet(C, C, s) + 4 * linear_flops(N, C, C) + 4.0 * double(N) * double(N * C);  // mid block
-  for (size_t i = 0; i < rev.size(); ++i) {
-    for (int64_t j = 0; j <= c.layers_per_block; ++j) f += resnet(j == 0 ? rev[i == 0 ? 0 : i - 1] : rev[i], rev[i], s);
-    if (i + 1 < rev.size()) s *= 2, f += conv_flops(1, rev[i], rev[i], s, s, 3);
-  }
-  return f + conv_flops(1, rev.back(), c.out_channels, s, s, 3);
-}
-
-double flops_clip(const CLIPTextConfig& c, int64_t B, int64_t L) {
-  const int64_t D = c.hidden_size, M = B * L;
-  const double layer = 4 * linear_flops(M, D, D) + 4.0 * double(B * L) * double(L * D) +
-                       linear_flops(M, D, c.intermediate_size) + linear_flops(M, c.intermediate_size, D);
-  return double(c.num_hidden_layers) * layer;
-}
-
 constexpr double kUNetIssueFlops = 1.68e12;  // the issue's count for one CFG step
-
-// ---- memory
-
-// Resets the peak-RSS high-water mark (Linux >= 4.0); false where /proc is not writable.
-bool reset_peak_rss() {
-  std::ofstream f("/proc/self/clear_refs");
-  if (!f) return false;
-  f << "5";
-  return bool(f.flush());
-}
-
-// VmHWM in bytes since the last reset, or -1.
-double peak_rss_since_reset_bytes() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) * 1024.0;  // "VmHWM:  123 kB"
-  return -1.0;
-}
 
 // ---- one model alive at a time, loaded on first use and kept across the repetitions
 
@@ -166,22 +66,13 @@ const M& model(const std::string& name, const std::function<void(M&)>& load) {
 }
 
 // Times f once per iteration (Iterations(1)), reporting GFLOP/s and the peak RSS of the run.
-double seconds(clockid_t clock) {
-  timespec t{};
-  clock_gettime(clock, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
-
 template <typename F>
 void timed(benchmark::State& state, double flops, F f) {
-  double load1 = -1.0;
-  getloadavg(&load1, 1);
+  const MachineShare share;
   const bool reset = reset_peak_rss();
-  const double c0 = seconds(CLOCK_PROCESS_CPUTIME_ID), w0 = seconds(CLOCK_MONOTONIC);
   for (auto _ : state) benchmark::DoNotOptimize(f().data());
-  state.counters["cores"] = (seconds(CLOCK_PROCESS_CPUTIME_ID) - c0) / (seconds(CLOCK_MONOTONIC) - w0);
-  state.counters["load1"] = load1;
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
+  share.report(state);
+  state.counters["GFLOP/s"] = gflops_rate(flops, state);
   state.counters["peak_RSS_GB"] = (reset ? peak_rss_since_reset_bytes() : ldm::peak_rss_bytes()) / 1e9;
   state.counters["maxrss_GB"] = ldm::peak_rss_bytes() / 1e9;
 }

@@ -9,7 +9,9 @@
 // repetitions and reports their mean, median, standard deviation and coefficient of
 // variation; docs/performance.md quotes the median. FLOPs counted: 2*M*N*K for a GEMM,
 // 2*B*O*Ho*Wo*C*kh*kw for a convolution, 4*B*Lq*Lk*D for attention (Q K^T and P V), and
-// ~8 per element for GroupNorm (shown as GB/s of input+output instead, it is memory-bound).
+// ~8 per element for GroupNorm (shown as GB/s of input+output instead, it is memory-bound);
+// a backward (Linear, Conv2d) counts twice its forward's: the dX and the dW GEMMs.
+//   build/bench/bench_ops --benchmark_filter='BM_Conv2d|BM_Linear'   # the backwards beside the forwards
 // docs/performance.md has the figures and the OpenBLAS / PyTorch comparison.
 #include <benchmark/benchmark.h>
 
@@ -91,6 +93,36 @@ void BM_Conv2d(benchmark::State& state) {
   set_flops(state, 2.0 * B * O * S * S * C * k * k);
 }
 
+// The backward of Linear: dX = dY W and dW += dY^T X (two GEMMs of the forward's size) plus
+// db; FLOPs 2x the forward's, 4*M*N*K.
+void BM_LinearBackward(benchmark::State& state) {
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  Linear lin;
+  lin.in_features = K;
+  lin.out_features = N;
+  lin.weight = random_tensor({N, K}, 0.05f, 1);
+  lin.bias = random_tensor({N}, 0.05f, 2);
+  Tensor x = random_tensor({M, K}), dy = random_tensor({M, N}, 1.0f, 3);
+  benchmark::DoNotOptimize(lin.backward(x, dy).data());  // allocates the weight's gradient
+  for (auto _ : state) benchmark::DoNotOptimize(lin.backward(x, dy).data());
+  set_flops(state, 4.0 * M * N * K);
+}
+
+// The backward of Conv2d [2, C, S, S] -> [2, O, S, S] (any forward algorithm: the backward is
+// the direct convolution's, nn/conv2d.hpp): dW += dY col^T and dcol = W^T dY folded back to dX,
+// two GEMMs the size of the direct forward's, plus db; FLOPs 2x the direct forward's.
+void BM_Conv2dBackward(benchmark::State& state) {
+  const int64_t C = state.range(0), O = state.range(1), S = state.range(2), k = state.range(3), B = 2;
+  Conv2d conv;
+  conv.weight = random_tensor({O, C, k, k}, 0.05f, 1);
+  conv.bias = random_tensor({O}, 0.05f, 2);
+  conv.padding = Padding::same(int(k / 2));
+  Tensor x = random_tensor({B, C, S, S}), dy = random_tensor({B, O, S, S}, 1.0f, 3);
+  benchmark::DoNotOptimize(conv.backward(x, dy).data());  // allocates the weight's gradient
+  for (auto _ : state) benchmark::DoNotOptimize(conv.backward(x, dy).data());
+  set_flops(state, 4.0 * B * O * S * S * C * k * k);
+}
+
 // GroupNorm(32) + SiLU on [2, C, S, S]; memory-bound, so GB/s of input read + output written.
 void BM_GroupNormSiLU(benchmark::State& state) {
   const int64_t C = state.range(0), S = state.range(1), B = 2;
@@ -131,7 +163,18 @@ void TransformerShapes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_Gemm)->Apply(TransformerShapes);
 BENCHMARK(BM_GemmEigen)->Apply(TransformerShapes);
-BENCHMARK(BM_Linear)->Apply(Common)->ArgNames({"M", "N", "K"})->Args({8192, 320, 320})->Args({8192, 2560, 320});
+BENCHMARK(BM_Linear)
+    ->Apply(Common)
+    ->ArgNames({"M", "N", "K"})
+    ->Args({8192, 320, 320})
+    ->Args({8192, 2560, 320})
+    ->Args({2048, 5120, 640});
+BENCHMARK(BM_LinearBackward)
+    ->Apply(Common)
+    ->ArgNames({"M", "N", "K"})
+    ->Args({8192, 320, 320})
+    ->Args({8192, 2560, 320})
+    ->Args({2048, 5120, 640});
 
 // 3x3 convolutions of the resnets at each level by each algorithm (where one does not fit, it
 // runs the next: conv2d.hpp), and the 1x1 proj_in / shortcut (always direct).
@@ -144,6 +187,17 @@ void ConvShapes(benchmark::internal::Benchmark* b) {
   b->Args({320, 320, 64, 1, 0})->Args({640, 640, 32, 1, 0});
 }
 BENCHMARK(BM_Conv2d)->Apply(ConvShapes);
+
+// The backward at the forward's shapes: 3x3 at each level, the 1x1 proj_in / shortcut.
+BENCHMARK(BM_Conv2dBackward)
+    ->Apply(Common)
+    ->ArgNames({"C", "O", "S", "k"})
+    ->Args({320, 320, 64, 3})
+    ->Args({640, 640, 32, 3})
+    ->Args({1280, 1280, 16, 3})
+    ->Args({1280, 1280, 8, 3})
+    ->Args({320, 320, 64, 1})
+    ->Args({640, 640, 32, 1});
 
 BENCHMARK(BM_GroupNormSiLU)
     ->Apply(Common)
