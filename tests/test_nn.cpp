@@ -271,7 +271,11 @@ TEST_CASE("nn: ConvAlgo picks the algorithm where it fits, by one rule") {
            Case{"64 -> 64, 34x96", {1, 64, 34, 96}, {64, 64, 3, 3}, 1, A::f23, A::f23, A::direct, A::f23, A::f23},
            Case{"64 -> 64, 30x30", {1, 64, 30, 30}, {64, 64, 3, 3}, 1, A::direct, A::direct, A::direct, A::direct,
                 A::direct},
-           Case{"32 -> 64, 32x32 (few channels)", {1, 32, 32, 32}, {64, 32, 3, 3}, 1, A::direct, A::direct, A::direct,
+           // Winograd from kWinogradMinChannels (32) input and output channels.
+           Case{"32 -> 64, 32x32", {1, 32, 32, 32}, {64, 32, 3, 3}, 1, A::f23, A::f43, A::direct, A::f23, A::f43},
+           Case{"16 -> 64, 32x32 (few channels)", {1, 16, 32, 32}, {64, 16, 3, 3}, 1, A::direct, A::direct, A::direct,
+                A::direct, A::direct},
+           Case{"64 -> 16, 32x32 (few channels)", {1, 64, 32, 32}, {16, 64, 3, 3}, 1, A::direct, A::direct, A::direct,
                 A::direct, A::direct},
            Case{"64 -> 64, 32x32, stride 2", {1, 64, 32, 32}, {64, 64, 3, 3}, 2, A::direct, A::direct, A::direct,
                 A::direct, A::direct},
