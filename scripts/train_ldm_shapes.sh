@@ -6,6 +6,7 @@
 #   3. the run's configs, tokenizer and fp16 weights copied into the model folder.
 #
 #   scripts/train_ldm_shapes.sh [RUN_DIR] [MODEL_DIR]     (defaults: runs/ldm-shapes, models/ldm-shapes)
+#   REUSE_VAE=1 scripts/train_ldm_shapes.sh                 (the U-Net stage only, on the committed VAE)
 #
 # Everything is seeded: the same machine gives the same weights. Progress, loss curves
 # (RUN/train/*_loss.png) and sample grids (RUN/train/*_samples_*.png) appear as it runs;
@@ -26,6 +27,11 @@ if [[ -z ${RESUME:-} ]]; then
   cp -r configs/ldm-shapes "$run"
 fi
 
+# REUSE_VAE=1: start from the committed VAE (models/ldm-shapes/vae, trained by this script's first
+# stage, PSNR 32.5 dB) and train only the U-Net and text encoder.
+if [[ -n ${REUSE_VAE:-} && -z ${RESUME:-} ]]; then
+  cp "$model/vae/config.json" "$model/vae/diffusion_pytorch_model.safetensors" "$run/vae/"
+fi
 if [[ ! -f $run/vae/diffusion_pytorch_model.safetensors ]]; then
   "$ldm" train vae --run "$run" --seed 1 --steps "${VAE_STEPS:-1500}" --batch 32 --lr 1e-3 --warmup 100 \
     --sample-every 250 --checkpoint-every 250 "${resume[@]}"
