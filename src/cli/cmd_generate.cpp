@@ -167,8 +167,9 @@ void run_generate(Options o) {
               "': tensor 'latents' holds NaN or infinite values");
   }
 
-  std::fprintf(stderr, "seed: %llu, model %s, %dx%d, %s, %d steps, guidance %g\n", static_cast<unsigned long long>(seed),
-               o.model.c_str(), o.width, o.height, o.scheduler.c_str(), o.steps, double(o.guidance));
+  std::fprintf(stderr, "seed: %llu\n", static_cast<unsigned long long>(seed));
+  std::fprintf(stderr, "model %s: %dx%d, %s, %d steps, guidance %g\n", o.model.c_str(), o.width, o.height,
+               o.scheduler.c_str(), o.steps, double(o.guidance));
 
   StableDiffusion sd = load_stable_diffusion(files, lo);
   if (o.karras) sd.scheduler_config.use_karras_sigmas = true;
