@@ -1,11 +1,13 @@
 // What the model benchmarks (bench_models.cpp, bench_train.cpp) share: FLOP counts of the SD1.5
-// models from their configs, the peak-RSS reset and read, and the "cores" / "load1" counters
+// models from their configs, the peak-RSS reset and read, the --conv= option, and the "cores" / "load1" counters
 // that say how much of the shared 2-core machine a repetition got.
 #pragma once
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "ldm/core/memory.hpp"
+#include "ldm/nn/conv_algo.hpp"
 #include "ldm/models/clip_text.hpp"
 #include "ldm/models/unet.hpp"
 #include "ldm/models/vae.hpp"
@@ -169,6 +172,27 @@ struct MachineShare {
 // GFLOP/s of `flops` per iteration over the benchmark's (real or manual) time.
 inline benchmark::Counter gflops_rate(double flops, const benchmark::State& state) {
   return benchmark::Counter(flops * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+// Takes our own --conv=NAME out of argv (before Google Benchmark reads the rest) into `conv`.
+// False, with the message printed, for an unknown algorithm name.
+inline bool take_conv_option(int& argc, char** argv, ConvAlgo& conv, const char* program) {
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--conv=", 0) != 0) {
+      argv[kept++] = argv[i];
+      continue;
+    }
+    try {
+      conv = parse_conv_algo(a.substr(7));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: %s\n", program, e.what());
+      return false;
+    }
+  }
+  argc = kept;
+  return true;
 }
 
 }  // namespace ldm::bench

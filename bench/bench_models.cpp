@@ -137,22 +137,7 @@ BENCHMARK(BM_CLIPText)->Apply(configure)->Unit(benchmark::kMillisecond);
 }  // namespace
 
 int main(int argc, char** argv) {
-  // --conv=NAME (ours, taken out before Google Benchmark reads the rest)
-  int kept = 1;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a.rfind("--conv=", 0) == 0) {
-      try {
-        g_conv = parse_conv_algo(a.substr(7));
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "bench_models: %s\n", e.what());
-        return 1;
-      }
-    } else {
-      argv[kept++] = argv[i];
-    }
-  }
-  argc = kept;
+  if (!take_conv_option(argc, argv, g_conv, "bench_models")) return 1;
   std::printf("convolutions: --conv=%s\n", conv_algo_name(g_conv));
   std::printf("FLOPs counted (2 per multiply-add):\n");
   std::printf("  U-Net CFG step, batch 2, 64x64, 77 tokens: %.4g TFLOP (this count), %.4g TFLOP (issue; used)\n",

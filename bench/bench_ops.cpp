@@ -63,14 +63,29 @@ void BM_GemmEigen(benchmark::State& state) {
   set_flops(state, 2.0 * M * N * K);
 }
 
-// Linear with bias: [M, K] -> [M, N].
-void BM_Linear(benchmark::State& state) {
-  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+// The layers the forward and backward cases share: Linear K -> N with bias, and Conv2d C -> O,
+// kernel k, stride 1, "same" padding, with bias.
+Linear make_linear(int64_t K, int64_t N) {
   Linear lin;
   lin.in_features = K;
   lin.out_features = N;
   lin.weight = random_tensor({N, K}, 0.05f, 1);
   lin.bias = random_tensor({N}, 0.05f, 2);
+  return lin;
+}
+
+Conv2d make_conv(int64_t C, int64_t O, int64_t k) {
+  Conv2d conv;
+  conv.weight = random_tensor({O, C, k, k}, 0.05f, 1);
+  conv.bias = random_tensor({O}, 0.05f, 2);
+  conv.padding = Padding::same(int(k / 2));
+  return conv;
+}
+
+// Linear with bias: [M, K] -> [M, N].
+void BM_Linear(benchmark::State& state) {
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  Linear lin = make_linear(K, N);
   Tensor x = random_tensor({M, K});
   for (auto _ : state) benchmark::DoNotOptimize(lin.forward(x).data());
   set_flops(state, 2.0 * M * N * K);
@@ -81,10 +96,7 @@ void BM_Linear(benchmark::State& state) {
 // made before the timing, as a model's layer keeps them. FLOPs are the direct convolution's.
 void BM_Conv2d(benchmark::State& state) {
   const int64_t C = state.range(0), O = state.range(1), S = state.range(2), k = state.range(3), B = 2;
-  Conv2d conv;
-  conv.weight = random_tensor({O, C, k, k}, 0.05f, 1);
-  conv.bias = random_tensor({O}, 0.05f, 2);
-  conv.padding = Padding::same(int(k / 2));
+  Conv2d conv = make_conv(C, O, k);
   conv.algo = ConvAlgo(state.range(4));
   state.SetLabel(conv_algo_name(conv.algo));
   Tensor x = random_tensor({B, C, S, S});
@@ -97,26 +109,20 @@ void BM_Conv2d(benchmark::State& state) {
 // db; FLOPs 2x the forward's, 4*M*N*K.
 void BM_LinearBackward(benchmark::State& state) {
   const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
-  Linear lin;
-  lin.in_features = K;
-  lin.out_features = N;
-  lin.weight = random_tensor({N, K}, 0.05f, 1);
-  lin.bias = random_tensor({N}, 0.05f, 2);
+  Linear lin = make_linear(K, N);
   Tensor x = random_tensor({M, K}), dy = random_tensor({M, N}, 1.0f, 3);
   benchmark::DoNotOptimize(lin.backward(x, dy).data());  // allocates the weight's gradient
   for (auto _ : state) benchmark::DoNotOptimize(lin.backward(x, dy).data());
   set_flops(state, 4.0 * M * N * K);
 }
 
-// The backward of Conv2d [2, C, S, S] -> [2, O, S, S] (any forward algorithm: the backward is
-// the direct convolution's, nn/conv2d.hpp): dW += dY col^T and dcol = W^T dY folded back to dX,
-// two GEMMs the size of the direct forward's, plus db; FLOPs 2x the direct forward's.
+// The backward of Conv2d [2, C, S, S] -> [2, O, S, S] (nn/conv2d.hpp): dW += dY col^T (im2col +
+// GEMM) and dX (for a 3x3, stride 1, padding 1: the forward convolution of dY with the flipped,
+// transposed weight, by the forward's algorithm rule; otherwise dcol = W^T dY folded back),
+// plus db; FLOPs 2x the direct forward's.
 void BM_Conv2dBackward(benchmark::State& state) {
   const int64_t C = state.range(0), O = state.range(1), S = state.range(2), k = state.range(3), B = 2;
-  Conv2d conv;
-  conv.weight = random_tensor({O, C, k, k}, 0.05f, 1);
-  conv.bias = random_tensor({O}, 0.05f, 2);
-  conv.padding = Padding::same(int(k / 2));
+  Conv2d conv = make_conv(C, O, k);
   Tensor x = random_tensor({B, C, S, S}), dy = random_tensor({B, O, S, S}, 1.0f, 3);
   benchmark::DoNotOptimize(conv.backward(x, dy).data());  // allocates the weight's gradient
   for (auto _ : state) benchmark::DoNotOptimize(conv.backward(x, dy).data());

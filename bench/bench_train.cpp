@@ -555,23 +555,8 @@ int main(int argc, char** argv) {
   register_case(std::make_unique<CLIPCase>("clip_small", clip_small_config(), 64, false));
   register_case(std::make_unique<CLIPCase>("clip_sd15", CLIPTextConfig{}, 1, true));
 
-  // --conv=NAME (ours, taken out before Google Benchmark reads the rest)
-  int kept = 1;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a.rfind("--conv=", 0) == 0) {
-      try {
-        g_conv = parse_conv_algo(a.substr(7));
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "bench_train: %s\n", e.what());
-        return 1;
-      }
-    } else {
-      argv[kept++] = argv[i];
-    }
-  }
-  argc = kept;
-  std::printf("forward convolutions: --conv=%s (the backward's are direct GEMMs whatever the forward's)\n",
+  if (!take_conv_option(argc, argv, g_conv, "bench_train")) return 1;
+  std::printf("forward convolutions: --conv=%s (a 3x3 backward's dX follows the forward's rule; dW is im2col + GEMM)\n",
               conv_algo_name(g_conv));
   std::printf("forward FLOPs counted (2 per multiply-add; a backward counts twice these):\n");
   for (const auto& c : g_cases) std::printf("  %-18s %10.4g GFLOP\n", c->name.c_str(), c->flops * 1e-9);

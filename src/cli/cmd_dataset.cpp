@@ -4,7 +4,6 @@
 // against the captions they were drawn or generated from: per-attribute accuracy and confusion
 // tables, the prompt-adherence measure of a model trained on the dataset.
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -20,6 +19,7 @@
 #include "ldm/data/shapes.hpp"
 #include "ldm/data/shapes_analyser.hpp"
 #include "output_path.hpp"
+#include "seed_option.hpp"
 
 namespace ldm::cli {
 namespace {
@@ -40,15 +40,6 @@ struct AnalyseOptions {
   std::string input, captions, confusion_png;
   int mismatches = 10;
 };
-
-uint64_t parse_seed(const std::string& text) {
-  uint64_t seed = 0;
-  const char* end = text.data() + text.size();
-  const auto [stop, ec] = std::from_chars(text.data(), end, seed);
-  LDM_CHECK(!text.empty() && ec == std::errc() && stop == end,
-            "--seed must be an integer from 0 to 18446744073709551615, got '", text, "'");
-  return seed;
-}
 
 // 000000.png, 000001.png, ...: six digits, more when the count needs them.
 std::string file_name(int64_t index, int64_t count) {
@@ -72,7 +63,7 @@ void make_output_folder(const std::string& dir) {
 }
 
 void run_shapes(const ShapesOptions& o) {
-  const uint64_t seed = parse_seed(o.seed);
+  const uint64_t seed = parse_seed(o.seed, /*allow_random=*/false);
   make_output_folder(o.output);
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::string> captions(size_t(o.count)), full(size_t(o.count));

@@ -5,10 +5,8 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
-#include <random>
 #include <sstream>
 #include <utility>
 
@@ -20,6 +18,7 @@
 #include "ldm/pipeline.hpp"
 #include "output_path.hpp"
 #include "progress.hpp"
+#include "seed_option.hpp"
 #ifdef LDM_WITH_CUDA
 #include "ldm/cuda/device_tensor.hpp"
 #endif
@@ -70,21 +69,6 @@ std::string parameters_text(const Options& o, uint64_t seed, int64_t index, int6
   return s.str();
 }
 
-// "-1" is a random seed, as in Stable Diffusion web UIs; anything else an integer the
-// generators take, [0, 2^64 - 1], refused (not wrapped) outside it.
-uint64_t parse_seed(const std::string& text) {
-  if (text == "-1") {
-    std::random_device rd;
-    return uint64_t(rd()) << 32 | uint64_t(rd());
-  }
-  uint64_t seed = 0;
-  const char* end = text.data() + text.size();
-  const auto [stop, ec] = std::from_chars(text.data(), end, seed);
-  LDM_CHECK(!text.empty() && ec == std::errc() && stop == end,
-            "--seed must be -1 (a random seed) or an integer from 0 to 18446744073709551615, got '", text, "'");
-  return seed;
-}
-
 // CLI11's Range lets NaN through (every comparison with NaN is false): numbers are checked here.
 void check_number(const char* option, double value, double lo, double hi) {
   LDM_CHECK(std::isfinite(value) && value >= lo && value <= hi, option, " must be a number from ", lo, " to ", hi,
@@ -104,7 +88,7 @@ void run_generate(Options o) {
   LDM_CHECK(std::isfinite(o.strength) && o.strength > 0.0f && o.strength <= 1.0f, "--strength must be in (0, 1], got ",
             o.strength);
   check_number("--threads", o.threads, 0, 1024);
-  const uint64_t seed = parse_seed(o.seed);
+  const uint64_t seed = parse_seed(o.seed, /*allow_random=*/true);
   check_output_path(o.output, "--output");
   if (!o.output_tensors.empty()) check_output_path(o.output_tensors, "--output-tensors");
   LoadOptions lo;

@@ -43,6 +43,9 @@ inline nlohmann::json run_config(const std::string& run, const std::string& part
   return read_json_file(path, part + " config");
 }
 
+// --dtype of the final weights ("fp16" or "fp32", checked by CLI11) as the writer's DType.
+inline DType weights_dtype(const std::string& name) { return name == "fp16" ? DType::F16 : DType::F32; }
+
 // The parameters as a weights file of the part (diffusers names), in `dtype` (F32 or F16).
 inline void save_weights(const std::string& path, const std::vector<Parameter>& params, DType dtype,
                          const std::string& strip_prefix = "") {

@@ -196,7 +196,7 @@ void run_train_vae(const TrainVAEOptions& o) {
     f << out.dump(2) << "\n";
     LDM_CHECK(f.good(), "cannot write '", o.run, "/vae/config.json'");
   }
-  save_weights(weights, params, o.dtype == "fp16" ? DType::F16 : DType::F32);
+  save_weights(weights, params, weights_dtype(o.dtype));
   std::fprintf(stderr, "vae: PSNR %.2f dB on %lld held-out images; latent std %.4f -> scaling_factor %.5f; wrote %s\n",
                e.psnr, (long long)o.eval_images, e.latent_std, 1.0 / e.latent_std, weights.c_str());
 }
