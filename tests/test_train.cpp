@@ -14,6 +14,7 @@
 #include "ldm/train/data_order.hpp"
 #include "ldm/train/ema.hpp"
 #include "ldm/train/lr_schedule.hpp"
+#include "ldm/train/timestep_bias.hpp"
 #include "reference.hpp"
 #include "tmp_path.hpp"
 
@@ -152,6 +153,50 @@ TEST_CASE("EMA follows diffusers' EMAModel decay and copies to the model", "[tra
     Tensor other({3}), og;
     REQUIRE_THROWS_WITH(ema.copy_to({{"missing", &other, &og}}), Contains("missing"));
   }
+}
+
+TEST_CASE("timestep bias: diffusers' generate_timestep_weights, and draws that follow them", "[train][timesteps]") {
+  // none: uniform
+  const std::vector<double> u = TimestepBias{}.weights(1000);
+  CHECK(u[0] == Approx(1e-3));
+  CHECK(u[999] == Approx(1e-3));
+  // later, x3 on the last 25%: 750 ones and 250 threes, sum 1500
+  TimestepBias later;
+  later.strategy = "later";
+  later.multiplier = 3.0;
+  const std::vector<double> w = later.weights(1000);
+  CHECK(w[749] == Approx(1.0 / 1500));
+  CHECK(w[750] == Approx(3.0 / 1500));
+  CHECK(w[999] == Approx(3.0 / 1500));
+  // earlier, range
+  TimestepBias earlier = later;
+  earlier.strategy = "earlier";
+  CHECK(earlier.weights(1000)[249] == Approx(3.0 / 1500));
+  CHECK(earlier.weights(1000)[250] == Approx(1.0 / 1500));
+  TimestepBias range = later;
+  range.strategy = "range", range.begin = 100, range.end = 200;
+  CHECK(range.weights(1000)[99] == Approx(1.0 / 1200));
+  CHECK(range.weights(1000)[100] == Approx(3.0 / 1200));
+  CHECK(range.weights(1000)[200] == Approx(1.0 / 1200));
+  // the draws: the biased quarter holds 3/6 of the mass with multiplier 3
+  const TimestepSampler draw(w);
+  CHECK(draw(0.0) == 0);
+  CHECK(draw(0.999999999) == 999);
+  CHECK(draw(0.5 - 1e-9) == 749);
+  CHECK(draw(0.5 + 1e-9) == 750);
+  int late = 0;
+  for (int i = 0; i < 10000; ++i) late += draw((i + 0.5) / 10000.0) >= 750;
+  CHECK(late == 5000);
+  // bad settings are refused with the option's name
+  TimestepBias bad = later;
+  bad.multiplier = 0;
+  CHECK_THROWS_WITH(bad.weights(1000), Catch::Contains("--timestep-bias-multiplier must be positive"));
+  bad = range;
+  bad.end = 2000;
+  CHECK_THROWS_WITH(bad.weights(1000), Catch::Contains("--timestep-bias-begin/end must give 0 <= begin < end <= 1000"));
+  bad = later;
+  bad.strategy = "sooner";
+  CHECK_THROWS_WITH(bad.weights(1000), Catch::Contains("must be none, later, earlier or range"));
 }
 
 TEST_CASE("the data order is a seeded shuffle per epoch, a function of the step", "[train][data]") {

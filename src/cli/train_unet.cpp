@@ -36,6 +36,7 @@
 #include "ldm/train/ema.hpp"
 #include "ldm/train/init_weights.hpp"
 #include "ldm/train/lr_schedule.hpp"
+#include "ldm/train/timestep_bias.hpp"
 #include "train_common.hpp"
 #include "train_log.hpp"
 
@@ -48,6 +49,7 @@ struct TrainUNetOptions {
   int64_t latent_cache = 20000;  // pictures whose posteriors are cached
   double ema_decay = 0.999;
   double snr_gamma = 5.0;  // 0: plain MSE
+  TimestepBias timestep_bias;
   shapes::CaptionOptions captions;
   int sample_count = 16, sample_steps = 20;
   float sample_guidance = 5.0f;
@@ -200,6 +202,7 @@ void run_train_unet(const TrainUNetOptions& o) {
                (long long)op.batch, op.lr, scfg.prediction_type.c_str(), o.run.c_str());
   TrainLog log(train_dir, "unet", op.steps, step);
   const int64_t T = scfg.num_train_timesteps, L = tcfg.max_position_embeddings;
+  const TimestepSampler draw_timestep(o.timestep_bias.weights(int(T)));
 
   for (; step < op.steps; ++step) {
     const std::vector<int64_t> idx = order.batch(step, op.batch);
@@ -213,7 +216,7 @@ void run_train_unet(const TrainUNetOptions& o) {
     for (int64_t b = 0; b < B; ++b) {
       const int64_t k = step * op.batch + b;
       shapes::Rng tr = shapes::Rng::for_example(op.seed ^ kTimestepStream, k, 0);
-      const int t = tr.below(int(T));
+      const int t = o.timestep_bias.strategy == "none" ? tr.below(int(T)) : draw_timestep(tr.uniform());
       timesteps.push_back(float(t));
       const double abar = noise_schedule.alphas_cumprod(size_t(t)), snr = abar / (1.0 - abar);
       weights.push_back(o.snr_gamma > 0 ? float(std::min(snr, o.snr_gamma) / (v_prediction ? snr + 1.0 : snr)) : 1.0f);
@@ -277,7 +280,7 @@ void run_train_unet(const TrainUNetOptions& o) {
 
   // The EMA weights are the model.
   ema.copy_to(params);
-  const DType dtype = o.dtype == "fp16" ? DType::F16 : DType::F32;
+  const DType dtype = weights_dtype(o.dtype);
   save_weights(o.run + "/unet/diffusion_pytorch_model.safetensors", unet_params, dtype);
   save_weights(o.run + "/text_encoder/model.safetensors", text_params, dtype);
   std::fprintf(stderr, "unet: wrote %s/unet and %s/text_encoder (%s, EMA weights)\n", o.run.c_str(), o.run.c_str(),
@@ -303,6 +306,17 @@ void add_train_unet(CLI::App& train) {
   c->add_option("--snr-gamma", o.snr_gamma, "Min-SNR-gamma loss weighting (0: plain MSE)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1000.0));
+  c->add_option("--timestep-bias-strategy", o.timestep_bias.strategy,
+                "practise some noise levels more (diffusers' --timestep_bias_strategy): later = the noisiest")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "later", "earlier", "range"}));
+  c->add_option("--timestep-bias-multiplier", o.timestep_bias.multiplier, "weight of the biased timesteps")
+      ->capture_default_str();
+  c->add_option("--timestep-bias-portion", o.timestep_bias.portion, "later/earlier: the biased fraction of timesteps")
+      ->capture_default_str();
+  c->add_option("--timestep-bias-begin", o.timestep_bias.begin, "range: first biased timestep")->capture_default_str();
+  c->add_option("--timestep-bias-end", o.timestep_bias.end, "range: one past the last biased timestep")
+      ->capture_default_str();
   c->add_option("--ema-decay", o.ema_decay, "decay of the weights' exponential moving average")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
