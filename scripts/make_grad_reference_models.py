@@ -194,6 +194,17 @@ def models():
                  {"input_ids": torch.from_numpy(ids.astype(np.int64))},
                  lambda m, input_ids: {"last_hidden_state": m(input_ids).last_hidden_state}, prefix=prefix)
 
+    # Appended last, so that the random grad_out draws of the cases above stay as they were.
+    # SD2.x's Linear proj_in / proj_out (use_linear_projection): their gradients are [out, in].
+    name, cfg = "unet_linear", dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=[16, 32],
+                                    layers_per_block=1, down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+                                    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"], cross_attention_dim=24,
+                                    attention_head_dim=[2, 4], norm_num_groups=8, use_linear_projection=True)
+    add_case(name, {"class": "UNet2DConditionModel", "config": cfg}, UNet2DConditionModel(**cfg).float(),
+             {"sample": inp(f"input.{name}.sample", (2, 4, 8, 8)), "context": inp(f"input.{name}.context", (2, 5, 24)),
+              "timesteps": torch.tensor([50.0, 900.0], dtype=torch.float32)},
+             unet_call)
+
 
 SD15_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,

@@ -12,6 +12,8 @@
 #include "ldm/models/clip_text.hpp"
 #include "ldm/models/unet.hpp"
 #include "ldm/models/vae.hpp"
+#include "ldm/train/checkpoint.hpp"
+#include "tmp_path.hpp"
 
 using namespace ldm;
 using ldm::test::get;
@@ -44,14 +46,11 @@ nlohmann::json sd15_keys() {
   return nlohmann::json::parse(f).at("diffusers");
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 }  // namespace
 
 TEST_CASE("models backward: UNet2DConditionModel, one timestep per batch item", "[models][backward]") {
-  for (const std::string c : {"unet_tiny", "unet_b"}) {
+  // unet_linear: SD2.x's use_linear_projection, proj_in / proj_out gradients [out, in] as in its file
+  for (const std::string c : {"unet_tiny", "unet_b", "unet_linear"}) {
     auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(config(c)));
     const Tensor sample = get(c, "sample"), context = get(c, "context"), ts = get(c, "timesteps");
     const std::vector<float> t(ts.begin(), ts.end());
@@ -81,6 +80,38 @@ TEST_CASE("models backward: UNet2DConditionModel, one timestep per batch item", 
     std::printf("%s: forward %.4f s, forward saving activations %.4f s, backward %.4f s (%.2fx the forward)\n",
                 c.c_str(), t_inf, t_fwd, t_bwd, t_bwd / t_inf);
   }
+}
+
+TEST_CASE("models backward: a training checkpoint keeps a Linear proj_in in its checkpoint shape [out, in]",
+          "[models][backward][checkpoint]") {
+  const std::string c = "unet_linear", name = "down_blocks.0.attentions.0.proj_in.weight";
+  auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(config(c)));
+  std::vector<Parameter> params = parameters_of(unet);
+  AdamW opt;
+  EMAModel ema;
+  for (Parameter& p : params) p.grad->vec().setConstant(0.01f);
+  opt.step(params);
+  ema.step(params);
+  const Tensor before = params[0].value->clone();
+  test::TmpPath path("linear_projection_checkpoint.safetensors");
+  save_training_checkpoint(path, params, 1, opt, &ema, nullptr);
+  const SafeTensors f(path);
+  for (const std::string& key : {name, "adamw.m." + name, "ema." + name}) {
+    INFO(key);
+    CHECK(f.info(key).shape == Shape{16, 16});
+  }
+  AdamW opt2;
+  EMAModel ema2;
+  auto unet2 = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(config(c)));
+  std::vector<Parameter> params2 = parameters_of(unet2);
+  CHECK(load_training_checkpoint(path, params2, opt2, &ema2, nullptr) == 1);
+  for (size_t i = 0; i < params.size(); ++i) {
+    INFO(params[i].name);
+    REQUIRE(params2[i].value->shape() == params[i].value->shape());  // [16, 16, 1, 1] in use
+    CHECK(params2[i].value->vec() == params[i].value->vec());
+    CHECK(ema2.shadow_params.at(params[i].name).shape() == params[i].value->shape());
+  }
+  CHECK(before.vec() == params[0].value->vec());
 }
 
 TEST_CASE("models backward: a wrong gradient shape, and a second backward without a forward, are errors",

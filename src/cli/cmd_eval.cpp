@@ -159,7 +159,7 @@ Forward load_cpu(const std::string& component, const EvalInputs& x, const ModelF
 
 // Outputs plus grad.<name> of each parameter (its gradient after one backward from zero).
 void add_parameter_grads(Outputs& out, const std::vector<Parameter>& params) {
-  for (const Parameter& p : params) out.emplace_back("grad." + p.name, *p.grad);
+  for (const Parameter& p : params) out.emplace_back("grad." + p.name, p.as_stored(*p.grad));
 }
 
 // Loads the component on the CPU; returns its forward with saved activations, then its

@@ -101,7 +101,7 @@ void run_train_step(const TrainStepOptions& o) {
   out.add("loss", Tensor::full({1}, loss));
   out.add("noisy_latents", noisy);
   out.add("grad.context", g.context);
-  for (const Parameter& p : params) out.add("grad." + p.name, *p.grad);
+  for (const Parameter& p : params) out.add("grad." + p.name, p.as_stored(*p.grad));
   out.save(o.output);
   std::fprintf(stderr, "train-step (%s): loss %.6g; load %.1f s, forward and backward %.3f s, peak memory %.2f GB; wrote %s\n",
                sc.prediction_type.c_str(), double(loss), load_s, step_s, peak_rss_gb(), o.output.c_str());

@@ -53,7 +53,7 @@ inline void save_weights(const std::string& path, const std::vector<Parameter>& 
   for (const Parameter& p : params) {
     std::string name = p.name;
     if (!strip_prefix.empty() && name.rfind(strip_prefix, 0) == 0) name = name.substr(strip_prefix.size());
-    w.add(name, *p.value, dtype);
+    w.add(name, p.as_stored(*p.value), dtype);
   }
   w.save(path);
 }

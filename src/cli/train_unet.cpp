@@ -89,13 +89,13 @@ LatentCache encode_dataset(const AutoencoderKL& vae, uint64_t seed, int64_t n) {
   return c;
 }
 
-// A copy of a model with the EMA weights, for sampling (a fresh load: no kept Winograd transforms).
+// A copy of a model with the EMA weights of its `params`, for sampling (a fresh load from the
+// averages in their checkpoint shapes: no kept Winograd transforms).
 template <typename Model, typename Config>
-Model ema_copy(const EMAModel& ema, const std::string& prefix, const Config& cfg) {
+Model ema_copy(const EMAModel& ema, const std::vector<Parameter>& params, const std::string& prefix,
+               const Config& cfg) {
   std::map<std::string, Tensor> tensors;
-  for (const auto& kv : ema.shadow_params)
-    if (prefix.empty() ? kv.first.rfind("text_model.", 0) != 0 : kv.first.rfind(prefix + ".", 0) == 0)
-      tensors[kv.first] = kv.second;
+  for (const Parameter& p : params) tensors[p.name] = p.as_stored(ema.shadow_params.at(p.name));
   WeightStore w(std::make_shared<MapSource>(std::move(tensors)));
   Model m;
   m.load(w, prefix, cfg);
@@ -267,8 +267,8 @@ void run_train_unet(const TrainUNetOptions& o) {
     const bool last = step + 1 == op.steps;
     std::string extra;
     if ((step + 1) % op.sample_every == 0 || last) {
-      sd.unet = ema_copy<UNet2DConditionModel>(ema, "", ucfg);
-      sd.text_encoder = ema_copy<CLIPTextModel>(ema, "text_model", tcfg);
+      sd.unet = ema_copy<UNet2DConditionModel>(ema, unet_params, "", ucfg);
+      sd.text_encoder = ema_copy<CLIPTextModel>(ema, text_params, "text_model", tcfg);
       char name[64];
       std::snprintf(name, sizeof name, "/unet_samples_%06lld.png", (long long)(step + 1));
       extra = "samples: " + sample_grid(sd, o, train_dir + name);

@@ -16,6 +16,10 @@ struct Transformer2DModel {
   GroupNorm norm;
   Conv2d proj_in, proj_out;
   std::vector<BasicTransformerBlock> transformer_blocks;
+  // SD2.x: proj_in / proj_out are Linear layers in the checkpoint ([out, in]); a Linear over each
+  // pixel's channels is the same map as a 1x1 convolution, so they run as one
+  // (load_unet_transformer) and their parameters keep the checkpoint's 2-d shape.
+  bool use_linear_projection = false;
 
   void load(WeightStore& w, const std::string& prefix, int64_t in_channels, int64_t heads, int64_t dim_head,
             int64_t cross_attention_dim, int64_t groups = 32, int64_t num_layers = 1) {
@@ -70,10 +74,13 @@ struct Transformer2DModel {
 
   void parameters(const std::string& prefix, std::vector<Parameter>& out) {
     norm.parameters(join(prefix, "norm"), out);
-    proj_in.parameters(join(prefix, "proj_in"), out);
+    auto stored = [&](const Conv2d& c) {
+      return use_linear_projection ? Shape{c.weight.dim(0), c.weight.dim(1)} : Shape{};
+    };
+    proj_in.parameters(join(prefix, "proj_in"), out, stored(proj_in));
     for (size_t i = 0; i < transformer_blocks.size(); ++i)
       transformer_blocks[i].parameters(join(prefix, "transformer_blocks." + std::to_string(i)), out);
-    proj_out.parameters(join(prefix, "proj_out"), out);
+    proj_out.parameters(join(prefix, "proj_out"), out, stored(proj_out));
   }
 };
 

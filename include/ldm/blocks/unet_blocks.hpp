@@ -37,6 +37,7 @@ inline void load_unet_transformer(Transformer2DModel& m, WeightStore& w, const s
   LDM_CHECK(channels % a.heads == 0, "U-Net: ", channels, " channels do not split into ", a.heads,
             " attention heads (check attention_head_dim in the config)");
   const int64_t dim_head = channels / a.heads;
+  m.use_linear_projection = a.use_linear_projection;
   if (!a.use_linear_projection) {
     m.load(w, prefix, channels, a.heads, dim_head, a.cross_attention_dim, a.groups, a.transformer_layers);
     return;

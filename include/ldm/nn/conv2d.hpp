@@ -433,8 +433,10 @@ struct Conv2d {
 
   // weight, bias (when it has one), as load() reads them (train/parameter.hpp). Whoever changes
   // the weight in place other than after a backward (which drops it) must drop winograd_u too.
-  void parameters(const std::string& prefix, std::vector<Parameter>& out) {
-    add_parameter(out, join(prefix, "weight"), weight, grad_weight);
+  // `weight_stored`: the checkpoint's shape of the weight when not [O, C, kh, kw] (a Linear run
+  // as a 1x1 convolution is stored [O, C]).
+  void parameters(const std::string& prefix, std::vector<Parameter>& out, const Shape& weight_stored = {}) {
+    add_parameter(out, join(prefix, "weight"), weight, grad_weight, weight_stored);
     if (bias.defined()) add_parameter(out, join(prefix, "bias"), bias, grad_bias);
   }
 

@@ -66,12 +66,12 @@ inline void save_training_checkpoint(const std::string& path, const std::vector<
                                      const AdamW& optimizer, const EMAModel* ema, const LdmGenerator* rng) {
   using detail::exact_str;
   SafeTensorsWriter w;
-  for (const Parameter& p : params) w.add(p.name, *p.value);
+  for (const Parameter& p : params) w.add(p.name, p.as_stored(*p.value));
   for (const Parameter& p : params) {
     auto it = optimizer.state.find(p.name);
     if (it == optimizer.state.end()) continue;  // never updated: no gradient has reached it yet
-    w.add("adamw.m." + p.name, it->second.exp_avg);
-    w.add("adamw.v." + p.name, it->second.exp_avg_sq);
+    w.add("adamw.m." + p.name, p.as_stored(it->second.exp_avg));
+    w.add("adamw.v." + p.name, p.as_stored(it->second.exp_avg_sq));
     w.add_i64("adamw.step." + p.name, {1}, {it->second.step});
   }
   w.set_metadata("step", std::to_string(step));
@@ -83,7 +83,7 @@ inline void save_training_checkpoint(const std::string& path, const std::vector<
   if (ema) {
     for (const Parameter& p : params) {
       auto it = ema->shadow_params.find(p.name);
-      if (it != ema->shadow_params.end()) w.add("ema." + p.name, it->second);
+      if (it != ema->shadow_params.end()) w.add("ema." + p.name, p.as_stored(it->second));
     }
     w.set_metadata("ema.decay", exact_str(ema->decay));
     w.set_metadata("ema.min_decay", exact_str(ema->min_decay));
@@ -112,12 +112,14 @@ inline int64_t load_training_checkpoint(const std::string& path, const std::vect
   optimizer.eps = number("adamw.eps");
   optimizer.weight_decay = number("adamw.weight_decay");
   optimizer.state.clear();
+  // Stored in the checkpoint's shape (Parameter::stored), used in the value's.
+  auto load = [&](const Parameter& p, const std::string& name) {
+    return detail::load_shaped(f, name, p.checkpoint_shape()).reshape(p.value->shape());
+  };
   for (const Parameter& p : params) {
-    const Shape shape = p.value->shape();  // a copy: *p.value is replaced below
-    *p.value = detail::load_shaped(f, p.name, shape);
+    *p.value = load(p, p.name);
     if (!f.contains("adamw.step." + p.name)) continue;
-    optimizer.state[p.name] = {detail::load_shaped(f, "adamw.m." + p.name, shape),
-                               detail::load_shaped(f, "adamw.v." + p.name, shape),
+    optimizer.state[p.name] = {load(p, "adamw.m." + p.name), load(p, "adamw.v." + p.name),
                                f.load_i64("adamw.step." + p.name).at(0)};
   }
   if (ema) {
@@ -129,7 +131,7 @@ inline int64_t load_training_checkpoint(const std::string& path, const std::vect
     ema->shadow_params.clear();
     for (const Parameter& p : params) {
       if (f.contains("ema." + p.name))
-        ema->shadow_params[p.name] = detail::load_shaped(f, "ema." + p.name, p.value->shape());
+        ema->shadow_params[p.name] = load(p, "ema." + p.name);
     }
   }
   if (rng) {

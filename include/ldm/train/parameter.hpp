@@ -18,15 +18,27 @@ struct Parameter {
   std::string name;  // the diffusers key, e.g. "down_blocks.0.resnets.0.conv1.weight"
   Tensor* value;     // the weight the forward reads
   Tensor* grad;      // same shape; backward accumulates into it
+  // The checkpoint's shape where it differs from the value's, else empty: a Linear run as a 1x1
+  // convolution (SD2's use_linear_projection) is stored [O, C] and used [O, C, 1, 1].
+  Shape stored;
+
+  Shape checkpoint_shape() const { return stored.empty() ? value->shape() : stored; }
+  // The value, its gradient, an optimizer moment or an average, viewed in the checkpoint's shape
+  // (shares storage): what every file written under the parameter's name holds.
+  Tensor as_stored(const Tensor& t) const { return stored.empty() ? t : t.reshape(stored); }
 };
 
 // Appends (name, value, grad), allocating grad as zeros if no backward has reached it yet, so
-// that every Parameter an optimizer sees has a gradient of its value's shape.
-inline void add_parameter(std::vector<Parameter>& out, const std::string& name, Tensor& value, Tensor& grad) {
+// that every Parameter an optimizer sees has a gradient of its value's shape. `stored`: the
+// checkpoint's shape, if not the value's.
+inline void add_parameter(std::vector<Parameter>& out, const std::string& name, Tensor& value, Tensor& grad,
+                          const Shape& stored = {}) {
   LDM_CHECK(value.defined(), "parameter ", name, " has no float32 value (a model loaded with fp16 weights ",
             "cannot be trained; load it without keep_fp16)");
+  LDM_CHECK(stored.empty() || checked_numel(stored, name) == value.numel(), "parameter ", name, ": checkpoint shape ",
+            shape_str(stored), " does not hold its ", value.shape_str());
   grad_buffer(grad, value.shape());
-  out.push_back({name, &value, &grad});
+  out.push_back({name, &value, &grad, stored});
 }
 
 // Every parameter of a model (or block), named as in its checkpoint under `prefix`.
