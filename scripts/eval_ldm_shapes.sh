@@ -33,7 +33,8 @@ done <"$out/prompts/full_captions.txt"
 end=$(date +%s)
 echo "eval: $count pictures in $((end - start)) s (generation settings: ldm generate defaults ${EXTRA:-})"
 
-"$ldm" dataset analyse --input "$out/generated" --confusion-png "$out/confusion.png" | tee "$out/report.txt"
+"$ldm" dataset analyse --input "$out/generated" --confusion-png "$out/confusion.png" --sheet-png "$out/sheet.png" \
+  | tee "$out/report.txt"
 if [[ -f $model/vae/config.json ]]; then
   # The VAE's PSNR: train vae --eval-only reads RUN/vae, which a model folder is.
   "$ldm" train vae --run "$model" --eval-only --eval-images 500 2>&1 | tail -1 | tee -a "$out/report.txt"

@@ -285,10 +285,15 @@ TEST_CASE("ldm dataset shapes writes pictures, captions and a contact sheet; ldm
   const Example e3 = example(5, 3);
   for (int64_t i = 0; i < 64 * 64; ++i) REQUIRE(img[i] * 255.0f == float(e3.rgb[size_t(3 * i)]));
 
-  REQUIRE(run_cli("dataset analyse --input " + dir.path + " --confusion-png " + dir.path + "/confusion.png", &out) ==
-          0);
+  REQUIRE(run_cli("dataset analyse --input " + dir.path + " --confusion-png " + dir.path + "/confusion.png" +
+                      " --sheet-png " + dir.path + "/sheet.png",
+                  &out) == 0);
   CHECK_THAT(out, Catch::Contains("every stated attribute read back: 100.00% (24/24)"));
   CHECK(std::filesystem::exists(dir.path + "/confusion.png"));
+  // the sheet: 24 captioned tiles, 8 a row, so 3 rows (each tile 130 px wide plus the grid's margins)
+  const Tensor sheet = read_image(dir.path + "/sheet.png");
+  CHECK(sheet.dim(3) > 8 * 130);
+  CHECK(sheet.dim(2) > 3 * 130);
 
   // Bad input: a clear error and exit code 1.
   CHECK(run_cli("dataset analyse --input /nonexistent", &out) == 1);

@@ -37,7 +37,7 @@ struct ShapesOptions {
 };
 
 struct AnalyseOptions {
-  std::string input, captions, confusion_png;
+  std::string input, captions, confusion_png, sheet_png;
   int mismatches = 10;
 };
 
@@ -152,24 +152,40 @@ std::string captions_path(const AnalyseOptions& o) {
 void run_analyse(const AnalyseOptions& o) {
   LDM_CHECK(fs::is_directory(o.input), "--input '", o.input, "' is not a folder");
   if (!o.confusion_png.empty()) check_output_path(o.confusion_png, "--confusion-png");
+  if (!o.sheet_png.empty()) check_output_path(o.sheet_png, "--sheet-png");
   const std::string path = captions_path(o);
   AccuracyReport report;
   int shown = 0;
+  // The sheet: the first 64 pictures, each labelled "N ok" (every stated part read back) or
+  // "N x", with its caption under it.
+  std::vector<std::vector<uint8_t>> sheet_images;
+  std::vector<std::string> sheet_labels, sheet_captions;
   for (const CaptionLine& l : read_captions(path)) {
     PartialSpec truth;
     LDM_CHECK(parse_caption(l.caption, truth), path, " line ", l.line, ": '", l.caption,
               "' does not follow the shapes grammar (a [SIZE] COLOUR SHAPE [at the POSITION] [on a BACKGROUND "
               "background])");
     const fs::path file = fs::path(l.file).is_absolute() ? fs::path(l.file) : fs::path(o.input) / l.file;
-    const Analysis a = analyse(read_rgb64(file.string()).data());
-    if (!report.add(truth, a) && shown++ < o.mismatches)
+    std::vector<uint8_t> rgb = read_rgb64(file.string());
+    const Analysis a = analyse(rgb.data());
+    const bool right = report.add(truth, a);
+    if (!right && shown++ < o.mismatches)
       std::printf("mismatch %s: '%s' read back as '%s'\n", l.file.c_str(), l.caption.c_str(), describe(a).c_str());
+    if (!o.sheet_png.empty() && sheet_images.size() < size_t(kSheetImages)) {
+      sheet_labels.push_back(std::to_string(sheet_images.size()) + (right ? " ok" : " x"));
+      sheet_captions.push_back(l.caption);
+      sheet_images.push_back(std::move(rgb));
+    }
   }
   if (shown > o.mismatches) std::printf("... and %d more mismatches\n", shown - o.mismatches);
   std::printf("truth from %s\n%s", path.c_str(), format_report(report).c_str());
   if (!o.confusion_png.empty()) {
     confusion_canvas(report).save(o.confusion_png);
     std::printf("wrote %s\n", o.confusion_png.c_str());
+  }
+  if (!o.sheet_png.empty() && !sheet_images.empty()) {
+    contact_sheet(sheet_images, sheet_labels, sheet_captions).save(o.sheet_png);
+    std::printf("wrote %s\n", o.sheet_png.c_str());
   }
 }
 
@@ -211,6 +227,8 @@ void add_analyse(CLI::App& dataset) {
                 "--input. Default: INPUT/full_captions.txt if present, else INPUT/captions.txt. Only what a "
                 "caption states is scored");
   c->add_option("--confusion-png", o.confusion_png, "also draw the confusion tables as heat maps into this PNG");
+  c->add_option("--sheet-png", o.sheet_png,
+                "also draw the first 64 pictures into this PNG, each with its caption and whether it read back right");
   c->add_option("--mismatches", o.mismatches, "print at most this many misread pictures")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
