@@ -34,8 +34,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="models/ldm-shapes")
     ap.add_argument("--ldm", default="build/bin/ldm")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--steps", type=int, default=50)  # ldm generate's and diffusers' defaults
+    ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--bound", type=float, default=4e-3)
     a = ap.parse_args()
 

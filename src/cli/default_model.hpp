@@ -7,6 +7,7 @@
 #pragma once
 #include <unistd.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -29,7 +30,10 @@ inline std::string executable_dir() {
 inline std::vector<std::string> default_model_candidates() {
   const std::string exe = executable_dir(), name = std::string("models/") + kDefaultModelName;
   std::vector<std::string> c;
-  if (!exe.empty()) c = {exe + "/../../" + name, exe + "/../share/ldm/" + name};
+  // lexically_normal: "build/bin/../../models/x" reads as "models/x" in messages
+  if (!exe.empty())
+    for (const std::string& dir : {exe + "/../../" + name, exe + "/../share/ldm/" + name})
+      c.push_back(std::filesystem::path(dir).lexically_normal().string());
   c.push_back(name);
   return c;
 }

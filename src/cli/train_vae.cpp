@@ -111,7 +111,7 @@ void run_train_vae(const TrainVAEOptions& o) {
   const VAEConfig cfg = VAEConfig::from_json(config_json, o.run + "/vae/config.json");
   const std::string train_dir = o.run + "/train", ckpt = train_dir + "/vae_checkpoint.safetensors";
   const std::string weights = o.run + "/vae/diffusion_pytorch_model.safetensors";
-  make_folder(train_dir);
+  if (!o.eval_only) make_folder(train_dir);  // --eval-only writes nothing (it may read a shipped model folder)
 
   AutoencoderKL vae;
   {
