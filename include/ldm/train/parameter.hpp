@@ -7,6 +7,7 @@
 #pragma once
 #include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ldm/core/tensor.hpp"
@@ -21,6 +22,9 @@ struct Parameter {
   // The checkpoint's shape where it differs from the value's, else empty: a Linear run as a 1x1
   // convolution (SD2's use_linear_projection) is stored [O, C] and used [O, C, 1, 1].
   Shape stored;
+
+  Parameter(std::string name_, Tensor* value_, Tensor* grad_, Shape stored_ = {})
+      : name(std::move(name_)), value(value_), grad(grad_), stored(std::move(stored_)) {}
 
   Shape checkpoint_shape() const { return stored.empty() ? value->shape() : stored; }
   // The value, its gradient, an optimizer moment or an average, viewed in the checkpoint's shape
