@@ -4,6 +4,7 @@
 // that is not ready.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -91,6 +92,45 @@ TEST_CASE("ldm train vae: weights, scaling_factor, loss log and curve, reconstru
                         "/out.png");
   REQUIRE(g.status == 0);
   CHECK_THAT(g.err, Catch::Contains("64x64, euler"));
+}
+
+TEST_CASE("ldm train vae --decoder-only: the decoder learns, the encoder and scaling_factor stay as they were") {
+  TmpPath run("train_vae_decoder");
+  new_run(run.path);
+  const std::string weights = run.path + "/vae/diffusion_pytorch_model.safetensors";
+  Run r = ldm_run(kVae + "--run " + run.path + " --steps 2 --decoder-only");
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("does not exist: --decoder-only fine-tunes a trained VAE"));
+  REQUIRE(ldm_run(kVae + "--run " + run.path + " --steps 2").status == 0);
+  fs::copy_file(weights, run.path + "/before.safetensors");
+  const double scaling_factor =
+      ldm::read_json_file(run.path + "/vae/config.json", "vae config").at("scaling_factor").get<double>();
+
+  r = ldm_run(kVae + "--run " + run.path + " --steps 2 --decoder-only");
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("the encoder frozen") && Catch::Contains("vae_decoder      2/2"));
+  for (const char* f : {"train/vae_decoder_checkpoint.safetensors", "train/vae_decoder_loss.png",
+                        "train/vae_decoder_samples_000002.png"})
+    CHECK(fs::exists(run.path + "/" + f));
+  CHECK(ldm::read_json_file(run.path + "/vae/config.json", "vae config").at("scaling_factor").get<double>() ==
+        scaling_factor);
+  const ldm::SafeTensors before(run.path + "/before.safetensors"), after(weights);
+  REQUIRE(before.names() == after.names());
+  int decoder_changed = 0, encoder_changed = 0;
+  for (const std::string& n : before.names()) {
+    const ldm::Tensor u = before.load(n), v = after.load(n);
+    const bool same = std::equal(u.begin(), u.end(), v.begin());
+    const bool decoder = n.rfind("decoder.", 0) == 0 || n.rfind("post_quant_conv.", 0) == 0;
+    (decoder ? decoder_changed : encoder_changed) += !same;
+  }
+  CHECK(encoder_changed == 0);
+  CHECK(decoder_changed > 0);
+
+  // The U-Net's timestep options are checked before its (slow) latent cache is built.
+  r = ldm_run(kUnet + "--run " + run.path + " --steps 1 --timestep-bias-strategy later --timestep-bias-portion 2");
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("--timestep-bias-portion must be in (0, 1]"));
+  CHECK_THAT(r.err, !Catch::Contains("encoding the dataset"));
 }
 
 TEST_CASE("ldm train: a run folder that is not ready gets a clear error") {

@@ -50,6 +50,7 @@ struct TrainUNetOptions {
   double ema_decay = 0.999;
   double snr_gamma = 5.0;  // 0: plain MSE
   TimestepBias timestep_bias;
+  int64_t timestep_bias_steps = 0;  // the bias holds for steps < this, then t is uniform (0: every step)
   shapes::CaptionOptions captions;
   int sample_count = 16, sample_steps = 20;
   float sample_guidance = 5.0f;
@@ -161,6 +162,8 @@ void run_train_unet(const TrainUNetOptions& o) {
     sd.vae.load(w, "", vcfg);
     w.finish();
   }
+  const int64_t T = scfg.num_train_timesteps, L = tcfg.max_position_embeddings;
+  const TimestepSampler draw_timestep(o.timestep_bias.weights(int(T)));  // checks the options before the long part
   const LatentCache cache = encode_dataset(sd.vae, op.seed, o.latent_cache);
 
   UNet2DConditionModel unet;
@@ -201,8 +204,6 @@ void run_train_unet(const TrainUNetOptions& o) {
                double(count(unet_params)) / 1e6, double(count(text_params)) / 1e6, (long long)op.steps,
                (long long)op.batch, op.lr, scfg.prediction_type.c_str(), o.run.c_str());
   TrainLog log(train_dir, "unet", op.steps, step);
-  const int64_t T = scfg.num_train_timesteps, L = tcfg.max_position_embeddings;
-  const TimestepSampler draw_timestep(o.timestep_bias.weights(int(T)));
 
   for (; step < op.steps; ++step) {
     const std::vector<int64_t> idx = order.batch(step, op.batch);
@@ -210,13 +211,14 @@ void run_train_unet(const TrainUNetOptions& o) {
     const Shape zshape{B, cache.mean.dim(1), cache.mean.dim(2), cache.mean.dim(3)};
     const int64_t n = zshape[1] * zshape[2] * zshape[3];
     const Tensor zn = rng.randn(zshape), eps = rng.randn(zshape);
+    const bool biased = o.timestep_bias.strategy != "none" && (o.timestep_bias_steps == 0 || step < o.timestep_bias_steps);
     Tensor noisy = Tensor::empty(zshape), target = Tensor::empty(zshape);
     std::vector<float> timesteps, weights;  // [B]
     std::vector<int64_t> ids;
     for (int64_t b = 0; b < B; ++b) {
       const int64_t k = step * op.batch + b;
       shapes::Rng tr = shapes::Rng::for_example(op.seed ^ kTimestepStream, k, 0);
-      const int t = o.timestep_bias.strategy == "none" ? tr.below(int(T)) : draw_timestep(tr.uniform());
+      const int t = biased ? draw_timestep(tr.uniform()) : tr.below(int(T));
       timesteps.push_back(float(t));
       const double abar = noise_schedule.alphas_cumprod(size_t(t)), snr = abar / (1.0 - abar);
       weights.push_back(o.snr_gamma > 0 ? float(std::min(snr, o.snr_gamma) / (v_prediction ? snr + 1.0 : snr)) : 1.0f);
@@ -317,6 +319,10 @@ void add_train_unet(CLI::App& train) {
   c->add_option("--timestep-bias-begin", o.timestep_bias.begin, "range: first biased timestep")->capture_default_str();
   c->add_option("--timestep-bias-end", o.timestep_bias.end, "range: one past the last biased timestep")
       ->capture_default_str();
+  c->add_option("--timestep-bias-steps", o.timestep_bias_steps,
+                "the bias holds for the first N steps, then every timestep is equally likely (0: all steps)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   c->add_option("--ema-decay", o.ema_decay, "decay of the weights' exponential moving average")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));

@@ -4,6 +4,9 @@
 //   loss = mean |x' - x| + mean (x' - x)^2 + kl_weight * KL(posterior || N(0, I)) / (3 H W)
 // (KL per image, summed over the latent, as diffusers' kl(); divided by the pixels so that
 // kl_weight weighs it against the per-pixel terms as SD's 1e-6 weighed it against their sums).
+// --decoder-only fine-tunes the decoder (and post_quant_conv) of RUN/vae's trained weights with
+// the encoder frozen, as SD's ft-MSE decoder was fine-tuned: the latents do not change, so a
+// U-Net trained on them keeps working, and the pictures get sharper (loss = L1 + L2 only).
 // At the end: PSNR on --eval-images held-out images, the latents' standard deviation ->
 // scaling_factor = 1 / std in RUN/vae/config.json (SD1.5's 0.18215 came the same way), and the
 // weights in RUN/vae/diffusion_pytorch_model.safetensors (fp16 by default: what ships).
@@ -38,6 +41,7 @@ struct TrainVAEOptions {
   double kl_weight = 1e-6;
   int64_t eval_images = 500;
   bool eval_only = false;  // load RUN/vae weights, report PSNR and latent std, train nothing
+  bool decoder_only = false;  // fine-tune RUN/vae's decoder, its encoder (the latent space) frozen
   std::string dtype = "fp16";  // of the final weights (the U-Net then trains on what ships)
 };
 
@@ -109,14 +113,22 @@ void run_train_vae(const TrainVAEOptions& o) {
   const OptimOptions& op = o.optim;
   const nlohmann::json config_json = run_config(o.run, "vae");
   const VAEConfig cfg = VAEConfig::from_json(config_json, o.run + "/vae/config.json");
-  const std::string train_dir = o.run + "/train", ckpt = train_dir + "/vae_checkpoint.safetensors";
+  const std::string train_dir = o.run + "/train";
   const std::string weights = o.run + "/vae/diffusion_pytorch_model.safetensors";
   if (!o.eval_only) make_folder(train_dir);  // --eval-only writes nothing (it may read a shipped model folder)
+  const bool from_weights = o.eval_only || o.decoder_only;
+  if (from_weights)
+    LDM_CHECK(path_exists(weights), "'", weights, "' does not exist: ",
+              o.eval_only ? "--eval-only evaluates" : "--decoder-only fine-tunes", " a trained VAE (ldm train vae --run ",
+              o.run, " first)");
+  // The part being trained: names its checkpoint, loss curve and sample grids.
+  const std::string part = o.decoder_only ? "vae_decoder" : "vae";
+  const std::string ckpt = train_dir + "/" + part + "_checkpoint.safetensors";
 
   AutoencoderKL vae;
   {
     std::shared_ptr<const WeightSource> src = std::make_shared<InitSource>(op.seed);
-    if (o.eval_only) src = std::make_shared<SafeTensorsSource>(weights);
+    if (from_weights) src = std::make_shared<SafeTensorsSource>(weights);
     WeightStore w(src);
     vae.load(w, "", cfg);
     w.finish();
@@ -127,9 +139,15 @@ void run_train_vae(const TrainVAEOptions& o) {
                  (long long)o.eval_images, e.latent_std, 1.0 / e.latent_std);
     return;
   }
-  std::vector<Parameter> params = parameters_of(vae);
+  const std::vector<Parameter> all_params = parameters_of(vae);  // what the weights file holds
+  std::vector<Parameter> params =                                // what this run trains
+      o.decoder_only ? parameters_under(all_params, {"decoder.", "post_quant_conv."}) : all_params;
+  if (from_weights) make_writable(params);
   int64_t n_params = 0;
   for (const Parameter& p : params) n_params += p.value->numel();
+  if (o.decoder_only)
+    std::fprintf(stderr, "vae: fine-tuning the decoder of %s, the encoder frozen (PSNR before: %.2f dB)\n",
+                 weights.c_str(), evaluate(vae, op.seed, o.eval_images).psnr);
 
   AdamW opt;
   opt.weight_decay = op.weight_decay;
@@ -144,31 +162,37 @@ void run_train_vae(const TrainVAEOptions& o) {
   std::fprintf(stderr, "vae: %lld parameters (%.2f M), %lld steps of batch %lld, lr %.2g, run folder %s\n",
                (long long)n_params, double(n_params) / 1e6, (long long)op.steps, (long long)op.batch, op.lr,
                o.run.c_str());
-  TrainLog log(train_dir, "vae", op.steps, step);
+  TrainLog log(train_dir, part, op.steps, step);
 
   for (; step < op.steps; ++step) {
     const Tensor x = shapes_batch(op.seed, step * op.batch, op.batch);  // [B, 3, 64, 64]
     const int64_t B = x.dim(0);
     zero_grad(params);
     AutoencoderKL::EncodeSaved es;
-    const DiagonalGaussian post = vae.encode(x, es);
+    // The frozen encoder keeps nothing for a backward.
+    const DiagonalGaussian post = o.decoder_only ? vae.encode(x) : vae.encode(x, es);
     const Tensor noise = rng.randn(post.mean.shape());
     AutoencoderKL::DecodeSaved ds;
     const Tensor xr = vae.decode(post.sample(noise), ds);  // [B, 3, 64, 64]
 
+    // loss = mean |x' - x| + mean (x' - x)^2 + kl_weight * mean_b KL_b / pixels (no KL term for a frozen encoder)
     const double pixels = double(x.numel() / B);
     const Tensor kl = post.kl();  // [B]
     double kl_mean = 0;
     for (float v : kl) kl_mean += v / double(B);
-    const float loss = float(l1_loss(xr, x) + mse_loss(xr, x) + o.kl_weight * kl_mean / pixels);
+    const double kl_weight = o.decoder_only ? 0.0 : o.kl_weight;
+    const float loss = float(l1_loss(xr, x) + mse_loss(xr, x) + kl_weight * kl_mean / pixels);
 
     Tensor dxr = l1_loss_backward(xr, x);
     add_(dxr, mse_loss_backward(xr, x));
-    DiagonalGaussian::Grad g = post.sample_backward(noise, vae.decode_backward(ds, dxr));
-    const DiagonalGaussian::Grad gk = post.kl_backward(Tensor::full({B}, float(o.kl_weight / (pixels * double(B)))));
-    add_(g.mean, gk.mean);
-    add_(g.logvar, gk.logvar);
-    vae.encode_backward(es, g);
+    const Tensor dz = vae.decode_backward(ds, dxr);
+    if (!o.decoder_only) {
+      DiagonalGaussian::Grad g = post.sample_backward(noise, dz);
+      const DiagonalGaussian::Grad gk = post.kl_backward(Tensor::full({B}, float(kl_weight / (pixels * double(B)))));
+      add_(g.mean, gk.mean);
+      add_(g.logvar, gk.logvar);
+      vae.encode_backward(es, g);
+    }
 
     const double grad_norm = clip_grad_norm(params, op.max_grad_norm);
     opt.lr = schedule.lr(op.lr, step);
@@ -181,24 +205,25 @@ void run_train_vae(const TrainVAEOptions& o) {
     if ((step + 1) % op.log_every == 0 || last) log.print(step);
     if ((step + 1) % op.sample_every == 0 || last) {
       char name[64];
-      std::snprintf(name, sizeof name, "/vae_samples_%06lld.png", (long long)(step + 1));
-      save_reconstructions(vae, op.seed, train_dir + name);
+      std::snprintf(name, sizeof name, "_samples_%06lld.png", (long long)(step + 1));
+      save_reconstructions(vae, op.seed, train_dir + "/" + part + name);
     }
     if ((step + 1) % op.checkpoint_every == 0 || last)
       save_training_checkpoint(ckpt, params, step + 1, opt, nullptr, &rng);
   }
 
   const Evaluation e = evaluate(vae, op.seed, o.eval_images);
-  nlohmann::json out = config_json;
-  out["scaling_factor"] = 1.0 / e.latent_std;
-  {
+  if (!o.decoder_only) {  // a fine-tuned decoder keeps the latent space, and so its scaling_factor
+    nlohmann::json out = config_json;
+    out["scaling_factor"] = 1.0 / e.latent_std;
     std::ofstream f(o.run + "/vae/config.json");
     f << out.dump(2) << "\n";
     LDM_CHECK(f.good(), "cannot write '", o.run, "/vae/config.json'");
   }
-  save_weights(weights, params, weights_dtype(o.dtype));
-  std::fprintf(stderr, "vae: PSNR %.2f dB on %lld held-out images; latent std %.4f -> scaling_factor %.5f; wrote %s\n",
-               e.psnr, (long long)o.eval_images, e.latent_std, 1.0 / e.latent_std, weights.c_str());
+  save_weights(weights, all_params, weights_dtype(o.dtype));
+  std::fprintf(stderr, "vae: PSNR %.2f dB on %lld held-out images; latent std %.4f -> scaling_factor %.5f%s; wrote %s\n",
+               e.psnr, (long long)o.eval_images, e.latent_std, o.decoder_only ? cfg.scaling_factor : 1.0 / e.latent_std,
+               o.decoder_only ? " (kept: the encoder is unchanged)" : "", weights.c_str());
 }
 
 }  // namespace
@@ -220,6 +245,9 @@ void add_train_vae(CLI::App& train) {
       ->capture_default_str()
       ->check(CLI::IsMember({"fp16", "fp32"}));
   c->add_flag("--eval-only", o.eval_only, "only evaluate RUN/vae's weights (PSNR, latent std)");
+  c->add_flag("--decoder-only", o.decoder_only,
+              "fine-tune the decoder of RUN/vae's trained weights, the encoder frozen (the latents, and a U-Net "
+              "trained on them, stay valid)");
   c->callback([] { run_train_vae(o); });
 }
 

@@ -64,6 +64,12 @@ inline std::vector<Parameter> parameters_under(const std::vector<Parameter>& all
   return r;
 }
 
+// Gives every value storage of its own, for an optimizer to write: weights loaded from a float32
+// file are views of its read-only mapping (SafeTensorsSource). Fine-tuning loads them so.
+inline void make_writable(std::vector<Parameter>& params) {
+  for (auto& p : params) *p.value = p.value->clone();
+}
+
 // Sets every gradient to zero (between training steps: backwards accumulate).
 inline void zero_grad(std::vector<Parameter>& params) {
   for (auto& p : params) p.grad->vec().setZero();
