@@ -12,6 +12,7 @@ script prints max |diff| of the two [0, 1] images before 8-bit rounding and exit
 above the bound. Not part of the test suite (the suite stays free of Python).
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -34,10 +35,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="models/ldm-shapes")
     ap.add_argument("--ldm", default="build/bin/ldm")
-    ap.add_argument("--steps", type=int, default=50)  # ldm generate's and diffusers' defaults
-    ap.add_argument("--guidance", type=float, default=7.5)
+    # The model folder's generation_defaults.json (what `ldm generate` uses) gives the defaults.
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--bound", type=float, default=4e-3)
     a = ap.parse_args()
+    defaults_path = os.path.join(a.model, "generation_defaults.json")
+    defaults = json.load(open(defaults_path)) if os.path.exists(defaults_path) else {}
+    if a.steps is None:
+        a.steps = defaults.get("num_inference_steps", 50)  # else diffusers' default
+    if a.guidance is None:
+        a.guidance = defaults.get("guidance_scale", 7.5)
 
     pipe = StableDiffusionPipeline.from_pretrained(a.model, torch_dtype=torch.float32, safety_checker=None,
                                                    requires_safety_checker=False)
@@ -48,6 +56,7 @@ def main():
           f"unet {sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.2f} M, "
           f"vae {sum(p.numel() for p in pipe.vae.parameters()) / 1e6:.2f} M, "
           f"text encoder {sum(p.numel() for p in pipe.text_encoder.parameters()) / 1e6:.2f} M parameters")
+    print(f"{a.steps} steps, guidance {a.guidance}")
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for i, prompt in enumerate(PROMPTS):

@@ -336,6 +336,13 @@ ModelFiles open_diffusers_folder(const std::string& dir, const std::string& vari
   if (exists(scheduler_path)) m.scheduler_config_path = scheduler_path;
   const std::string tok = path_join(dir, "tokenizer");
   if (exists(path_join(tok, "vocab.json")) && exists(path_join(tok, "merges.txt"))) m.tokenizer_dir = tok;
+  const std::string defaults_path = path_join(dir, "generation_defaults.json");
+  m.generation_defaults = read_optional_json(defaults_path, "generation defaults");
+  if (exists(defaults_path)) {
+    LDM_CHECK(m.generation_defaults.is_object(), "generation defaults '", defaults_path, "' must be a JSON object, not ",
+              m.generation_defaults.type_name());
+    m.generation_defaults_path = defaults_path;
+  }
   m.description = str("diffusers folder '", dir, "' (", summary, ")");
   return m;
 }

@@ -34,6 +34,7 @@ struct Options {
   std::string timestep_spacing;  // empty: the model's scheduler config (SD1.5: leading)
   int steps = 50, width = 0, height = 0, batch = 1, clip_skip = 1, threads = 0;
   bool width_given = false, height_given = false;  // else the model's native size
+  bool steps_given = false, guidance_given = false;  // else the model's generation_defaults.json, if it has one
   float guidance = 7.5f, guidance_rescale = 0.0f, strength = 0.75f;
   std::string seed = "42";  // text: CLI11 would wrap "-1" into 2^64 - 1 (see parse_seed)
   std::string rng = "ldm", init_image, init_latents, output = "out.png", output_tensors;
@@ -78,6 +79,23 @@ void check_number(const char* option, double value, double lo, double hi) {
 // Image sides: multiples of `multiple` (the VAE's 8 times the U-Net's halvings: 64 for SD1.5).
 bool size_ok(int64_t side, int64_t multiple) { return side >= multiple && side <= kMaxSize && side % multiple == 0; }
 
+// What the model folder recommends (generation_defaults.json) for the options not given.
+void apply_generation_defaults(const ModelFiles& files, Options& o) {
+  const nlohmann::json& d = files.generation_defaults;
+  const std::string& path = files.generation_defaults_path;
+  if (!o.guidance_given && d.contains("guidance_scale")) {
+    LDM_CHECK(d["guidance_scale"].is_number(), "'", path, "': guidance_scale must be a number");
+    o.guidance = d["guidance_scale"].get<float>();
+    check_number(str("guidance_scale in '", path, "'").c_str(), o.guidance, 0.0, 100.0);
+  }
+  if (!o.steps_given && d.contains("num_inference_steps")) {
+    LDM_CHECK(d["num_inference_steps"].is_number_integer(), "'", path, "': num_inference_steps must be an integer");
+    o.steps = d["num_inference_steps"].get<int>();
+    LDM_CHECK(o.steps >= 1 && o.steps <= kMaxSteps, "'", path, "': num_inference_steps must be at least 1 and at most ",
+              kMaxSteps, ", got ", o.steps);
+  }
+}
+
 void run_generate(Options o) {
   // Check everything that can be checked before the (slow) model load.
   if (!o.scheduler.empty()) make_scheduler(o.scheduler, SchedulerConfig{});  // throws for an unknown name, listing the valid ones
@@ -108,6 +126,7 @@ void run_generate(Options o) {
   // weights themselves are read by load_stable_diffusion below.
   if (o.model.empty()) o.model = default_model_path();
   const ModelFiles files = open_model(o.model);
+  apply_generation_defaults(files, o);
   const UNetConfig unet = unet_config(files);
   const int64_t f = vae_config(files).downscale_factor(), multiple = f * unet.size_multiple();
   const SchedulerConfig sched = scheduler_config(files);
@@ -228,9 +247,12 @@ void add_generate(CLI::App& app) {
   c->add_flag("--karras", o.karras, "Karras sigmas (sigma-based samplers)");
   c->add_option("--timestep-spacing", o.timestep_spacing, "leading|trailing|linspace (default: the model's config)")
       ->check(CLI::IsMember({"leading", "trailing", "linspace"}));
-  c->add_option("--steps", o.steps, "denoising steps, 1 to 1000")->capture_default_str();
-  c->add_option("--guidance", o.guidance, "classifier-free guidance scale, 0 to 100 (<= 1 disables it)")
-      ->capture_default_str();
+  static CLI::Option* steps = c->add_option(
+      "--steps", o.steps, "denoising steps, 1 to 1000 (default: the model's generation_defaults.json, else 50)");
+  static CLI::Option* guidance = c->add_option(
+      "--guidance", o.guidance,
+      "classifier-free guidance scale, 0 to 100, <= 1 disables it (default: the model's generation_defaults.json, "
+      "else 7.5; models/ldm-shapes: 2)");
   c->add_option("--guidance-rescale", o.guidance_rescale, "guidance rescale phi in [0, 1]")->capture_default_str();
   static CLI::Option* width = c->add_option("--width", o.width,
                 "image width (default: the model's native size); SD1.5: a multiple of 64 (the VAE's 8 x the U-Net's "
@@ -264,6 +286,8 @@ void add_generate(CLI::App& app) {
   c->callback([] {
     o.width_given = width->count() > 0;
     o.height_given = height->count() > 0;
+    o.steps_given = steps->count() > 0;
+    o.guidance_given = guidance->count() > 0;
     run_generate(o);
   });
 }

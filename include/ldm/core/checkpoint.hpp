@@ -102,6 +102,11 @@ struct ModelFiles {
   // The config.json each came from, named in errors; "" where there is none (SD1.5 defaults).
   std::string unet_config_path, vae_config_path, text_encoder_config_path, scheduler_config_path;
   std::string tokenizer_dir;  // the folder's tokenizer/ (vocab.json, merges.txt); "" when none
+  // The folder's generation_defaults.json: the settings its makers recommend, named as the
+  // arguments of diffusers' pipeline call ({"guidance_scale": 2, "num_inference_steps": 50});
+  // an empty object when there is none. Diffusers ignores the file; `ldm generate` uses it for options not given.
+  nlohmann::json generation_defaults;
+  std::string generation_defaults_path;
   std::string description;    // one line for logs: what was opened
   const std::shared_ptr<const WeightSource>& source(Component c) const;
 };
