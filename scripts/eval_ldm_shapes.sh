@@ -19,17 +19,9 @@ ldm=${LDM:-build/bin/ldm}
 [[ -x $ldm ]] || { echo "no $ldm: build first (scripts/build.sh)" >&2; exit 1; }
 
 rm -rf "$out"
-mkdir -p "$out/generated"
 "$ldm" dataset shapes --count "$count" --seed 777 --output "$out/prompts" >/dev/null
 start=$(date +%s)
-i=0
-while IFS=$'\t' read -r file caption; do
-  # shellcheck disable=SC2086
-  "$ldm" generate --model "$model" --prompt "$caption" --seed "$i" --output "$out/generated/$file" ${EXTRA:-} 2>/dev/null
-  printf '%s\t%s\n' "$file" "$caption" >>"$out/generated/full_captions.txt"
-  i=$((i + 1))
-  (( i % 20 == 0 )) && echo "eval: $i/$count generated" >&2
-done <"$out/prompts/full_captions.txt"
+LDM=$ldm scripts/draw_captions.sh "$out/prompts/full_captions.txt" "$out/generated" "$model"
 end=$(date +%s)
 echo "eval: $count pictures in $((end - start)) s (generation settings: ldm generate defaults ${EXTRA:-})"
 

@@ -31,9 +31,7 @@ prompts=(
 )
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-for i in "${!prompts[@]}"; do
-  "$ldm" generate --model "$model" --prompt "${prompts[$i]}" --seed "$i" --output "$dir/$i.png" 2>/dev/null
-  printf '%s.png\t%s\n' "$i" "${prompts[$i]}" >>"$dir/full_captions.txt"
-done
+for i in "${!prompts[@]}"; do printf '%s.png\t%s\n' "$i" "${prompts[$i]}"; done >"$dir/prompts.txt"
+LDM=$ldm scripts/draw_captions.sh "$dir/prompts.txt" "$dir/pictures" "$model"
 mkdir -p "$(dirname "$png")"
-"$ldm" dataset analyse --input "$dir" --sheet-png "$png" --mismatches 16
+"$ldm" dataset analyse --input "$dir/pictures" --sheet-png "$png" --mismatches 16

@@ -135,11 +135,7 @@ std::vector<uint8_t> read_rgb64(const std::string& path) {
   const Tensor img = read_image(path);  // [1, 3, H, W] in [0, 1]
   LDM_CHECK(img.dim(2) == kImageSize && img.dim(3) == kImageSize, "'", path, "' is ", img.dim(3), "x", img.dim(2),
             ": the shapes analyser reads 64x64 pictures");
-  constexpr int64_t S = int64_t(kImageSize) * kImageSize;
-  std::vector<uint8_t> rgb(static_cast<size_t>(kImageBytes));
-  for (int64_t i = 0; i < S; ++i)
-    for (int c = 0; c < 3; ++c) rgb[size_t(3 * i + c)] = uint8_t(std::lround(img[c * S + i] * 255.0f));
-  return rgb;
+  return shapes::picture_bytes(img);
 }
 
 // --captions, or the folder's full_captions.txt (written by `ldm dataset shapes`), or its captions.txt.

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -187,6 +188,18 @@ inline void measure(const uint8_t* rgb, Rgb bg, Rgb fg, const std::vector<int>& 
 }
 
 }  // namespace detail
+
+// A picture [1, 3, 64, 64] in [0, 1] (read_image's form) as the analyser reads it: 64 * 64 * 3
+// bytes, HWC.
+inline std::vector<uint8_t> picture_bytes(const Tensor& img) {
+  LDM_CHECK(img.shape() == Shape({1, 3, kImageSize, kImageSize}), "the shapes analyser reads 64x64 RGB pictures, got ",
+            img.shape_str());
+  constexpr int64_t S = int64_t(kImageSize) * kImageSize;
+  std::vector<uint8_t> rgb(size_t(3 * S));
+  for (int64_t i = 0; i < S; ++i)
+    for (int64_t c = 0; c < 3; ++c) rgb[size_t(3 * i + c)] = uint8_t(std::lround(img[c * S + i] * 255.0f));
+  return rgb;
+}
 
 // Reads rgb[64 * 64 * 3] (HWC) back into attributes (see the top of this file).
 inline Analysis analyse(const uint8_t* rgb) {
