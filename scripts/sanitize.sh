@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds ldm.cpp with AddressSanitizer + UndefinedBehaviorSanitizer (CPU only, build-sanitize/) and
+# Builds ldm.cpp with clang's AddressSanitizer + UndefinedBehaviorSanitizer (CPU only, build-sanitize/) and
 # runs the fast tests under it: every test case but the full-size model ones (Catch2 tag [full];
 # hidden cases, [.], stay hidden: an explicit test spec would otherwise run them;
 # the files with nothing else carry the ctest label "full"), which take minutes even unsanitized.
@@ -7,7 +7,10 @@
 # Extra args go to ctest (e.g. -R test_safetensors).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+# clang with line tables only: half g++ -O1 -g's compile time (49 s against 101 s for
+# src/cli/train_unet.cpp on the 2-core Xeon); the reports still name file and line.
+cmake -S . -B build-sanitize -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" \
   -DLDM_SANITIZE=ON -DLDM_TEST_SPEC="~[full]~[.]" -DLDM_CUDA=OFF -DLDM_BUILD_BENCH=OFF -DLDM_BUILD_LESSONS=OFF
 cmake --build build-sanitize -j "$(nproc)"
 # halt_on_error: the first report fails the test; libgomp's thread pool is not a leak we own.

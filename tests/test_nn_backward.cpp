@@ -401,7 +401,7 @@ TEST_CASE("backward: MSE and L1 losses (mean reduction)", "[nn][backward]") {
     Worst w{op};
     const std::string c = op + ".a";
     const Tensor x = get(c, "x"), target = get(c, "target"), go = get(c, "grad_out");
-    auto f = [&](const Tensor& xp) { return Tensor::from({1}, {loss(xp, target)}); };
+    auto f = [&, loss = loss](const Tensor& xp) { return Tensor::from({1}, {loss(xp, target)}); };
     w.out_close(c, f(x));
     const Tensor dx = bw(x, target, go[0]);
     w.grad_close(c, "x", dx);
