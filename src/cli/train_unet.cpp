@@ -53,7 +53,7 @@ struct TrainUNetOptions {
   int64_t timestep_bias_steps = 0;  // the bias holds for steps < this, then t is uniform (0: every step)
   shapes::CaptionOptions captions;
   int sample_count = 16, sample_steps = 20;
-  float sample_guidance = 5.0f;
+  float sample_guidance = 2.0f;  // what configs/ldm-shapes/generation_defaults.json recommends
   std::string dtype = "fp16";  // of the final weights
 };
 
