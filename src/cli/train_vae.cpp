@@ -177,18 +177,17 @@ void run_train_vae(const TrainVAEOptions& o) {
 
     // loss = mean |x' - x| + mean (x' - x)^2 + kl_weight * mean_b KL_b / pixels (no KL term for a frozen encoder)
     const double pixels = double(x.numel() / B);
-    const Tensor kl = post.kl();  // [B]
     double kl_mean = 0;
-    for (float v : kl) kl_mean += v / double(B);
-    const double kl_weight = o.decoder_only ? 0.0 : o.kl_weight;
-    const float loss = float(l1_loss(xr, x) + mse_loss(xr, x) + kl_weight * kl_mean / pixels);
+    if (!o.decoder_only)
+      for (float v : post.kl()) kl_mean += v / double(B);  // post.kl(): [B]
+    const float loss = float(l1_loss(xr, x) + mse_loss(xr, x) + o.kl_weight * kl_mean / pixels);
 
     Tensor dxr = l1_loss_backward(xr, x);
     add_(dxr, mse_loss_backward(xr, x));
     const Tensor dz = vae.decode_backward(ds, dxr);
     if (!o.decoder_only) {
       DiagonalGaussian::Grad g = post.sample_backward(noise, dz);
-      const DiagonalGaussian::Grad gk = post.kl_backward(Tensor::full({B}, float(kl_weight / (pixels * double(B)))));
+      const DiagonalGaussian::Grad gk = post.kl_backward(Tensor::full({B}, float(o.kl_weight / (pixels * double(B)))));
       add_(g.mean, gk.mean);
       add_(g.logvar, gk.logvar);
       vae.encode_backward(es, g);
