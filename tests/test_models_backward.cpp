@@ -140,14 +140,14 @@ TEST_CASE("models backward: AutoencoderKL encoder (+quant_conv) and decoder (+po
     require_close(post.logvar, get(e, "logvar"), kBlockOutTol, e + ".logvar");
     const Tensor dimage = vae.encode_backward(es, {get(e, "grad_mean"), get(e, "grad_logvar")});
     require_close(dimage, get(e, "grad.image"), kBlockGradTol, e + ".grad.image");
-    test::check_parameter_grads(e, parameters_under(params, {"encoder.", "quant_conv."}));
+    test::check_parameter_grads(e, parameters_under(params, AutoencoderKL::encoder_prefixes()));
 
     const std::string d = v + "_decode";
     AutoencoderKL::DecodeSaved ds;
     require_close(vae.decode(get(d, "latent"), ds), get(d, "out"), kBlockOutTol, d + ".out");
     require_close(vae.decode_backward(ds, get(d, "grad_out")), get(d, "grad.latent"), kBlockGradTol,
                   d + ".grad.latent");
-    test::check_parameter_grads(d, parameters_under(params, {"decoder.", "post_quant_conv."}));
+    test::check_parameter_grads(d, parameters_under(params, AutoencoderKL::decoder_prefixes()));
 
     // The saved activations are consumed: a second backward needs a second forward.
     CHECK_THROWS_WITH(vae.encode_backward(es, {get(e, "grad_mean"), get(e, "grad_logvar")}),

@@ -13,6 +13,7 @@
 #include "ldm/train/clip_grad.hpp"
 #include "ldm/train/data_order.hpp"
 #include "ldm/train/ema.hpp"
+#include "ldm/train/latent_isotropy.hpp"
 #include "ldm/train/lr_schedule.hpp"
 #include "ldm/train/timestep_bias.hpp"
 #include "reference.hpp"
@@ -316,4 +317,47 @@ TEST_CASE("loading a training checkpoint into another model names the tensor at 
   ToyRun with_ema(1);
   REQUIRE_THROWS_WITH(load_training_checkpoint(path, with_ema.params(), with_ema.optimizer, &with_ema.ema, nullptr),
                       Contains("no metadata \"ema.decay\""));
+}
+
+TEST_CASE("latent isotropy: 0 for isotropic latents, (C-1)^2 + (C-1) for one direction, and its gradient",
+          "[train][isotropy]") {
+  // Two pictures [2, 4, 1, 4] whose latent pixel p is e_p in one and -e_p in the other (each
+  // position's mean 0): covariance I / 4, isotropic.
+  Tensor iso({2, 4, 1, 4});
+  for (int64_t p = 0; p < 4; ++p) iso[p * 4 + p] = 1.0f, iso[(4 + p) * 4 + p] = -1.0f;
+  CHECK(latent_isotropy_loss(iso) == Approx(0.0).margin(1e-12));
+  // A pattern the same in every picture adds no variance: the per-position centring removes it.
+  Tensor patterned = iso.clone();
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t i = 0; i < 16; ++i) patterned[b * 16 + i] += float(i % 5) - 2.0f;
+  CHECK(latent_isotropy_loss(patterned) == Approx(0.0).margin(1e-10));
+  // Every pixel a multiple of (1, 2, -1, 0.5): all the variance on one direction (also after
+  // each position's mean is taken off).
+  Tensor line({2, 4, 1, 3});
+  const float dir[4] = {1.0f, 2.0f, -1.0f, 0.5f};
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t c = 0; c < 4; ++c)
+      for (int64_t p = 0; p < 3; ++p) line[(b * 4 + c) * 3 + p] = dir[c] * float(b * 3 + p - 2);
+  CHECK(latent_isotropy_loss(line) == Approx(12.0).epsilon(1e-6));
+  // A constant latent has no covariance to shape: an error, not a division by zero.
+  REQUIRE_THROWS_WITH(latent_isotropy_loss(Tensor::full({3, 4, 2, 2}, 0.5f)), Contains("do not vary"));
+  REQUIRE_THROWS_WITH(latent_isotropy_loss(line.slice0(0, 1)), Contains("at least 2 pictures"));
+
+  // The gradient, element by element, against central differences of the double-precision loss.
+  Tensor z({2, 4, 3, 3});
+  for (int64_t i = 0; i < z.numel(); ++i) z[i] = float(std::sin(0.7 * double(i)) + 0.3 * double(i % 4));
+  const float dloss = 0.5f;
+  const Tensor g = latent_isotropy_loss_backward(z, dloss);
+  REQUIRE(g.shape() == z.shape());
+  double gmax = 0;
+  for (float v : g) gmax = std::max(gmax, double(std::fabs(v)));
+  REQUIRE(gmax > 0);
+  const float h = 1e-3f;
+  for (int64_t i = 0; i < z.numel(); ++i) {
+    Tensor zp = z.clone(), zm = z.clone();
+    zp[i] += h, zm[i] -= h;
+    const double fd = double(dloss) * (latent_isotropy_loss(zp) - latent_isotropy_loss(zm)) / (double(zp[i]) - double(zm[i]));
+    INFO("element " << i << ": finite difference " << fd << ", backward " << g[i]);
+    CHECK(std::fabs(fd - double(g[i])) <= 1e-3 * gmax);
+  }
 }

@@ -193,7 +193,7 @@ Forward load_cpu_backward(const std::string& component, const EvalInputs& x, con
   auto vae = std::make_shared<AutoencoderKL>(load_vae(files, lo));
   if (component == "vae-decode-backward")
     return [vae, &x] {
-      std::vector<Parameter> params = parameters_under(parameters_of(*vae), {"decoder.", "post_quant_conv."});
+      std::vector<Parameter> params = parameters_under(parameters_of(*vae), AutoencoderKL::decoder_prefixes());
       AutoencoderKL::DecodeSaved s;
       Outputs o{{"image", vae->decode(x.latent, s)}};
       o.emplace_back("grad.latent", vae->decode_backward(s, x.grad_out));
@@ -201,7 +201,7 @@ Forward load_cpu_backward(const std::string& component, const EvalInputs& x, con
       return o;
     };
   return [vae, &x] {
-    std::vector<Parameter> params = parameters_under(parameters_of(*vae), {"encoder.", "quant_conv."});
+    std::vector<Parameter> params = parameters_under(parameters_of(*vae), AutoencoderKL::encoder_prefixes());
     AutoencoderKL::EncodeSaved s;
     const DiagonalGaussian post = vae->encode(x.image, s);
     Outputs o{{"mean", post.mean}, {"logvar", post.logvar}};

@@ -2,8 +2,11 @@
 // (ldm/data/shapes.hpp), as the LDM paper's first stage without its GAN and LPIPS terms:
 //   posterior = encode(x);  z = mean + std * noise;  x' = decode(z)
 //   loss = mean |x' - x| + mean (x' - x)^2 + kl_weight * KL(posterior || N(0, I)) / (3 H W)
+//          + isotropy_weight * |S - I|^2
 // (KL per image, summed over the latent, as diffusers' kl(); divided by the pixels so that
-// kl_weight weighs it against the per-pixel terms as SD's 1e-6 weighed it against their sums).
+// kl_weight weighs it against the per-pixel terms as SD's 1e-6 weighed it against their sums.
+// The last term, off by default, asks the batch's latent pixels for an isotropic covariance:
+// train/latent_isotropy.hpp says why.)
 // --decoder-only fine-tunes the decoder (and post_quant_conv) of RUN/vae's trained weights with
 // the encoder frozen, as SD's ft-MSE decoder was fine-tuned: the latents do not change, so a
 // U-Net trained on them keeps working, and the pictures get sharper (loss = L1 + L2 only).
@@ -27,6 +30,7 @@
 #include "ldm/train/checkpoint.hpp"
 #include "ldm/train/clip_grad.hpp"
 #include "ldm/train/init_weights.hpp"
+#include "ldm/train/latent_isotropy.hpp"
 #include "ldm/train/lr_schedule.hpp"
 #include "ldm/viz/canvas.hpp"
 #include "train_common.hpp"
@@ -39,6 +43,7 @@ struct TrainVAEOptions {
   std::string run;
   OptimOptions optim;
   double kl_weight = 1e-6;
+  double isotropy_weight = 0;  // of latent_isotropy_loss on the posterior means
   int64_t eval_images = 500;
   bool eval_only = false;  // load RUN/vae weights, report PSNR and latent std, train nothing
   bool decoder_only = false;  // fine-tune RUN/vae's decoder, its encoder (the latent space) frozen
@@ -73,19 +78,59 @@ std::vector<double> psnr_per_image(const Tensor& x, const Tensor& xr) {
 struct Evaluation {
   double psnr = 0;        // mean over images
   double latent_std = 0;  // of the posterior means, all elements
+  // Standard deviations of the posterior means along their principal directions (the square
+  // roots of the eigenvalues of the channels' covariance over all latent pixels), largest
+  // first. An encoder that puts everything in one direction (a colour as one number on a
+  // line from black to white) leaves the U-Net neighbours to confuse: see docs/training.md.
+  std::vector<double> direction_std;
+  // (sum of eigenvalues)^2 / sum of squares: 1 when one direction holds all the variance,
+  // C when all C latent channels hold the same.
+  double effective_directions = 0;
 };
+
+// direction_std and effective_directions from the sums of the latent pixels (s1 [C]) and of
+// their outer products (s2 [C, C]) over m pixels.
+void latent_spectrum(const Eigen::VectorXd& s1, const Eigen::MatrixXd& s2, int64_t m, Evaluation& e) {
+  const Eigen::VectorXd mean = s1 / double(m);
+  const Eigen::MatrixXd cov = s2 / double(m) - mean * mean.transpose();
+  const Eigen::VectorXd ev = Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd>(cov).eigenvalues().cwiseMax(0.0);
+  for (int64_t i = ev.size() - 1; i >= 0; --i) e.direction_std.push_back(std::sqrt(ev[i]));
+  e.effective_directions = ev.squaredNorm() > 0 ? ev.sum() * ev.sum() / ev.squaredNorm() : 0.0;
+}
+
+std::string spectrum_str(const Evaluation& e) {
+  std::string out;
+  char buf[32];
+  for (double d : e.direction_std) std::snprintf(buf, sizeof buf, "%s%.3g", out.empty() ? "" : " ", d), out += buf;
+  std::snprintf(buf, sizeof buf, " (%.2f effective)", e.effective_directions);
+  return out + buf;
+}
 
 Evaluation evaluate(const AutoencoderKL& vae, uint64_t seed, int64_t count) {
   double psnr_sum = 0, s1 = 0, s2 = 0;
   int64_t m = 0;
+  const int64_t C = vae.config.latent_channels;
+  Eigen::VectorXd pixel_sum = Eigen::VectorXd::Zero(C);        // [C]
+  Eigen::MatrixXd pixel_outer_sum = Eigen::MatrixXd::Zero(C, C);  // [C, C]
+  int64_t pixels = 0;
   for (int64_t first = 0; first < count; first += 50) {
     const Tensor x = shapes_batch(seed + kEvalSeedOffset, first, std::min<int64_t>(50, count - first));
-    const DiagonalGaussian post = vae.encode(x);
+    const DiagonalGaussian post = vae.encode(x);  // mean [B, C, h, w]
     for (double p : psnr_per_image(x, vae.decode(post.mean))) psnr_sum += p;
     for (float v : post.mean) s1 += v, s2 += double(v) * v, ++m;
+    const int64_t B = post.mean.dim(0), hw = post.mean.numel() / (B * C);
+    for (int64_t b = 0; b < B; ++b) {
+      // one image's latent pixels as columns: [C, hw]
+      const Eigen::MatrixXd z = post.mean.slice0(b, b + 1).matrix(C, hw).cast<double>();
+      pixel_sum += z.rowwise().sum();
+      pixel_outer_sum += z * z.transpose();
+      pixels += hw;
+    }
   }
   const double mean = s1 / double(m);
-  return {psnr_sum / double(count), std::sqrt(std::max(0.0, s2 / double(m) - mean * mean))};
+  Evaluation e{psnr_sum / double(count), std::sqrt(std::max(0.0, s2 / double(m) - mean * mean)), {}, 0};
+  latent_spectrum(pixel_sum, pixel_outer_sum, pixels, e);
+  return e;
 }
 
 // Originals (top) and reconstructions (below) of 8 held-out images, x2, with their PSNR.
@@ -137,11 +182,12 @@ void run_train_vae(const TrainVAEOptions& o) {
     const Evaluation e = evaluate(vae, op.seed, o.eval_images);
     std::fprintf(stderr, "vae: PSNR %.2f dB on %lld held-out images; latent std %.4f (scaling_factor %.5f)\n", e.psnr,
                  (long long)o.eval_images, e.latent_std, 1.0 / e.latent_std);
+    std::fprintf(stderr, "vae: latent std along its principal directions %s\n", spectrum_str(e).c_str());
     return;
   }
   const std::vector<Parameter> all_params = parameters_of(vae);  // what the weights file holds
   std::vector<Parameter> params =                                // what this run trains
-      o.decoder_only ? parameters_under(all_params, {"decoder.", "post_quant_conv."}) : all_params;
+      o.decoder_only ? parameters_under(all_params, AutoencoderKL::decoder_prefixes()) : all_params;
   if (from_weights) make_writable(params);
   int64_t n_params = 0;
   for (const Parameter& p : params) n_params += p.value->numel();
@@ -180,7 +226,9 @@ void run_train_vae(const TrainVAEOptions& o) {
     double kl_mean = 0;
     if (!o.decoder_only)
       for (float v : post.kl()) kl_mean += v / double(B);  // post.kl(): [B]
-    const float loss = float(l1_loss(xr, x) + mse_loss(xr, x) + o.kl_weight * kl_mean / pixels);
+    const bool isotropy = !o.decoder_only && o.isotropy_weight > 0;
+    const float loss = float(l1_loss(xr, x) + mse_loss(xr, x) + o.kl_weight * kl_mean / pixels +
+                             (isotropy ? o.isotropy_weight * latent_isotropy_loss(post.mean) : 0.0));
 
     Tensor dxr = l1_loss_backward(xr, x);
     add_(dxr, mse_loss_backward(xr, x));
@@ -190,6 +238,7 @@ void run_train_vae(const TrainVAEOptions& o) {
       const DiagonalGaussian::Grad gk = post.kl_backward(Tensor::full({B}, float(o.kl_weight / (pixels * double(B)))));
       add_(g.mean, gk.mean);
       add_(g.logvar, gk.logvar);
+      if (isotropy) add_(g.mean, latent_isotropy_loss_backward(post.mean, float(o.isotropy_weight)));
       vae.encode_backward(es, g);
     }
 
@@ -237,6 +286,11 @@ void add_train_vae(CLI::App& train) {
       ->required();
   add_optim_options(c, o.optim);
   c->add_option("--kl-weight", o.kl_weight, "weight of the KL term (per pixel)")->capture_default_str();
+  c->add_option("--isotropy-weight", o.isotropy_weight,
+                "weight of a penalty asking the latent pixels' covariance to be isotropic, every latent direction "
+                "used alike (0: off, as SD's VAE; docs/training.md)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--eval-images", o.eval_images, "held-out images for the final PSNR and latent std")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(1), int64_t(100000)));

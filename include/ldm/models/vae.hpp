@@ -329,6 +329,11 @@ struct AutoencoderKL {
   Conv2d quant_conv;       // 1x1, 2*latent -> 2*latent
   Conv2d post_quant_conv;  // 1x1, latent -> latent
 
+  // The checkpoint-name prefixes of the two halves (train/parameter.hpp parameters_under): the
+  // image -> latent half, and the latent -> image half a decoder-only fine-tune trains.
+  static std::vector<std::string> encoder_prefixes() { return {"encoder.", "quant_conv."}; }
+  static std::vector<std::string> decoder_prefixes() { return {"decoder.", "post_quant_conv."}; }
+
   // Asks `w` for every tensor under `prefix` ("" for a vae/ folder file, "first_stage_model"
   // style prefixes need a name mapping first); call w.finish() afterwards.
   void load(WeightStore& w, const std::string& prefix, const VAEConfig& c = VAEConfig{}) {

@@ -5,7 +5,6 @@
 // weight and save gradients and its own state under the checkpoint names:
 //   std::vector<Parameter> p = parameters_of(unet);   // "conv_in.weight", "conv_in.bias", ...
 #pragma once
-#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,13 +52,13 @@ std::vector<Parameter> parameters_of(Module& m, const std::string& prefix = "") 
   return out;
 }
 
-// The parameters whose names start with one of `prefixes` (a VAE's encoder half: "encoder.",
-// "quant_conv.").
+// The parameters whose names start with one of `prefixes` (a VAE's encoder half:
+// AutoencoderKL::encoder_prefixes()).
 inline std::vector<Parameter> parameters_under(const std::vector<Parameter>& all,
-                                               std::initializer_list<const char*> prefixes) {
+                                               const std::vector<std::string>& prefixes) {
   std::vector<Parameter> r;
   for (const auto& p : all)
-    for (const char* s : prefixes)
+    for (const std::string& s : prefixes)
       if (p.name.rfind(s, 0) == 0) r.push_back(p);
   return r;
 }
