@@ -94,6 +94,26 @@ TEST_CASE("ldm train vae: weights, scaling_factor, loss log and curve, reconstru
   CHECK_THAT(g.err, Catch::Contains("64x64, euler"));
 }
 
+TEST_CASE("ldm train vae --isotropy-weight: the penalty changes the encoder's training; the latent spectrum is reported") {
+  TmpPath a("train_vae_iso_a"), b("train_vae_iso_b");
+  new_run(a.path);
+  new_run(b.path);
+  const Run plain = ldm_run(kVae + "--run " + a.path + " --steps 2");
+  const Run iso = ldm_run(kVae + "--run " + b.path + " --steps 2 --isotropy-weight 0.5");
+  REQUIRE(plain.status == 0);
+  REQUIRE(iso.status == 0);
+  CHECK_THAT(iso.err, Catch::Contains("latent std along its principal directions") && Catch::Contains("effective)"));
+  const ldm::SafeTensors pa(a.path + "/vae/diffusion_pytorch_model.safetensors"),
+      pb(b.path + "/vae/diffusion_pytorch_model.safetensors");
+  // The encoder saw the penalty's gradient: the weights part.
+  const ldm::Tensor ea = pa.load("encoder.conv_in.weight"), eb = pb.load("encoder.conv_in.weight");
+  CHECK_FALSE(std::equal(ea.begin(), ea.end(), eb.begin()));
+  // One picture has no covariance across pictures: refused before training, with the fix.
+  const Run one = ldm_run("train vae --run " + b.path + " --steps 1 --batch 1 --isotropy-weight 0.5");
+  CHECK(one.status != 0);
+  CHECK_THAT(one.err, Catch::Contains("--batch 2 or more"));
+}
+
 TEST_CASE("ldm train vae --decoder-only: the decoder learns, the encoder and scaling_factor stay as they were") {
   TmpPath run("train_vae_decoder");
   new_run(run.path);

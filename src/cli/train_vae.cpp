@@ -161,6 +161,8 @@ void run_train_vae(const TrainVAEOptions& o) {
   const std::string train_dir = o.run + "/train";
   const std::string weights = o.run + "/vae/diffusion_pytorch_model.safetensors";
   if (!o.eval_only) make_folder(train_dir);  // --eval-only writes nothing (it may read a shipped model folder)
+  LDM_CHECK(o.isotropy_weight == 0 || op.batch >= 2, "--isotropy-weight compares the latents of the pictures of a "
+            "batch: it needs --batch 2 or more, got ", op.batch);
   const bool from_weights = o.eval_only || o.decoder_only;
   if (from_weights)
     LDM_CHECK(path_exists(weights), "'", weights, "' does not exist: ",
@@ -272,6 +274,7 @@ void run_train_vae(const TrainVAEOptions& o) {
   std::fprintf(stderr, "vae: PSNR %.2f dB on %lld held-out images; latent std %.4f -> scaling_factor %.5f%s; wrote %s\n",
                e.psnr, (long long)o.eval_images, e.latent_std, o.decoder_only ? cfg.scaling_factor : 1.0 / e.latent_std,
                o.decoder_only ? " (kept: the encoder is unchanged)" : "", weights.c_str());
+  std::fprintf(stderr, "vae: latent std along its principal directions %s\n", spectrum_str(e).c_str());
 }
 
 }  // namespace
