@@ -1,6 +1,8 @@
 // Fuzz target: a prompt as the pipeline turns it into the text encoder's input (prompt_token_ids:
-// BOS, tokens truncated to fit, EOS, EOS padding), with the invariants the text encoder relies on.
+// BOS, tokens truncated to fit, EOS, EOS padding), with the invariants the text encoder relies on;
+// and as A1111's emphasis parser reads it (at least one run, whatever the brackets).
 #include "fuzz_input.hpp"
+#include "ldm/models/prompt_attention.hpp"
 #include "ldm/pipeline.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -19,6 +21,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (id < 0 || id >= tok.vocab_size()) __builtin_trap();
     if (truncated != (tok.encode(prompt).size() > 75)) __builtin_trap();  // 75 tokens fit between BOS and EOS
   } catch (const ldm::Error&) {
+  }
+  try {
+    if (ldm::parse_prompt_attention(prompt).empty()) __builtin_trap();
+  } catch (const ldm::Error&) {  // a weight that is not a number: "(a:1.2.3)"
   }
   return 0;
 }
