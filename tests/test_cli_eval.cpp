@@ -4,6 +4,7 @@
 // input (tensor name or shape, component, model) ends with a non-zero exit status and a
 // message that names what is wrong.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -321,4 +322,39 @@ TEST_CASE("ldm eval --conv: every algorithm decodes the same image; wrong uses a
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Contains("error: --conv direct is for the CPU path"));
   CHECK_FALSE(fs::exists(out.path));
+}
+
+TEST_CASE("ldm eval clip --prompt: the prompt's chunks, weights and context as generate() encodes it") {
+  TmpPath out("prompt.safetensors");
+  const std::string model = "models/ldm-shapes";  // tests run in the source folder; its tokenizer/ and a 64-wide CLIP
+  Run r = ldm_eval("clip --model " + model + " --prompt \"a large (red:1.5) circle BREAK on a [black] background\" "
+                   "--output " + out.path);
+  REQUIRE(r.status == 0);
+  {
+    const SafeTensors f(out.path);
+    CHECK(f.info("input_ids").shape == Shape({2, 77}));
+    CHECK(f.load("context").shape() == Shape({1, 154, 64}));
+    const Tensor m = f.load("multipliers");  // [2, 77]: BOS, a, large, red (1.5), circle, EOS...
+    REQUIRE(m.shape() == Shape({2, 77}));
+    CHECK(m[3] == 1.5f);
+    CHECK(m[0] == 1.0f);
+    CHECK(m[77 + 3] == Approx(1 / 1.1));  // second chunk: BOS, on, a, black
+  }
+  r = ldm_eval("clip --model " + model + " --prompt \"a large (red:1.5) circle\" --prompt-syntax plain --output " +
+               out.path);
+  REQUIRE(r.status == 0);
+  const SafeTensors f(out.path);
+  CHECK(f.info("input_ids").shape == Shape({1, 77}));
+  const Tensor m = f.load("multipliers");
+  CHECK(std::all_of(m.begin(), m.end(), [](float v) { return v == 1.0f; }));
+
+  r = ldm_eval("clip --model " + model + " --prompt \"a\" --inputs x.safetensors --output " + out.path);
+  CHECK(r.status != 0);
+  CHECK_THAT(r.err, Contains("either --inputs (token ids) or --prompt (text), not both"));
+  r = ldm_eval("unet --model " + model + " --prompt \"a\" --output " + out.path);
+  CHECK(r.status != 0);
+  CHECK_THAT(r.err, Contains("--prompt goes with `ldm eval clip`"));
+  r = ldm_eval("clip --model " + model + " --output " + out.path);
+  CHECK(r.status != 0);
+  CHECK_THAT(r.err, Contains("needs --inputs FILE (or, for clip, --prompt TEXT)"));
 }

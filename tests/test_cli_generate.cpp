@@ -58,12 +58,18 @@ TEST_CASE("ldm generate: bad input gets a clear error and exit code 1") {
   CHECK_THAT(missing.err, Catch::Contains("--prompt is required"));
 }
 
-TEST_CASE("ldm generate: a prompt over 77 tokens is truncated with a warning; the PNG carries the parameters", "[full]") {
+TEST_CASE("ldm generate: a prompt over 77 tokens is read whole (A1111's syntax) or truncated with a warning "
+          "(--prompt-syntax plain); the PNG carries the parameters", "[full]") {
   LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");
   std::string long_prompt;
   for (int i = 0; i < 90; ++i) long_prompt += "red ";
-  Run r = run("--model synthetic:sd15 --tokenizer " + tokenizer + " --prompt \"" + long_prompt +
-              "\" --steps 1 --guidance 1 --width 64 --height 64 --scheduler ddim --output /tmp/ldm_test_long.png");
+  const std::string args = "--model synthetic:sd15 --tokenizer " + tokenizer + " --prompt \"" + long_prompt +
+                           "\" --steps 1 --guidance 1 --width 64 --height 64 --scheduler ddim --output /tmp/ldm_test_long.png";
+  Run whole = run(args);  // two chunks of 75 tokens: a context of 154
+  INFO(whole.err);
+  REQUIRE(whole.exit_code == 0);
+  CHECK_THAT(whole.err, !Catch::Contains("truncated"));
+  Run r = run(args + " --prompt-syntax plain");
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.err, Catch::Contains("longer than CLIP's 77 tokens and was truncated"));
@@ -125,7 +131,7 @@ TEST_CASE("ldm generate: non-finite or absurd numbers, bad seeds, sizes and outp
   expect_error(p + "--init-latents " + latents + " --width 64 --height 64", "holds NaN or infinite values");
 }
 
-TEST_CASE("ldm generate: --seed -1 draws a seed, printed and in the PNG; a long negative prompt warns; "
+TEST_CASE("ldm generate: --seed -1 draws a seed, printed and in the PNG; a long negative prompt warns (plain syntax); "
           "--output-tensors failing after the PNG is an error and keeps the old file", "[full]") {
   LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");
   ldm::test::TmpPath dir("generate_seed");
@@ -133,7 +139,7 @@ TEST_CASE("ldm generate: --seed -1 draws a seed, printed and in the PNG; a long 
   std::string long_prompt;
   for (int i = 0; i < 90; ++i) long_prompt += "blurry ";
   const std::string base = "--model synthetic:sd15 --tokenizer " + tokenizer +
-                           " --prompt cat --steps 1 --width 64 --height 64 --scheduler ddim ";
+                           " --prompt cat --prompt-syntax plain --steps 1 --width 64 --height 64 --scheduler ddim ";
   Run r = run(base + "--seed -1 --guidance 2 --batch 2 --negative-prompt \"" + long_prompt + "\" --output " + dir.path +
               "/out.png");
   INFO(r.err);

@@ -12,6 +12,7 @@
 // noise of ancestral samplers; for img2img the posterior sample, then the add_noise noise),
 // so `--rng torch-cpu` reproduces diffusers with torch.Generator("cpu").manual_seed(seed).
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "ldm/model_runner.hpp"
 #include "ldm/models/clip_text.hpp"
 #include "ldm/models/clip_tokenizer.hpp"
+#include "ldm/models/prompt_emphasis.hpp"
 #include "ldm/models/unet.hpp"
 #include "ldm/models/vae.hpp"
 #include "ldm/schedulers/scheduler.hpp"
@@ -46,10 +48,17 @@ struct StableDiffusion {
   std::shared_ptr<ModelRunner> runner;  // null: the CPU models above
 };
 
+// How prompt text becomes the U-Net's context.
+enum class PromptSyntax {
+  a1111,  // AUTOMATIC1111's: (emphasis:1.2), [less], BREAK, any length in 75-token chunks (models/prompt_emphasis.hpp)
+  plain,  // diffusers': the text as it is, truncated to 77 tokens
+};
+
 struct GenerationParams {
   std::string prompt, negative_prompt;
   // Token ids instead of text (77 each), e.g. from a reference file; used when non-empty.
   std::vector<int64_t> prompt_ids, negative_prompt_ids;
+  PromptSyntax prompt_syntax = PromptSyntax::a1111;  // a prompt without brackets, BREAK or 76+ tokens: the same
   std::string scheduler = "pndm";  // make_scheduler name; diffusers' SD1.5 default is PNDM
   int steps = 50;
   float guidance_scale = 7.5f;     // <= 1: no unconditional pass
@@ -113,6 +122,35 @@ inline std::vector<int64_t> prompt_token_ids(const StableDiffusion& sd, const st
   return std::vector<int64_t>(ids.begin(), ids.end());
 }
 
+// The context [1, 77 k, D] of a prompt: its given ids (k = 1), or its text by `syntax`.
+inline Tensor encode_prompt(const StableDiffusion& sd, ModelRunner& net, const std::string& text,
+                            const std::vector<int64_t>& given, PromptSyntax syntax, int clip_skip) {
+  if (!given.empty() || syntax == PromptSyntax::plain)
+    return net.encode_text(prompt_token_ids(sd, text, given), 1, clip_skip);
+  LDM_CHECK(sd.tokenizer.has_value(), "no tokenizer loaded: give the model folder's tokenizer/ (or --tokenizer DIR)");
+  return encode_weighted_chunks(prompt_chunks(*sd.tokenizer, parse_prompt_attention(text)),
+                                [&](const std::vector<int64_t>& ids) { return net.encode_text(ids, 1, clip_skip); });
+}
+
+namespace detail {
+
+// Pads the shorter of the prompt's and the negative prompt's contexts [1, 77 k, D] with the
+// encoding of the empty chunk (what "" encodes to), so that both have the longer's length
+// (A1111's "pad prompt/negative prompt to be same length").
+inline void pad_to_same_length(const StableDiffusion& sd, ModelRunner& net, int clip_skip, Tensor& a, Tensor& b) {
+  if (a.dim(1) == b.dim(1)) return;
+  Tensor& shorter = a.dim(1) < b.dim(1) ? a : b;
+  const int64_t L = std::max(a.dim(1), b.dim(1)), D = a.dim(2);
+  LDM_CHECK(sd.tokenizer.has_value(), "no tokenizer loaded: give the model folder's tokenizer/ (or --tokenizer DIR)");
+  const Tensor empty = net.encode_text(prompt_token_ids(sd, "", {}), 1, clip_skip);  // [1, 77, D]
+  Tensor padded = Tensor::empty({1, L, D});
+  std::copy(shorter.begin(), shorter.end(), padded.data());
+  for (int64_t t = shorter.dim(1); t < L; t += empty.dim(1)) std::copy(empty.begin(), empty.end(), padded.data() + t * D);
+  shorter = padded;
+}
+
+}  // namespace detail
+
 // txt2img when params.init_image is undefined, else img2img.
 inline GenerationResult generate(const StableDiffusion& sd, const GenerationParams& p, Generator& gen,
                                  const StepCallback& on_step = nullptr, bool keep_step_latents = false) {
@@ -134,14 +172,15 @@ inline GenerationResult generate(const StableDiffusion& sd, const GenerationPara
   const bool cfg = p.guidance_scale > 1.0f;
   const int64_t B = p.batch;
 
-  // 1. Text -> context [B (uncond) + B (text), 77, 768]
+  // 1. Text -> context [B (uncond) + B (text), 77 k, 768] (k = 1 unless a long A1111 prompt)
   auto t0 = clock::now();
-  const auto ids = prompt_token_ids(sd, p.prompt, p.prompt_ids);
-  Tensor context = detail::repeat_batch(net.encode_text(ids, 1, p.clip_skip), B);
+  Tensor context = encode_prompt(sd, net, p.prompt, p.prompt_ids, p.prompt_syntax, p.clip_skip);
   if (cfg) {
-    const auto neg = prompt_token_ids(sd, p.negative_prompt, p.negative_prompt_ids);
-    Tensor uncond = detail::repeat_batch(net.encode_text(neg, 1, p.clip_skip), B);
-    context = detail::cat_batch(uncond, context);
+    Tensor uncond = encode_prompt(sd, net, p.negative_prompt, p.negative_prompt_ids, p.prompt_syntax, p.clip_skip);
+    detail::pad_to_same_length(sd, net, p.clip_skip, uncond, context);
+    context = detail::cat_batch(detail::repeat_batch(uncond, B), detail::repeat_batch(context, B));
+  } else {
+    context = detail::repeat_batch(context, B);
   }
   result.timings.text_encoding = seconds_since(t0);
 

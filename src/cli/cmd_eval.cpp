@@ -4,6 +4,9 @@
 //   vae-decode  latent [B,C,h,w] (already / 0.18215)                -> image
 //   vae-encode  image [B,3,H,W] in [-1,1]                            -> mean, logvar
 //   clip        input_ids int64 [B,77]                               -> last_hidden_state, penultimate
+//   clip --prompt TEXT (no --inputs): the prompt as generate() encodes it (--prompt-syntax, A1111's by
+//               default)   -> input_ids int64 [k,77], multipliers [k,77], context [1,77k,D]; stdout: each
+//               token with its weight
 // --device cuda --precision fp32|fp16|bf16 runs the GPU twin of the component instead (inputs
 // and outputs stay float32 files).
 //
@@ -23,6 +26,7 @@
 #include "commands.hpp"
 #include "ldm/core/memory.hpp"
 #include "ldm/load.hpp"
+#include "ldm/models/prompt_emphasis.hpp"
 #include "ldm/train/parameter.hpp"
 #include "input_tensor.hpp"
 #include "output_path.hpp"
@@ -32,6 +36,7 @@ namespace {
 
 struct EvalOptions {
   std::string component, model = "synthetic:sd15", inputs, output;
+  std::string prompt, prompt_syntax = "a1111", tokenizer;  // clip --prompt
   bool fp16_weights = false;
   std::string device = "cpu", precision = "fp32";
   std::string conv = "auto";
@@ -240,6 +245,50 @@ Forward load_cuda(const std::string& component, const EvalInputs& x, const Model
 }
 #endif
 
+// `ldm eval clip --prompt TEXT`: the prompt's chunks, their per-token weights and the context
+// the U-Net would get (pipeline.hpp encode_prompt), on the CPU.
+void run_eval_prompt(const EvalOptions& o, const LoadOptions& lo) {
+  LDM_CHECK(o.component == "clip", "--prompt goes with `ldm eval clip` (got ", o.component, ")");
+  LDM_CHECK(o.inputs.empty(), "give either --inputs (token ids) or --prompt (text), not both");
+  LDM_CHECK(o.device == "cpu", "ldm eval clip --prompt runs on the CPU (drop --device ", o.device, ")");
+  check_output_path(o.output, "--output");
+  const ModelFiles files = open_model(o.model);
+  const std::string tok_dir = o.tokenizer.empty() ? files.tokenizer_dir : o.tokenizer;
+  LDM_CHECK(!tok_dir.empty(), "the model (", files.description, ") has no tokenizer/ folder: pass --tokenizer DIR");
+  const CLIPTokenizer tok(tok_dir);
+  const CLIPTextModel clip = load_text_encoder(files, lo);
+  PromptChunks chunks;
+  if (o.prompt_syntax == "plain") {  // one chunk, truncated, every weight 1
+    chunks.tokens.push_back(tok.encode_padded(o.prompt, 77));
+    chunks.multipliers.emplace_back(77, 1.0);
+  } else {
+    chunks = prompt_chunks(tok, parse_prompt_attention(o.prompt));
+  }
+  const Tensor context =
+      encode_weighted_chunks(chunks, [&](const std::vector<int64_t>& ids) { return clip.encode(ids, 1); });
+  const int64_t k = int64_t(chunks.tokens.size());
+  std::vector<int64_t> ids;
+  Tensor mults = Tensor::empty({k, 77});
+  std::printf("%lld chunk(s) of 77 tokens (%s syntax); the prompt's tokens and their weights:\n", (long long)k,
+              o.prompt_syntax.c_str());
+  for (int64_t c = 0; c < k; ++c)
+    for (int64_t t = 0; t < 77; ++t) {
+      const int id = chunks.tokens[size_t(c)][size_t(t)];
+      const double w = chunks.multipliers[size_t(c)][size_t(t)];
+      ids.push_back(id);
+      mults[c * 77 + t] = float(w);
+      if (id != tok.bos_id() && id != tok.eos_id())
+        std::printf("  chunk %lld  %2lld  %-20s %g\n", (long long)c, (long long)t, tok.decode({id}).c_str(), w);
+    }
+  SafeTensorsWriter out;
+  out.add_i64("input_ids", {k, 77}, ids);
+  out.add("multipliers", mults);
+  out.add("context", context);
+  out.save(o.output);
+  std::fprintf(stderr, "clip: wrote input_ids [%lld, 77], multipliers and context %s to %s\n", (long long)k,
+               context.shape_str().c_str(), o.output.c_str());
+}
+
 void run_eval(const EvalOptions& o) {
   using clock = std::chrono::steady_clock;
   LoadOptions lo;
@@ -252,6 +301,8 @@ void run_eval(const EvalOptions& o) {
             "--device ", o.device, ")");
   LDM_CHECK(!backward || !o.fp16_weights, "ldm eval ", o.component, ": a backward needs float32 weights (drop ",
             "--fp16-weights)");
+  if (!o.prompt.empty()) return run_eval_prompt(o, lo);
+  LDM_CHECK(!o.inputs.empty(), "ldm eval ", o.component, " needs --inputs FILE (or, for clip, --prompt TEXT)");
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
   check_output_path(o.output, "--output");
   SafeTensors in(o.inputs);
@@ -297,7 +348,13 @@ void add_eval(CLI::App& app) {
                              "vae-decode-backward", "clip-backward"}));
   c->add_option("--model", o.model, "diffusers folder, single .safetensors checkpoint, or synthetic:sd15")
       ->capture_default_str();
-  c->add_option("--inputs", o.inputs, "safetensors file with the input tensors")->required();
+  c->add_option("--inputs", o.inputs, "safetensors file with the input tensors");
+  c->add_option("--prompt", o.prompt,
+                "clip only, instead of --inputs: encode this prompt as generate() does and print each token's weight");
+  c->add_option("--prompt-syntax", o.prompt_syntax, "with --prompt: a1111 (emphasis, BREAK, 75-token chunks) or plain")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"a1111", "plain"}));
+  c->add_option("--tokenizer", o.tokenizer, "with --prompt: a tokenizer folder (vocab.json, merges.txt), for a model without one");
   c->add_option("--output", o.output, "safetensors file to write")->required();
   c->add_flag("--fp16-weights", o.fp16_weights, "keep weights in fp16 in memory");
   c->add_option("--device", o.device, "where the component runs: cpu or cuda")

@@ -30,6 +30,7 @@ struct Options {
   std::string model;      // "": the default model (default_model.hpp)
   std::string scheduler;  // "": the model's scheduler class, pndm where it has none
   std::string tokenizer, prompt, negative_prompt;
+  std::string prompt_syntax = "a1111";  // or "plain" (PromptSyntax)
   bool karras = false;
   std::string timestep_spacing;  // empty: the model's scheduler config (SD1.5: leading)
   int steps = 50, width = 0, height = 0, batch = 1, clip_skip = 1, threads = 0;
@@ -190,13 +191,16 @@ void run_generate(Options o) {
   p.batch = o.batch;
   p.clip_skip = o.clip_skip;
   p.strength = o.strength;
-  for (const auto& [text, what] : {std::pair{&o.prompt, "prompt"}, std::pair{&o.negative_prompt, "negative prompt"}}) {
-    bool truncated = false;
-    prompt_token_ids(sd, *text, {}, &truncated);
-    if (truncated)
-      std::fprintf(stderr, "warning: the %s is longer than CLIP's 77 tokens and was truncated, as diffusers does\n",
-                   what);
-  }
+  p.prompt_syntax = o.prompt_syntax == "plain" ? PromptSyntax::plain : PromptSyntax::a1111;
+  // A1111's syntax reads prompts of any length (75-token chunks); diffusers' truncates them.
+  if (p.prompt_syntax == PromptSyntax::plain)
+    for (const auto& [text, what] : {std::pair{&o.prompt, "prompt"}, std::pair{&o.negative_prompt, "negative prompt"}}) {
+      bool truncated = false;
+      prompt_token_ids(sd, *text, {}, &truncated);
+      if (truncated)
+        std::fprintf(stderr, "warning: the %s is longer than CLIP's 77 tokens and was truncated, as diffusers does "
+                     "(--prompt-syntax a1111 reads it whole)\n", what);
+    }
 
   ProgressBar bar("sampling");
   GenerationResult r = generate(sd, p, *gen, [&bar](int done, int total, double) { bar.update(done, total); });
@@ -243,6 +247,11 @@ void add_generate(CLI::App& app) {
                 "diffusers folder, single .safetensors checkpoint, or synthetic:sd15 (default: models/ldm-shapes)");
   c->add_option("--prompt", o.prompt, "what to draw")->required();
   c->add_option("--negative-prompt", o.negative_prompt, "what to steer away from");
+  c->add_option("--prompt-syntax", o.prompt_syntax,
+                "a1111: AUTOMATIC1111's (word:1.3) and [word] emphasis, BREAK, prompts of any length in 75-token "
+                "chunks; plain: the text as diffusers reads it, truncated at 77 tokens")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"a1111", "plain"}));
   c->add_option("--scheduler", o.scheduler, scheduler_names_joined("|") + " (default: the model's scheduler class)");
   c->add_flag("--karras", o.karras, "Karras sigmas (sigma-based samplers)");
   c->add_option("--timestep-spacing", o.timestep_spacing, "leading|trailing|linspace (default: the model's config)")
