@@ -354,7 +354,9 @@ void gpu_txt2img(benchmark::State& state, DType dt, bool graphs) {
   vae(dt);
   clip(dt);
   ldm::StableDiffusion sd;
-  sd.vae.config = g_models.vae->config;
+  sd.text_encoder_config = g_models.clip->config;
+  sd.unet_config = g_models.unet->config;
+  sd.vae_config = g_models.vae->config;
   sd.scheduler_config = ldm::SchedulerConfig::from_json(nlohmann::json::object());
   auto runner = std::make_shared<ldm::cuda::CudaModelRunner>(g_models.clip, g_models.unet, g_models.vae, dt, graphs);
   sd.runner = runner;

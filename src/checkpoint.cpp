@@ -256,6 +256,11 @@ ModelFiles open_single_file(const std::string& path) {
 
   ModelFiles m;
   m.unet = std::make_shared<SingleFileSource>(file, Component::UNet);
+  // An inpainting checkpoint (sd-v1-5-inpainting) is told apart by its U-Net's first convolution:
+  // 9 input channels (latents, mask, masked image latents) instead of 4.
+  const std::string conv_in = "model.diffusion_model.input_blocks.0.0.weight";
+  if (file->contains(conv_in) && file->info(conv_in).shape.size() == 4 && file->info(conv_in).shape[1] != 4)
+    m.unet_config = {{"in_channels", file->info(conv_in).shape[1]}};
   m.vae = std::make_shared<SingleFileSource>(file, Component::VAE);
   m.text_encoder = std::make_shared<SingleFileSource>(file, Component::TextEncoder);
   std::vector<std::string> all;
@@ -352,8 +357,14 @@ ModelFiles open_diffusers_folder(const std::string& dir, const std::string& vari
 ModelFiles open_model(const std::string& spec, const std::string& variant) {
   LDM_CHECK(variant.empty() || variant == "fp16", "unknown weights variant \"", variant, "\" (use \"\" or \"fp16\")");
   if (starts_with(spec, "synthetic:")) {
-    LDM_CHECK(spec == "synthetic:sd15", "unknown synthetic model \"", spec, "\" (the one there is: synthetic:sd15)");
-    return open_synthetic();
+    LDM_CHECK(spec == "synthetic:sd15" || spec == "synthetic:sd15-inpainting", "unknown synthetic model \"", spec,
+              "\" (there are synthetic:sd15 and synthetic:sd15-inpainting)");
+    ModelFiles m = open_synthetic();
+    if (spec == "synthetic:sd15-inpainting") {  // SD1.5's inpainting U-Net: 9 input channels
+      m.unet_config = {{"in_channels", 9}};
+      m.description = "synthetic SD1.5 inpainting weights (synth.py rule, no file)";
+    }
+    return m;
   }
   if (is_dir(spec)) return open_diffusers_folder(spec, variant);
   LDM_CHECK(exists(spec), "no such file or folder: '", spec, "'. ", kAcceptedForms);

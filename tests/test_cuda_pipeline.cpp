@@ -50,7 +50,9 @@ const GpuModels& gpu_models(const std::string& precision) {
 // A pipeline over those models (prompts come as token ids: no tokenizer needed).
 StableDiffusion gpu_pipeline(const GpuModels& m, const std::string& precision, bool graphs) {
   StableDiffusion sd;
-  sd.vae.config = m.vae->config;
+  sd.text_encoder_config = m.text_encoder->config;
+  sd.unet_config = m.unet->config;
+  sd.vae_config = m.vae->config;
   sd.scheduler_config = m.scheduler_config;
   sd.runner = std::make_shared<cuda::CudaModelRunner>(m.text_encoder, m.unet, m.vae, cuda::parse_dtype(precision), graphs);
   return sd;

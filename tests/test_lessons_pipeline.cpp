@@ -32,17 +32,14 @@ CLIPTokenizer letter_tokenizer() {
   return CLIPTokenizer(v, {});
 }
 
-// Lesson 9's tiny models as a pipeline, built once.
+// Lesson 9's tiny models, and the same as a pipeline, built once.
+const lessons::train_step::Models& tiny() {
+  static const lessons::train_step::Models m = lessons::train_step::tiny_models();
+  return m;
+}
+
 const StableDiffusion& tiny_sd() {
-  static const StableDiffusion sd = [] {
-    lessons::train_step::Models m = lessons::train_step::tiny_models();
-    StableDiffusion s;
-    s.tokenizer.emplace(letter_tokenizer());
-    s.text_encoder = m.clip;
-    s.unet = m.unet;
-    s.vae = m.vae;
-    return s;
-  }();
+  static const StableDiffusion sd = cpu_pipeline(tiny().clip, tiny().unet, tiny().vae, letter_tokenizer());
   return sd;
 }
 
@@ -172,7 +169,7 @@ TEST_CASE("lesson 8: latent arithmetic with the tiny VAE") {
   REQUIRE(images.size() == 3);
   CHECK(max_abs_diff(lessons::latent_arithmetic::mirror(images[1]), images[0]) == 0);
   std::ostringstream log;
-  const auto r = lessons::latent_arithmetic::run(tiny_sd().vae, images, false, o, log);
+  const auto r = lessons::latent_arithmetic::run(tiny().vae, images, false, o, log);
   CHECK(r.latent_shape == Shape{1, 4, 4, 4});
   REQUIRE(r.ops.size() == 3);
   for (const auto& op : r.ops) {

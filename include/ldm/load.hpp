@@ -11,6 +11,7 @@
 #include <string>
 
 #include "ldm/core/checkpoint.hpp"
+#include "ldm/lora.hpp"
 #include "ldm/pipeline.hpp"
 #ifdef LDM_WITH_CUDA
 #include "ldm/cuda/runner.hpp"
@@ -25,6 +26,7 @@ struct LoadOptions {
   std::string precision = "fp32";  // cuda: "fp32" | "fp16" | "bf16" (weights and activations)
   bool cuda_graphs = false;        // cuda: record the U-Net forward in CUDA graphs (experimental)
   ConvAlgo conv = ConvAlgo::automatic;  // CPU: the 3x3 convolutions' algorithm (nn/conv_algo.hpp)
+  std::vector<LoraSpec> loras;          // merged into the U-Net's and text encoder's weights as they load (lora.hpp)
 };
 
 // Checks device and precision before any slow load: a known device, a precision the device
@@ -65,7 +67,7 @@ WeightStore checked_weight_store(const ModelFiles& files, Component c, const std
   check.set_check_only(true);
   Model().load(check, prefix, cfg);
   check.finish();
-  WeightStore w(files.source(c));
+  WeightStore w(c == Component::VAE ? files.source(c) : with_loras(files.source(c), c, o.loras, check.requested()));
   w.set_keep_fp16(o.fp16_weights);
   w.set_conv_algo(o.conv);
   return w;
@@ -117,10 +119,18 @@ inline CLIPTextModel load_text_encoder(const ModelFiles& files, const LoadOption
 }
 
 #ifdef LDM_WITH_CUDA
-// The GPU twins in o.precision: the same weight names and configs as the CPU loaders above.
+// The GPU twins in o.precision: the same weight names and configs (and LoRAs) as the CPU loaders above.
+namespace detail {
+inline LoadOptions loras_only(const LoadOptions& o) {
+  LoadOptions r;
+  r.loras = o.loras;
+  return r;
+}
+}  // namespace detail
+
 inline std::shared_ptr<cuda::UNet2DConditionModel> load_cuda_unet(const ModelFiles& files, const LoadOptions& o) {
   const UNetConfig cfg = unet_config(files);
-  WeightStore w = detail::checked_weight_store<UNet2DConditionModel>(files, Component::UNet, "", cfg, LoadOptions{});
+  WeightStore w = detail::checked_weight_store<UNet2DConditionModel>(files, Component::UNet, "", cfg, detail::loras_only(o));
   auto unet = std::make_shared<cuda::UNet2DConditionModel>();
   unet->load(w, "", cfg, cuda::parse_dtype(o.precision));
   w.finish();
@@ -139,7 +149,7 @@ inline std::shared_ptr<cuda::AutoencoderKL> load_cuda_vae(const ModelFiles& file
 inline std::shared_ptr<cuda::CLIPTextModel> load_cuda_text_encoder(const ModelFiles& files, const LoadOptions& o) {
   const CLIPTextConfig cfg = text_encoder_config(files);
   WeightStore w =
-      detail::checked_weight_store<CLIPTextModel>(files, Component::TextEncoder, "text_model", cfg, LoadOptions{});
+      detail::checked_weight_store<CLIPTextModel>(files, Component::TextEncoder, "text_model", cfg, detail::loras_only(o));
   auto clip = std::make_shared<cuda::CLIPTextModel>();
   clip->load(w, "text_model", cfg, cuda::parse_dtype(o.precision));
   w.finish();
@@ -153,9 +163,9 @@ inline StableDiffusion load_stable_diffusion(const ModelFiles& files, const Load
   StableDiffusion sd;
   // Every config is checked first, before the tokenizer and any weight are read.
   sd.scheduler_config = scheduler_config(files);
-  unet_config(files);
-  vae_config(files);
-  text_encoder_config(files);
+  sd.unet_config = unet_config(files);
+  sd.vae_config = vae_config(files);
+  sd.text_encoder_config = text_encoder_config(files);
   const std::string tok = o.tokenizer_dir.empty() ? files.tokenizer_dir : o.tokenizer_dir;
   if (!tok.empty()) sd.tokenizer.emplace(tok);
   LDM_CHECK(sd.tokenizer.has_value(), "the model (", files.description,
@@ -166,14 +176,11 @@ inline StableDiffusion load_stable_diffusion(const ModelFiles& files, const Load
     auto text_encoder = load_cuda_text_encoder(files, o);
     auto unet = load_cuda_unet(files, o);
     auto vae = load_cuda_vae(files, o);
-    sd.vae.config = vae->config;  // the pipeline reads the scaling factor from here
     sd.runner = std::make_shared<cuda::CudaModelRunner>(text_encoder, unet, vae, cuda::parse_dtype(o.precision),
                                                         o.cuda_graphs);
 #endif
   } else {
-    sd.text_encoder = load_text_encoder(files, o);
-    sd.unet = load_unet(files, o);
-    sd.vae = load_vae(files, o);
+    sd.runner = std::make_shared<CpuModelRunner>(load_text_encoder(files, o), load_unet(files, o), load_vae(files, o));
   }
   return sd;
 }

@@ -15,6 +15,7 @@
 //   cuda::CudaModelRunner   (ldm/cuda/runner.hpp, CUDA builds only) keeps the weights on the GPU.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ldm/core/tensor.hpp"
@@ -41,12 +42,12 @@ class ModelRunner {
   virtual DiagonalGaussian vae_encode(const Tensor& image) = 0;
 };
 
-// The CPU models, called exactly as the pipeline always called them. Holds references: the
-// models must outlive the runner (the pipeline builds one per generate() call).
+// The CPU models, called exactly as the pipeline always called them. Owns them (a model's
+// tensors share their storage, so handing in a copy costs no weights).
 class CpuModelRunner : public ModelRunner {
  public:
-  CpuModelRunner(const CLIPTextModel& text_encoder, const UNet2DConditionModel& unet, const AutoencoderKL& vae)
-      : text_encoder_(text_encoder), unet_(unet), vae_(vae) {}
+  CpuModelRunner(CLIPTextModel text_encoder, UNet2DConditionModel unet, AutoencoderKL vae)
+      : text_encoder_(std::move(text_encoder)), unet_(std::move(unet)), vae_(std::move(vae)) {}
 
   std::string device() const override { return "cpu"; }
   Tensor encode_text(const std::vector<int64_t>& ids, int64_t batch, int clip_skip) override {
@@ -58,10 +59,15 @@ class CpuModelRunner : public ModelRunner {
   Tensor vae_decode(const Tensor& latent) override { return vae_.decode(latent); }
   DiagonalGaussian vae_encode(const Tensor& image) override { return vae_.encode(image); }
 
+  // The models themselves, for code that needs more than the pipeline's calls (lessons, training).
+  const CLIPTextModel& text_encoder_model() const { return text_encoder_; }
+  const UNet2DConditionModel& unet_model() const { return unet_; }
+  const AutoencoderKL& vae_model() const { return vae_; }
+
  private:
-  const CLIPTextModel& text_encoder_;
-  const UNet2DConditionModel& unet_;
-  const AutoencoderKL& vae_;
+  CLIPTextModel text_encoder_;
+  UNet2DConditionModel unet_;
+  AutoencoderKL vae_;
 };
 
 }  // namespace ldm

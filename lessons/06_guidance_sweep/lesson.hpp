@@ -74,8 +74,8 @@ inline std::string tokenizer_dir(const std::string& given, const ModelFiles& fil
 inline Tensor first_step_predictions(const StableDiffusion& sd, const Options& o, double* t_first) {
   const auto ids = prompt_token_ids(sd, o.prompt, {});
   const auto neg = prompt_token_ids(sd, o.negative_prompt, {});
-  const Tensor context =
-      detail::cat_batch(sd.text_encoder.encode(neg, 1), sd.text_encoder.encode(ids, 1));  // [2, 77, D]
+  const Tensor context = detail::cat_batch(sd.runner->encode_text(neg, 1, 1),
+                                          sd.runner->encode_text(ids, 1, 1));  // [2, 77, D]
   auto scheduler = make_scheduler(o.scheduler, sd.scheduler_config);
   scheduler->set_timesteps(o.steps);
   *t_first = scheduler->timesteps().front();
@@ -83,7 +83,7 @@ inline Tensor first_step_predictions(const StableDiffusion& sd, const Options& o
   Tensor z = gen->randn({1, 4, o.size / 8, o.size / 8});  // z_T [1, 4, h, w]
   z.vec() *= scheduler->init_noise_sigma();
   const Tensor model_in = scheduler->scale_model_input(detail::cat_batch(z, z), *t_first);  // [2, 4, h, w]
-  return sd.unet.forward(model_in, float(*t_first), context);                               // [2, 4, h, w]
+  return sd.runner->unet(model_in, float(*t_first), context);                               // [2, 4, h, w]
 }
 
 // The options' own errors, before anything loads.

@@ -84,20 +84,20 @@ inline Tensor slerp(const Tensor& z1, const Tensor& z2, double a) {
 }
 
 // Latent (in the diffusion model's units, i.e. times scaling_factor) -> image [1, 3, H, W] in [0, 1].
-inline Tensor decode_to_image(const AutoencoderKL& vae, const Tensor& z) {
+inline Tensor decode_to_image(const StableDiffusion& sd, const Tensor& z) {
   Tensor x = z.clone();
-  x.vec() /= vae.config.scaling_factor;
-  Tensor img = vae.decode(x);
+  x.vec() /= sd.vae_config.scaling_factor;
+  Tensor img = sd.runner->vae_decode(x);
   for (float& v : img) v = std::clamp(v / 2.0f + 0.5f, 0.0f, 1.0f);
   return img;
 }
 
 // An image [1, 3, H, W] in [0, 1] -> the mean of q(z|x), times scaling_factor [1, 4, H/8, W/8].
-inline Tensor encode_image(const AutoencoderKL& vae, const Tensor& image) {
+inline Tensor encode_image(const StableDiffusion& sd, const Tensor& image) {
   Tensor x = image.clone();
   x.vec().array() = x.vec().array() * 2.0f - 1.0f;
-  Tensor z = vae.encode(x).mean;
-  z.vec() *= vae.config.scaling_factor;
+  Tensor z = sd.runner->vae_encode(x).mean;
+  z.vec() *= sd.vae_config.scaling_factor;
   return z;
 }
 
@@ -110,7 +110,7 @@ inline void check_options(const Options& o) {
   LDM_CHECK(!o.alphas.empty(), "lesson 7: give at least one alpha");
 }
 
-// `sd.vae` decodes; sd's U-Net, text encoder and tokenizer are used only with --denoise.
+// sd's VAE decodes; its U-Net, text encoder and tokenizer are used only with --denoise.
 // `real_weights` only changes what the lesson says about the pictures.
 inline Result run(const StableDiffusion& sd, bool real_weights, const Options& o, std::ostream& out) {
   check_options(o);
@@ -123,9 +123,9 @@ inline Result run(const StableDiffusion& sd, bool real_weights, const Options& o
   const int64_t h = o.size / 8, w = o.size / 8;
   Tensor z1, z2;
   if (from_images) {
-    z1 = encode_image(sd.vae, viz::center_crop_resize(read_image(o.image_a), o.size));
-    z2 = encode_image(sd.vae, viz::center_crop_resize(read_image(o.image_b), o.size));
-    out << "Endpoints: the two images, encoded (the mean of q(z|x), times " << sd.vae.config.scaling_factor << ")\n";
+    z1 = encode_image(sd, viz::center_crop_resize(read_image(o.image_a), o.size));
+    z2 = encode_image(sd, viz::center_crop_resize(read_image(o.image_b), o.size));
+    out << "Endpoints: the two images, encoded (the mean of q(z|x), times " << sd.vae_config.scaling_factor << ")\n";
   } else {
     z1 = make_generator(o.rng, o.seed_a)->randn({1, 4, h, w});
     z2 = make_generator(o.rng, o.seed_b)->randn({1, 4, h, w});
@@ -186,10 +186,10 @@ inline Result run(const StableDiffusion& sd, bool real_weights, const Options& o
 
   // 3. Decode every interpolant: VAE only, no denoising. The endpoints are shared by both rows.
   auto t0 = clock::now();
-  for (size_t i = 0; i < o.alphas.size(); ++i) r.decoded_lerp.push_back(decode_to_image(sd.vae, zl[i]));
+  for (size_t i = 0; i < o.alphas.size(); ++i) r.decoded_lerp.push_back(decode_to_image(sd, zl[i]));
   for (size_t i = 0; i < o.alphas.size(); ++i) {
     const double a = o.alphas[i];
-    r.decoded_slerp.push_back(a == 0 || a == 1 ? r.decoded_lerp[i] : decode_to_image(sd.vae, zs[i]));
+    r.decoded_slerp.push_back(a == 0 || a == 1 ? r.decoded_lerp[i] : decode_to_image(sd, zs[i]));
   }
   std::snprintf(line, sizeof line, "\nDecoded the interpolated latents (VAE only, no denoising) in %.1f s\n",
                 std::chrono::duration<double>(clock::now() - t0).count());
@@ -286,7 +286,7 @@ inline Result run(const Options& o, std::ostream& out) {
     lo.tokenizer_dir = tokenizer_dir(o.tokenizer, files);
     sd = load_stable_diffusion(o.model, lo);
   } else {  // the VAE is all it takes
-    sd.vae = load_vae(files);
+    sd = cpu_pipeline(CLIPTextModel{}, UNet2DConditionModel{}, load_vae(files));
   }
   return run(sd, o.model.rfind("synthetic:", 0) != 0, o, out);
 }

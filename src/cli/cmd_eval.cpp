@@ -7,6 +7,8 @@
 //   clip --prompt TEXT (no --inputs): the prompt as generate() encodes it (--prompt-syntax, A1111's by
 //               default)   -> input_ids int64 [k,77], multipliers [k,77], context [1,77k,D]; stdout: each
 //               token with its weight
+// --vae-tiling: vae-decode / vae-encode in tiles, as diffusers' AutoencoderKL after enable_tiling()
+// (models/vae_tiling.hpp).
 // --device cuda --precision fp32|fp16|bf16 runs the GPU twin of the component instead (inputs
 // and outputs stay float32 files).
 //
@@ -27,6 +29,7 @@
 #include "ldm/core/memory.hpp"
 #include "ldm/load.hpp"
 #include "ldm/models/prompt_emphasis.hpp"
+#include "ldm/models/vae_tiling.hpp"
 #include "ldm/train/parameter.hpp"
 #include "input_tensor.hpp"
 #include "output_path.hpp"
@@ -40,6 +43,7 @@ struct EvalOptions {
   bool fp16_weights = false;
   std::string device = "cpu", precision = "fp32";
   std::string conv = "auto";
+  bool vae_tiling = false;  // vae-decode / vae-encode: in tiles, as diffusers' enable_tiling()
 };
 
 // The inputs of a component, read and checked once against the model's config, whatever
@@ -142,16 +146,21 @@ using Outputs = std::vector<std::pair<std::string, Tensor>>;
 using Forward = std::function<Outputs()>;
 
 // Loads the component on the CPU; returns its forward on x.
-Forward load_cpu(const std::string& component, const EvalInputs& x, const ModelFiles& files, const LoadOptions& lo) {
+Forward load_cpu(const std::string& component, const EvalInputs& x, const ModelFiles& files, const LoadOptions& lo,
+                 bool tiling) {
   if (component == "unet") {
     auto unet = std::make_shared<UNet2DConditionModel>(load_unet(files, lo));
     return [unet, &x] { return Outputs{{"out", unet->forward(x.sample, x.timesteps, x.context)}}; };
   }
   if (component == "vae-decode" || component == "vae-encode") {
     auto vae = std::make_shared<AutoencoderKL>(load_vae(files, lo));
-    if (component == "vae-decode") return [vae, &x] { return Outputs{{"image", vae->decode(x.latent)}}; };
-    return [vae, &x] {
-      DiagonalGaussian post = vae->encode(x.image);
+    const VaeTiling t = tiling ? VaeTiling::of(vae->config) : VaeTiling::whole();
+    if (component == "vae-decode")
+      return [vae, &x, t] {
+        return Outputs{{"image", tiled_decode(x.latent, t, [&](const Tensor& z) { return vae->decode(z); })}};
+      };
+    return [vae, &x, t] {
+      DiagonalGaussian post = tiled_encode(x.image, t, [&](const Tensor& im) { return vae->encode(im); });
       return Outputs{{"mean", post.mean}, {"logvar", post.logvar}};
     };
   }
@@ -218,7 +227,8 @@ Forward load_cpu_backward(const std::string& component, const EvalInputs& x, con
 
 #ifdef LDM_WITH_CUDA
 // The same on the GPU, in lo.precision: inputs go up and outputs come down as float32.
-Forward load_cuda(const std::string& component, const EvalInputs& x, const ModelFiles& files, const LoadOptions& lo) {
+Forward load_cuda(const std::string& component, const EvalInputs& x, const ModelFiles& files, const LoadOptions& lo,
+                  bool tiling) {
   const cuda::DType dt = cuda::parse_dtype(lo.precision);
   if (component == "unet") {
     auto unet = load_cuda_unet(files, lo);
@@ -230,10 +240,16 @@ Forward load_cuda(const std::string& component, const EvalInputs& x, const Model
   }
   if (component == "vae-decode" || component == "vae-encode") {
     auto vae = load_cuda_vae(files, lo);
+    const VaeTiling t = tiling ? VaeTiling::of(vae->config) : VaeTiling::whole();
     if (component == "vae-decode")
-      return [vae, &x, dt] { return Outputs{{"image", cuda::to_host(vae->decode(cuda::to_device(x.latent, dt)))}}; };
-    return [vae, &x, dt] {
-      DiagonalGaussian post = vae->encode(cuda::to_device(x.image, dt));
+      return [vae, &x, dt, t] {
+        return Outputs{{"image", tiled_decode(x.latent, t, [&](const Tensor& z) {
+                          return cuda::to_host(vae->decode(cuda::to_device(z, dt)));
+                        })}};
+      };
+    return [vae, &x, dt, t] {
+      DiagonalGaussian post =
+          tiled_encode(x.image, t, [&](const Tensor& im) { return vae->encode(cuda::to_device(im, dt)); });
       return Outputs{{"mean", post.mean}, {"logvar", post.logvar}};
     };
   }
@@ -246,7 +262,7 @@ Forward load_cuda(const std::string& component, const EvalInputs& x, const Model
 #endif
 
 // `ldm eval clip --prompt TEXT`: the prompt's chunks, their per-token weights and the context
-// the U-Net would get (pipeline.hpp encode_prompt), on the CPU.
+// the U-Net would get (pipeline.hpp encode_text_prompt), on the CPU.
 void run_eval_prompt(const EvalOptions& o, const LoadOptions& lo) {
   LDM_CHECK(o.component == "clip", "--prompt goes with `ldm eval clip` (got ", o.component, ")");
   LDM_CHECK(o.inputs.empty(), "give either --inputs (token ids) or --prompt (text), not both");
@@ -257,13 +273,8 @@ void run_eval_prompt(const EvalOptions& o, const LoadOptions& lo) {
   LDM_CHECK(!tok_dir.empty(), "the model (", files.description, ") has no tokenizer/ folder: pass --tokenizer DIR");
   const CLIPTokenizer tok(tok_dir);
   const CLIPTextModel clip = load_text_encoder(files, lo);
-  PromptChunks chunks;
-  if (o.prompt_syntax == "plain") {  // one chunk, truncated, every weight 1
-    chunks.tokens.push_back(tok.encode_padded(o.prompt, 77));
-    chunks.multipliers.emplace_back(77, 1.0);
-  } else {
-    chunks = prompt_chunks(tok, parse_prompt_attention(o.prompt));
-  }
+  const PromptChunks chunks =
+      prompt_chunks_of(tok, o.prompt, o.prompt_syntax == "plain" ? PromptSyntax::plain : PromptSyntax::a1111);
   const Tensor context =
       encode_weighted_chunks(chunks, [&](const std::vector<int64_t>& ids) { return clip.encode(ids, 1); });
   const int64_t k = int64_t(chunks.tokens.size());
@@ -301,6 +312,8 @@ void run_eval(const EvalOptions& o) {
             "--device ", o.device, ")");
   LDM_CHECK(!backward || !o.fp16_weights, "ldm eval ", o.component, ": a backward needs float32 weights (drop ",
             "--fp16-weights)");
+  LDM_CHECK(!o.vae_tiling || o.component == "vae-decode" || o.component == "vae-encode",
+            "--vae-tiling goes with vae-decode or vae-encode (got ", o.component, ")");
   if (!o.prompt.empty()) return run_eval_prompt(o, lo);
   LDM_CHECK(!o.inputs.empty(), "ldm eval ", o.component, " needs --inputs FILE (or, for clip, --prompt TEXT)");
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
@@ -314,10 +327,10 @@ void run_eval(const EvalOptions& o) {
   std::string gpu;
   if (o.device == "cuda") {
 #ifdef LDM_WITH_CUDA
-    forward = load_cuda(o.component, x, files, lo);
+    forward = load_cuda(o.component, x, files, lo, o.vae_tiling);
 #endif
   } else {
-    forward = backward ? load_cpu_backward(o.component, x, files, lo) : load_cpu(o.component, x, files, lo);
+    forward = backward ? load_cpu_backward(o.component, x, files, lo) : load_cpu(o.component, x, files, lo, o.vae_tiling);
   }
   const double load_s = seconds_since(t0);
   t0 = clock::now();
@@ -357,6 +370,8 @@ void add_eval(CLI::App& app) {
   c->add_option("--tokenizer", o.tokenizer, "with --prompt: a tokenizer folder (vocab.json, merges.txt), for a model without one");
   c->add_option("--output", o.output, "safetensors file to write")->required();
   c->add_flag("--fp16-weights", o.fp16_weights, "keep weights in fp16 in memory");
+  c->add_flag("--vae-tiling", o.vae_tiling,
+              "vae-decode / vae-encode: in tiles of the VAE's sample_size, 25% overlap, as diffusers' enable_tiling()");
   c->add_option("--device", o.device, "where the component runs: cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <utility>
 
@@ -14,7 +15,9 @@
 #include "default_model.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng.hpp"
+#include "ldm/inpaint.hpp"
 #include "ldm/load.hpp"
+#include "ldm/lora_tags.hpp"
 #include "ldm/pipeline.hpp"
 #include "output_path.hpp"
 #include "progress.hpp"
@@ -38,11 +41,15 @@ struct Options {
   bool steps_given = false, guidance_given = false;  // else the model's generation_defaults.json, if it has one
   float guidance = 7.5f, guidance_rescale = 0.0f, strength = 0.75f;
   std::string seed = "42";  // text: CLI11 would wrap "-1" into 2^64 - 1 (see parse_seed)
-  std::string rng = "ldm", init_image, init_latents, output = "out.png", output_tensors;
+  std::string rng = "ldm", init_image, mask, init_latents, output = "out.png", output_tensors;
+  bool strength_given = false;  // else 0.75 for img2img, 1 for inpainting (diffusers' defaults)
   bool fp16_weights = false;
   std::string device = "cpu", precision = "fp32";
   bool cuda_graphs = false;
   std::string conv = "auto";
+  std::string vae_tiling = "auto";  // auto | on | off (VaeTilingMode)
+  std::vector<std::string> loras;    // --lora FILE[:M]
+  std::string lora_dir = "models/loras";  // where <lora:NAME:M> finds NAME.safetensors
 };
 
 constexpr int kMaxSize = 4096;   // pixels per side: a 4096^2 U-Net pass already needs tens of GB
@@ -68,6 +75,8 @@ std::string parameters_text(const Options& o, uint64_t seed, int64_t index, int6
   if (o.clip_skip > 1) s << ", Clip skip: " << o.clip_skip;
   if (o.guidance_rescale > 0) s << ", Guidance rescale: " << o.guidance_rescale;
   if (!o.init_image.empty()) s << ", Denoising strength: " << o.strength << ", Init image: " << o.init_image;
+  if (!o.mask.empty()) s << ", Mask: " << o.mask;
+  for (size_t i = 0; i < o.loras.size(); ++i) s << (i == 0 ? ", Lora: " : " ") << o.loras[i];  // <lora:> tags stay in the prompt, as A1111 writes it
   return s.str();
 }
 
@@ -75,6 +84,48 @@ std::string parameters_text(const Options& o, uint64_t seed, int64_t index, int6
 void check_number(const char* option, double value, double lo, double hi) {
   LDM_CHECK(std::isfinite(value) && value >= lo && value <= hi, option, " must be a number from ", lo, " to ", hi,
             ", got ", value);
+}
+
+// --lora FILE[:M]: the multiplier after the last colon when it is a number, else 1.
+LoraSpec parse_lora_option(const std::string& arg) {
+  LoraSpec s;
+  s.path = arg;
+  const size_t colon = arg.rfind(':');
+  if (colon != std::string::npos && colon + 1 < arg.size()) {
+    char* end = nullptr;
+    const std::string m = arg.substr(colon + 1);
+    const double v = std::strtod(m.c_str(), &end);
+    if (end == m.c_str() + m.size() && std::isfinite(v)) {
+      s.path = arg.substr(0, colon);
+      s.text_encoder_multiplier = s.unet_multiplier = v;
+    }
+  }
+  LDM_CHECK(path_exists(s.path), "--lora '", s.path, "' does not exist (expected FILE or FILE:MULTIPLIER)");
+  return s;
+}
+
+// The LoRAs of --lora and of the prompt's <lora:NAME:M> tags (found as NAME.safetensors in
+// --lora-dir); the tags are taken out of o.prompt's text. Returns them for LoadOptions.
+std::vector<LoraSpec> collect_loras(const Options& o, std::string& prompt_text) {
+  std::vector<LoraSpec> r;
+  for (const std::string& a : o.loras) r.push_back(parse_lora_option(a));
+  const PromptLoras tags = extract_lora_tags(o.prompt);
+  prompt_text = tags.prompt;
+  for (const LoraTag& t : tags.tags) {
+    LoraSpec s;
+    s.path = o.lora_dir + "/" + t.name + ".safetensors";
+    LDM_CHECK(path_exists(s.path), "the prompt's <lora:", t.name, "> names a LoRA that is not in --lora-dir '",
+              o.lora_dir, "' (no ", s.path, ")");
+    s.text_encoder_multiplier = t.text_encoder_multiplier;
+    s.unet_multiplier = t.unet_multiplier;
+    r.push_back(s);
+  }
+  return r;
+}
+
+// A step count, from --steps or the model's file.
+void check_steps(const std::string& what, int steps) {
+  LDM_CHECK(steps >= 1 && steps <= kMaxSteps, what, " must be at least 1 and at most ", kMaxSteps, ", got ", steps);
 }
 
 // Image sides: multiples of `multiple` (the VAE's 8 times the U-Net's halvings: 64 for SD1.5).
@@ -92,21 +143,21 @@ void apply_generation_defaults(const ModelFiles& files, Options& o) {
   if (!o.steps_given && d.contains("num_inference_steps")) {
     LDM_CHECK(d["num_inference_steps"].is_number_integer(), "'", path, "': num_inference_steps must be an integer");
     o.steps = d["num_inference_steps"].get<int>();
-    LDM_CHECK(o.steps >= 1 && o.steps <= kMaxSteps, "'", path, "': num_inference_steps must be at least 1 and at most ",
-              kMaxSteps, ", got ", o.steps);
+    check_steps(str("'", path, "': num_inference_steps"), o.steps);
   }
 }
 
 void run_generate(Options o) {
   // Check everything that can be checked before the (slow) model load.
   if (!o.scheduler.empty()) make_scheduler(o.scheduler, SchedulerConfig{});  // throws for an unknown name, listing the valid ones
-  LDM_CHECK(o.steps >= 1 && o.steps <= kMaxSteps, "--steps must be at least 1 and at most ", kMaxSteps, ", got ",
-            o.steps);
+  check_steps("--steps", o.steps);
   check_number("--guidance", o.guidance, 0.0, 100.0);
   check_number("--guidance-rescale", o.guidance_rescale, 0.0, 1.0);
   LDM_CHECK(std::isfinite(o.strength) && o.strength > 0.0f && o.strength <= 1.0f, "--strength must be in (0, 1], got ",
             o.strength);
   check_number("--threads", o.threads, 0, 1024);
+  LDM_CHECK(o.mask.empty() || !o.init_image.empty(), "--mask goes with --init-image: the picture to paint into");
+  if (!o.mask.empty() && !o.strength_given) o.strength = 1.0f;  // diffusers' inpainting default: repaint whole
   const uint64_t seed = parse_seed(o.seed, /*allow_random=*/true);
   check_output_path(o.output, "--output");
   if (!o.output_tensors.empty()) check_output_path(o.output_tensors, "--output-tensors");
@@ -117,6 +168,8 @@ void run_generate(Options o) {
   lo.precision = o.precision;
   lo.cuda_graphs = o.cuda_graphs;
   lo.conv = parse_conv_algo(o.conv);
+  std::string prompt_text;  // the prompt without its <lora:...> tags
+  lo.loras = collect_loras(o, prompt_text);
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
   if (o.threads > 0) omp_set_num_threads(o.threads);
   auto gen = make_generator(o.rng, seed);
@@ -149,8 +202,15 @@ void run_generate(Options o) {
   const std::string size_rule = str("multiples of ", multiple, " from ", multiple, " to ", kMaxSize, " (the VAE divides ",
                                     "them by ", f, ", the U-Net halves that ", unet.num_blocks() - 1, " times)");
   if (!o.init_image.empty()) {
-    LDM_CHECK(o.init_latents.empty(), "--init-latents is for txt2img: with --init-image the latents come from the image");
+    LDM_CHECK(o.init_latents.empty() || !o.mask.empty(), "--init-latents is for txt2img and inpainting (the starting ",
+              "noise): with --init-image alone the latents come from the image");
     p.init_image = read_image(o.init_image);  // [1, 3, H, W]: its size is the output size
+    if (!o.mask.empty()) {
+      p.mask = mask_from_picture(read_image(o.mask));
+      LDM_CHECK(p.mask.dim(2) == p.init_image.dim(2) && p.mask.dim(3) == p.init_image.dim(3), "--mask '", o.mask,
+                "' is ", p.mask.dim(3), "x", p.mask.dim(2), ", the --init-image ", p.init_image.dim(3), "x",
+                p.init_image.dim(2), ": give a mask of the picture's size");
+    }
     p.width = int(p.init_image.dim(3));
     p.height = int(p.init_image.dim(2));
     LDM_CHECK(size_ok(p.width, multiple) && size_ok(p.height, multiple), "--init-image '", o.init_image, "' is ",
@@ -163,10 +223,10 @@ void run_generate(Options o) {
   }
   if (!o.init_latents.empty()) {
     p.init_latents = SafeTensors(o.init_latents).load("latents");
-    const Shape want{o.batch, unet.in_channels, o.height / f, o.width / f};
+    const Shape want{o.batch, vae_config(files).latent_channels, p.height / f, p.width / f};
     LDM_CHECK(p.init_latents.shape() == want, "--init-latents '", o.init_latents, "': tensor 'latents' is ",
               p.init_latents.shape_str(), ", expected ", shape_str(want), " for --batch ", o.batch, " --width ",
-              o.width, " --height ", o.height);
+              p.width, " --height ", p.height, (o.init_image.empty() ? "" : " (the --init-image's size)"));
     LDM_CHECK(p.init_latents.vec().allFinite(), "--init-latents '", o.init_latents,
               "': tensor 'latents' holds NaN or infinite values");
   }
@@ -175,14 +235,16 @@ void run_generate(Options o) {
   std::fprintf(stderr, "model %s: %dx%d, %s, %d steps, guidance %g\n", o.model.c_str(), o.width, o.height,
                o.scheduler.c_str(), o.steps, double(o.guidance));
 
+  for (const LoraSpec& l : lo.loras)
+    std::fprintf(stderr, "lora %s: merged into the text encoder x%g, the U-Net x%g\n", l.path.c_str(),
+                 l.text_encoder_multiplier, l.unet_multiplier);
   StableDiffusion sd = load_stable_diffusion(files, lo);
   if (o.karras) sd.scheduler_config.use_karras_sigmas = true;
   if (!o.timestep_spacing.empty()) sd.scheduler_config.timestep_spacing = o.timestep_spacing;
   const double load_s = seconds_since(t0);
-  std::fprintf(stderr, "loaded %s in %.1f s on %s\n", o.model.c_str(), load_s,
-               sd.runner ? sd.runner->device().c_str() : "cpu");
+  std::fprintf(stderr, "loaded %s in %.1f s on %s\n", o.model.c_str(), load_s, sd.runner->device().c_str());
 
-  p.prompt = o.prompt;
+  p.prompt = prompt_text;
   p.negative_prompt = o.negative_prompt;
   p.scheduler = o.scheduler;
   p.steps = o.steps;
@@ -192,9 +254,11 @@ void run_generate(Options o) {
   p.clip_skip = o.clip_skip;
   p.strength = o.strength;
   p.prompt_syntax = o.prompt_syntax == "plain" ? PromptSyntax::plain : PromptSyntax::a1111;
+  p.vae_tiling = o.vae_tiling == "on" ? VaeTilingMode::on : o.vae_tiling == "off" ? VaeTilingMode::off
+                                                                                   : VaeTilingMode::automatic;
   // A1111's syntax reads prompts of any length (75-token chunks); diffusers' truncates them.
   if (p.prompt_syntax == PromptSyntax::plain)
-    for (const auto& [text, what] : {std::pair{&o.prompt, "prompt"}, std::pair{&o.negative_prompt, "negative prompt"}}) {
+    for (const auto& [text, what] : {std::pair{&prompt_text, "prompt"}, std::pair{&o.negative_prompt, "negative prompt"}}) {
       bool truncated = false;
       prompt_token_ids(sd, *text, {}, &truncated);
       if (truncated)
@@ -274,7 +338,11 @@ void add_generate(CLI::App& app) {
   c->add_option("--batch", o.batch, "images per prompt")->check(CLI::Range(1, 64));
   c->add_option("--clip-skip", o.clip_skip, "use the output of the k-th last CLIP layer (1 = last)")->check(CLI::Range(1, 11));
   c->add_option("--init-image", o.init_image, "img2img: the starting image (PNG/JPEG), sides multiples of 64");
-  c->add_option("--strength", o.strength, "img2img: how much to change the image, in (0, 1]")->capture_default_str();
+  c->add_option("--mask", o.mask,
+                "inpainting, with --init-image: a picture of its size, white = repaint (gray read at 0.5); an "
+                "inpainting checkpoint (9-channel U-Net) or any model");
+  static CLI::Option* strength = c->add_option(
+      "--strength", o.strength, "img2img / inpainting: how much to change the image, in (0, 1] (default 0.75; with --mask 1)");
   c->add_option("--init-latents", o.init_latents, "safetensors file with tensor 'latents' [B,4,H/8,W/8]");
   c->add_option("--tokenizer", o.tokenizer, "folder with vocab.json + merges.txt (default: the model's tokenizer/)");
   c->add_option("--threads", o.threads, "CPU threads, 0 = all")->capture_default_str();
@@ -289,6 +357,16 @@ void add_generate(CLI::App& app) {
                 "CPU: the 3x3 convolutions' algorithm (f23, f43: Winograd F(2x2), F(4x4); docs/numerics.md)")
       ->check(CLI::IsMember({"auto", "direct", "f23", "f43"}))
       ->capture_default_str();
+  c->add_option("--lora", o.loras,
+                "a LoRA file (kohya/A1111 or diffusers/PEFT .safetensors) merged into the weights, FILE or FILE:MULTIPLIER; "
+                "repeatable. <lora:NAME:MULTIPLIER> in the prompt does the same with NAME.safetensors in --lora-dir");
+  c->add_option("--lora-dir", o.lora_dir, "where the prompt's <lora:NAME:M> tags find NAME.safetensors")
+      ->capture_default_str();
+  c->add_option("--vae-tiling", o.vae_tiling,
+                "decode (and encode, img2img) in tiles of the VAE's sample_size with 25% overlap, as diffusers' "
+                "enable_tiling(): constant memory at any size; auto: above 1024x1024 pixels")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   c->add_flag("--cuda-graphs", o.cuda_graphs, "cuda: replay the U-Net forward from CUDA graphs (experimental)");
   c->add_option("--output", o.output, "PNG to write (several: out-0.png, out-1.png, ...)")->capture_default_str();
   c->add_option("--output-tensors", o.output_tensors, "also write image [B,H,W,3] and latents as safetensors");
@@ -296,6 +374,7 @@ void add_generate(CLI::App& app) {
     o.width_given = width->count() > 0;
     o.height_given = height->count() > 0;
     o.steps_given = steps->count() > 0;
+    o.strength_given = strength->count() > 0;
     o.guidance_given = guidance->count() > 0;
     run_generate(o);
   });

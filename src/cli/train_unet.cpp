@@ -154,17 +154,16 @@ void run_train_unet(const TrainUNetOptions& o) {
   const SchedulerConfig scfg =
       SchedulerConfig::from_json(read_json_file(o.run + "/scheduler/scheduler_config.json", "scheduler config"));
 
-  StableDiffusion sd;  // the EMA copies go here for sampling; the VAE and tokenizer are shared
-  sd.tokenizer.emplace(o.run + "/tokenizer");
-  sd.scheduler_config = scfg;
+  const CLIPTokenizer tokenizer(o.run + "/tokenizer");
+  AutoencoderKL vae;  // frozen
   {
     WeightStore w(std::make_shared<SafeTensorsSource>(vae_weights));
-    sd.vae.load(w, "", vcfg);
+    vae.load(w, "", vcfg);
     w.finish();
   }
   const int64_t T = scfg.num_train_timesteps, L = tcfg.max_position_embeddings;
   const TimestepSampler draw_timestep(o.timestep_bias.weights(int(T)));  // checks the options before the long part
-  const LatentCache cache = encode_dataset(sd.vae, op.seed, o.latent_cache);
+  const LatentCache cache = encode_dataset(vae, op.seed, o.latent_cache);
 
   UNet2DConditionModel unet;
   CLIPTextModel text_encoder;
@@ -232,7 +231,7 @@ void run_train_unet(const TrainUNetOptions& o) {
         target[b * n + j] = v_prediction ? a * eps[b * n + j] - s * z0 : eps[b * n + j];
       }
       shapes::Rng cr = shapes::Rng::for_example(op.seed ^ kCaptionStream, k, 0);
-      const std::vector<int> tok = sd.tokenizer->encode_padded(shapes::caption(cache.specs[size_t(idx[size_t(b)])],
+      const std::vector<int> tok = tokenizer.encode_padded(shapes::caption(cache.specs[size_t(idx[size_t(b)])],
                                                                                 o.captions, cr), int(L));
       ids.insert(ids.end(), tok.begin(), tok.end());
     }
@@ -269,8 +268,9 @@ void run_train_unet(const TrainUNetOptions& o) {
     const bool last = step + 1 == op.steps;
     std::string extra;
     if ((step + 1) % op.sample_every == 0 || last) {
-      sd.unet = ema_copy<UNet2DConditionModel>(ema, unet_params, "", ucfg);
-      sd.text_encoder = ema_copy<CLIPTextModel>(ema, text_params, "text_model", tcfg);
+      const StableDiffusion sd = cpu_pipeline(ema_copy<CLIPTextModel>(ema, text_params, "text_model", tcfg),
+                                              ema_copy<UNet2DConditionModel>(ema, unet_params, "", ucfg), vae, tokenizer,
+                                              scfg);  // the EMA weights, for sampling
       char name[64];
       std::snprintf(name, sizeof name, "/unet_samples_%06lld.png", (long long)(step + 1));
       extra = "samples: " + sample_grid(sd, o, train_dir + name);

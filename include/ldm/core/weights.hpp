@@ -183,13 +183,15 @@ class WeightStore {
 
   const WeightSource& source() const { return *source_; }
   size_t num_loaded() const { return requested_.size(); }
+  // Every tensor the model asked for (full name -> the shape it wants), e.g. after a check-only load.
+  const std::map<std::string, Shape>& requested() const { return requested_; }
 
  private:
   // The tensor as the model wants it; nothing when it is missing or mis-shaped (recorded) or
   // when the store only checks.
   std::optional<Tensor> find(const std::string& name, const Shape& shape) {
     const std::string full = join(prefix_, name);
-    requested_.insert(full);
+    requested_[full] = shape;
     if (!source_->has(full)) {
       missing_.push_back(full + " " + shape_str(shape));
       return std::nullopt;
@@ -206,7 +208,7 @@ class WeightStore {
 
   std::shared_ptr<const WeightSource> source_;
   std::string prefix_;
-  std::set<std::string> requested_;
+  std::map<std::string, Shape> requested_;  // every name asked for, with the shape the model wants
   std::vector<std::string> missing_, misshaped_;
   bool keep_fp16_ = false;
   bool check_only_ = false;

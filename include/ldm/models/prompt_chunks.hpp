@@ -17,6 +17,8 @@
 // token_count is A1111's count of the prompt's tokens ("12/75" in its UI): 75 per full chunk,
 // the last one's own. Textual-inversion embeddings (A1111's `fixes`) are not supported.
 #pragma once
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include "ldm/models/clip_tokenizer.hpp"
@@ -90,6 +92,25 @@ inline PromptChunks prompt_chunks(const CLIPTokenizer& tok, const std::vector<Pr
   }
   if (!tokens.empty() || out.tokens.empty()) next_chunk(true);
   return out;
+}
+
+// How prompt text becomes token chunks.
+enum class PromptSyntax {
+  a1111,  // AUTOMATIC1111's: (emphasis:1.2), [less], BREAK, any length in 75-token chunks
+  plain,  // diffusers': the text as it is, one chunk truncated to 77 tokens, every weight 1
+};
+
+// A prompt's chunks by `syntax`. A prompt without brackets, BREAK or 76+ tokens gives the same
+// single chunk either way. truncated: set when the plain reading cut the prompt.
+inline PromptChunks prompt_chunks_of(const CLIPTokenizer& tok, const std::string& text, PromptSyntax syntax,
+                                     bool* truncated = nullptr) {
+  if (truncated) *truncated = false;
+  if (syntax == PromptSyntax::a1111) return prompt_chunks(tok, parse_prompt_attention(text));
+  PromptChunks c;
+  c.tokens.push_back(tok.encode_padded(text, kPromptChunkLength + 2, truncated));
+  c.multipliers.emplace_back(kPromptChunkLength + 2, 1.0);
+  c.token_count = std::min(int(tok.encode(text).size()), kPromptChunkLength);
+  return c;
 }
 
 }  // namespace ldm
