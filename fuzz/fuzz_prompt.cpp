@@ -1,7 +1,9 @@
 // Fuzz target: a prompt as the pipeline turns it into the text encoder's input (prompt_token_ids:
 // BOS, tokens truncated to fit, EOS, EOS padding), with the invariants the text encoder relies on;
-// and as A1111's emphasis parser reads it (at least one run, whatever the brackets).
+// as A1111's emphasis parser reads it (at least one run, whatever the brackets); and its <lora:...>
+// tags taken out.
 #include "fuzz_input.hpp"
+#include "ldm/lora_tags.hpp"
 #include "ldm/models/prompt_attention.hpp"
 #include "ldm/pipeline.hpp"
 
@@ -25,6 +27,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     if (ldm::parse_prompt_attention(prompt).empty()) __builtin_trap();
   } catch (const ldm::Error&) {  // a weight that is not a number: "(a:1.2.3)"
+  }
+  try {  // <lora:NAME:M> tags come out of the text, nothing else does
+    const ldm::PromptLoras r = ldm::extract_lora_tags(prompt);
+    if (r.prompt.size() > prompt.size() || (r.tags.empty() && r.prompt != prompt)) __builtin_trap();
+  } catch (const ldm::Error&) {  // a multiplier that is not a number: "<lora:a:b>"
   }
   return 0;
 }
