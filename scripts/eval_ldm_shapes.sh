@@ -29,5 +29,5 @@ echo "eval: $count pictures in $((end - start)) s (generation settings: ldm gene
   | tee "$out/report.txt"
 if [[ -f $model/vae/config.json ]]; then
   # The VAE's PSNR: train vae --eval-only reads RUN/vae, which a model folder is.
-  "$ldm" train vae --run "$model" --eval-only --eval-images 500 2>&1 | tail -1 | tee -a "$out/report.txt"
+  "$ldm" train vae --run "$model" --eval-only --eval-images 500 2>&1 | grep -E "PSNR|principal directions" | tee -a "$out/report.txt"
 fi

@@ -34,8 +34,11 @@ if [[ -n ${REUSE_VAE:-} && -z ${RESUME:-} ]]; then
   cp "$model/vae/config.json" "$model/vae/diffusion_pytorch_model.safetensors" "$run/vae/"
 fi
 if [[ ! -f $run/vae/diffusion_pytorch_model.safetensors ]]; then
+  # --isotropy-weight spreads the latents over three directions instead of one (docs/training.md):
+  # the colours stop being points on one brightness line, and the U-Net tells them apart.
   # shellcheck disable=SC2046
-  "$ldm" train vae --run "$run" --seed 1 --steps "${VAE_STEPS:-1500}" --batch 32 --lr 1e-3 --warmup 100 \
+  "$ldm" train vae --run "$run" --seed 1 --steps "${VAE_STEPS:-1000}" --batch 32 --lr 1e-3 --warmup 100 \
+    --isotropy-weight 1e-3 \
     --sample-every 250 --checkpoint-every 250 $(resume vae)
 fi
 vae_done=$(date +%s)
