@@ -6,12 +6,15 @@
 // first offending key; prompt tags; the CLI.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "cli_run.hpp"
+#include "ldm/core/image.hpp"
 #include "ldm/core/safetensors.hpp"
+#include "ldm/core/sha256.hpp"
 #include "ldm/core/synth.hpp"
 #include "ldm/load.hpp"
 #include "ldm/lora.hpp"
@@ -201,6 +204,26 @@ TEST_CASE("lora: prompt tags <lora:NAME:M> are read as AUTOMATIC1111 reads them"
   CHECK_THROWS_WITH(extract_lora_tags("<lora:a:1:2:3>"), Contains("expected <lora:NAME>"));
 }
 
+TEST_CASE("lora: SHA-256 and the short hash AUTOMATIC1111 writes for a LoRA", "[lora]") {
+  auto sha = [](const std::string& s) {
+    Sha256 h;
+    h.update(s.data(), s.size());
+    return h.hex();
+  };
+  CHECK(sha("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(sha("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(sha("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  Sha256 pieces;  // fed in uneven pieces, across block boundaries
+  const std::string million(1000000, 'a');
+  for (size_t i = 0; i < million.size(); i += 777) pieces.update(million.data() + i, std::min<size_t>(777, million.size() - i));
+  CHECK(pieces.hex() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  // hashlib.sha256(file[8 + header length:]).hexdigest()[:12], as A1111's addnet hash
+  CHECK(lora_short_hash(data_path("lora/kohya_r4_alpha.safetensors")) == "e8b2713372af");
+  CHECK(lora_short_hash(data_path("lora/kohya_r16.safetensors")) == "c638f8dc0006");
+  CHECK(lora_short_hash(data_path("lora/peft_r4.safetensors")) == "8d3683493ae0");
+}
+
 TEST_CASE("lora: ldm generate --lora FILE:M and <lora:NAME:M> in the prompt", "[lora][cli]") {
   TmpPath dir("lora_dir");
   std::filesystem::create_directories(dir.path);
@@ -218,6 +241,10 @@ TEST_CASE("lora: ldm generate --lora FILE:M and <lora:NAME:M> in the prompt", "[
                lc = SafeTensors(v.path).load("latents");
   CHECK(max_abs(lb, lc) == 0);  // the tag (removed from the text) is the same LoRA
   CHECK(max_abs(la, lb) > 1e-4);
+  const std::string hashes = "Lora hashes: \"shapes: " + lora_short_hash(dir.path + "/shapes.safetensors") + "\"";
+  CHECK_THAT(read_png_text(b.path).at("parameters"), Contains(hashes));
+  CHECK_THAT(read_png_text(c.path).at("parameters"), Contains(hashes) && Contains("<lora:shapes:0.5>"));
+  CHECK_THAT(read_png_text(a.path).at("parameters"), !Contains("Lora hashes"));
   ldm::test::Run r = ldm_run(common + "--prompt \"x <lora:missing:1>\" --lora-dir " + dir.path + " --output " + a.path);
   CHECK(r.status != 0);
   CHECK_THAT(r.err, Contains("<lora:missing> names a LoRA that is not in --lora-dir"));

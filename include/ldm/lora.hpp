@@ -18,6 +18,8 @@
 // The merge happens in the weight source (LoraSource below), before a weight is converted to fp16,
 // transformed for Winograd or copied to the GPU: every load path gets merged weights.
 #pragma once
+#include <cstdint>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -26,6 +28,7 @@
 
 #include "ldm/core/checkpoint.hpp"
 #include "ldm/core/safetensors.hpp"
+#include "ldm/core/sha256.hpp"
 #include "ldm/core/tensor.hpp"
 #include "ldm/core/weights.hpp"
 
@@ -220,6 +223,26 @@ class LoraSource : public WeightSource {
   std::shared_ptr<const WeightSource> base_;
   std::multimap<std::string, LoraDelta> deltas_;
 };
+
+// AUTOMATIC1111's hash of a LoRA file, as its "Lora hashes" infotext writes it: the first 12 hex
+// digits of the SHA-256 of the safetensors file after its header (the "addnet" hash).
+inline std::string lora_short_hash(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  LDM_CHECK(f.good(), "LoRA '", path, "' cannot be read");
+  uint8_t len[8];
+  f.read(reinterpret_cast<char*>(len), 8);
+  LDM_CHECK(f.gcount() == 8, "LoRA '", path, "' is not a safetensors file");
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = n << 8 | len[i];
+  f.seekg(std::streamoff(8 + n));
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  while (f) {
+    f.read(buf.data(), std::streamsize(buf.size()));
+    h.update(buf.data(), size_t(f.gcount()));
+  }
+  return h.hex().substr(0, 12);
+}
 
 // The source of component c with every LoRA of `loras` merged in (base itself when none touches c).
 inline std::shared_ptr<const WeightSource> with_loras(std::shared_ptr<const WeightSource> base, Component c,

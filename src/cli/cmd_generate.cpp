@@ -50,6 +50,7 @@ struct Options {
   std::string vae_tiling = "auto";  // auto | on | off (VaeTilingMode)
   std::vector<std::string> loras;    // --lora FILE[:M]
   std::string lora_dir = "models/loras";  // where <lora:NAME:M> finds NAME.safetensors
+  std::string lora_hashes;                // for the PNG: "name: hash, ..." (A1111's "Lora hashes")
 };
 
 constexpr int kMaxSize = 4096;   // pixels per side: a 4096^2 U-Net pass already needs tens of GB
@@ -76,7 +77,7 @@ std::string parameters_text(const Options& o, uint64_t seed, int64_t index, int6
   if (o.guidance_rescale > 0) s << ", Guidance rescale: " << o.guidance_rescale;
   if (!o.init_image.empty()) s << ", Denoising strength: " << o.strength << ", Init image: " << o.init_image;
   if (!o.mask.empty()) s << ", Mask: " << o.mask;
-  for (size_t i = 0; i < o.loras.size(); ++i) s << (i == 0 ? ", Lora: " : " ") << o.loras[i];  // <lora:> tags stay in the prompt, as A1111 writes it
+  if (!o.lora_hashes.empty()) s << ", Lora hashes: \"" << o.lora_hashes << "\"";  // <lora:> tags stay in the prompt
   return s.str();
 }
 
@@ -235,6 +236,12 @@ void run_generate(Options o) {
   std::fprintf(stderr, "model %s: %dx%d, %s, %d steps, guidance %g\n", o.model.c_str(), o.width, o.height,
                o.scheduler.c_str(), o.steps, double(o.guidance));
 
+  for (const LoraSpec& l : lo.loras) {  // A1111 names a LoRA by its file's stem, without ':' and ','
+    std::string name = l.path.substr(l.path.find_last_of('/') + 1);
+    name = name.substr(0, name.rfind(".safetensors"));
+    name.erase(std::remove_if(name.begin(), name.end(), [](char ch) { return ch == ':' || ch == ','; }), name.end());
+    o.lora_hashes += (o.lora_hashes.empty() ? "" : ", ") + name + ": " + lora_short_hash(l.path);
+  }
   for (const LoraSpec& l : lo.loras)
     std::fprintf(stderr, "lora %s: merged into the text encoder x%g, the U-Net x%g\n", l.path.c_str(),
                  l.text_encoder_multiplier, l.unet_multiplier);
