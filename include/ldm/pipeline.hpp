@@ -13,11 +13,14 @@
 //   for t in timesteps:  eps = unet(scale_model_input([z; z], t), t, context)
 //                        eps = eps_u + w (eps_c - eps_u)          (classifier-free guidance)
 //                        z   = scheduler.step(eps, t, z)
-//   image = clamp(vae.decode(z / 0.18215) / 2 + 0.5, 0, 1)
+//                        (inpainting: a 9-channel U-Net also sees the mask and the masked image's
+//                        latents; with a 4-channel one the kept part is put back: inpaint.hpp)
+//   image = clamp(vae.decode(z / 0.18215) / 2 + 0.5, 0, 1)      (in tiles when large: vae_tiling.hpp)
 //
 // Random draws come from one Generator in diffusers' order (initial latents, then per-step
-// noise of ancestral samplers; for img2img the posterior sample, then the add_noise noise),
-// so `--rng torch-cpu` reproduces diffusers with torch.Generator("cpu").manual_seed(seed).
+// noise of ancestral samplers; for img2img the posterior sample, then the add_noise noise;
+// for inpainting the image's posterior sample when needed, the noise, the masked image's
+// posterior sample), so `--rng torch-cpu` reproduces diffusers with torch.Generator("cpu").manual_seed(seed).
 #pragma once
 #include <algorithm>
 #include <chrono>
