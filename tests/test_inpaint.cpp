@@ -21,17 +21,14 @@
 #include "ldm/pipeline.hpp"
 #include "pipeline_ref.hpp"
 #include "reference.hpp"
+#include "test_data.hpp"
 
 using namespace ldm;
+using ldm::test::data_path;
 using Catch::Contains;
 using ldm::test::Reference;
 
 namespace {
-
-std::string data_path(const std::string& name) {
-  const std::string f = __FILE__;
-  return f.substr(0, f.rfind('/')) + "/data/" + name;
-}
 
 Tensor rgb_of_mask(const Tensor& mask) {  // [1, 1, H, W] -> [1, 3, H, W]
   Tensor r = Tensor::empty({1, 3, mask.dim(2), mask.dim(3)});

@@ -21,17 +21,14 @@
 #include "ldm/lora_tags.hpp"
 #include "ldm/train/parameter.hpp"
 #include "reference.hpp"
+#include "test_data.hpp"
 
 using namespace ldm;
+using ldm::test::data_path;
 using Catch::Contains;
 using ldm::test::TmpPath;
 
 namespace {
-
-std::string data_path(const std::string& name) {
-  const std::string f = __FILE__;
-  return f.substr(0, f.rfind('/')) + "/data/" + name;
-}
 
 const char* kShapes = "models/ldm-shapes";  // tests run in the source folder
 const std::string kToQ = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q";  // [64, 64]

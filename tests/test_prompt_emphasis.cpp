@@ -14,15 +14,12 @@
 #include "ldm/models/clip_text.hpp"
 #include "ldm/models/prompt_emphasis.hpp"
 #include "skip.hpp"
+#include "test_data.hpp"
 
 using namespace ldm;
+using ldm::test::data_path;
 
 namespace {
-
-std::string data_path(const std::string& name) {
-  const std::string f = __FILE__;
-  return f.substr(0, f.rfind('/')) + "/data/" + name;
-}
 
 double rel_l2(const Tensor& a, const Tensor& b) {
   return (a.vec().cast<double>() - b.vec().cast<double>()).norm() / b.vec().cast<double>().norm();

@@ -18,17 +18,14 @@
 #include "ldm/pipeline.hpp"
 #include "cli_run.hpp"
 #include "reference.hpp"
+#include "test_data.hpp"
 
 using namespace ldm;
+using ldm::test::data_path;
 using ldm::test::Reference;
 using ldm::test::require_close;
 
 namespace {
-
-std::string data_path(const std::string& name) {
-  const std::string f = __FILE__;
-  return f.substr(0, f.rfind('/')) + "/data/" + name;
-}
 
 const Reference& tiling_reference() {
   static const Reference ref(data_path("vae_tiling_reference.safetensors"));

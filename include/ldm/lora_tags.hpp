@@ -8,6 +8,7 @@
 #pragma once
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
@@ -26,12 +27,18 @@ struct PromptLoras {
   std::vector<LoraTag> tags;  // in the order they appear
 };
 
-inline double lora_tag_number(const std::string& s, const std::string& tag) {
+// A multiplier: the whole text a finite number, else nothing.
+inline std::optional<double> lora_multiplier(const std::string& s) {
   char* end = nullptr;
   const double v = std::strtod(s.c_str(), &end);
-  LDM_CHECK(!s.empty() && end == s.c_str() + s.size() && std::isfinite(v), "prompt tag ", tag, ": '", s,
-            "' is not a number (expected <lora:NAME:MULTIPLIER>)");
+  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v)) return std::nullopt;
   return v;
+}
+
+inline double lora_tag_number(const std::string& s, const std::string& tag) {
+  const std::optional<double> v = lora_multiplier(s);
+  LDM_CHECK(v.has_value(), "prompt tag ", tag, ": '", s, "' is not a number (expected <lora:NAME:MULTIPLIER>)");
+  return *v;
 }
 
 inline PromptLoras extract_lora_tags(const std::string& prompt) {

@@ -92,15 +92,11 @@ LoraSpec parse_lora_option(const std::string& arg) {
   LoraSpec s;
   s.path = arg;
   const size_t colon = arg.rfind(':');
-  if (colon != std::string::npos && colon + 1 < arg.size()) {
-    char* end = nullptr;
-    const std::string m = arg.substr(colon + 1);
-    const double v = std::strtod(m.c_str(), &end);
-    if (end == m.c_str() + m.size() && std::isfinite(v)) {
+  if (colon != std::string::npos)
+    if (const std::optional<double> m = lora_multiplier(arg.substr(colon + 1))) {
       s.path = arg.substr(0, colon);
-      s.text_encoder_multiplier = s.unet_multiplier = v;
+      s.text_encoder_multiplier = s.unet_multiplier = *m;
     }
-  }
   LDM_CHECK(path_exists(s.path), "--lora '", s.path, "' does not exist (expected FILE or FILE:MULTIPLIER)");
   return s;
 }
@@ -241,10 +237,9 @@ void run_generate(Options o) {
     name = name.substr(0, name.rfind(".safetensors"));
     name.erase(std::remove_if(name.begin(), name.end(), [](char ch) { return ch == ':' || ch == ','; }), name.end());
     o.lora_hashes += (o.lora_hashes.empty() ? "" : ", ") + name + ": " + lora_short_hash(l.path);
-  }
-  for (const LoraSpec& l : lo.loras)
     std::fprintf(stderr, "lora %s: merged into the text encoder x%g, the U-Net x%g\n", l.path.c_str(),
                  l.text_encoder_multiplier, l.unet_multiplier);
+  }
   StableDiffusion sd = load_stable_diffusion(files, lo);
   if (o.karras) sd.scheduler_config.use_karras_sigmas = true;
   if (!o.timestep_spacing.empty()) sd.scheduler_config.timestep_spacing = o.timestep_spacing;
