@@ -4,14 +4,17 @@
 // (--seed S --rng torch-cpu draws what torch.Generator("cpu") draws), through `ldm generate` as a
 // user runs it; final latents <= 1e-3 relative L2, image max |diff| <= 4e-3 (as the other
 // pipelines). And the pieces on their own, on models/ldm-shapes: the mask as PIL reads it, its
-// downsampling, the kept part put back exactly, and the errors.
+// downsampling, the kept part put back exactly, and the errors. And the 9-channel U-Net written as
+// a single file and as a diffusers folder, loaded bit-identical to synthetic:sd15-inpainting's.
 #include <catch2/catch.hpp>
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cli_run.hpp"
+#include "ldm/core/files.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng_ldm.hpp"
 #include "ldm/core/safetensors.hpp"
@@ -22,6 +25,7 @@
 #include "pipeline_ref.hpp"
 #include "reference.hpp"
 #include "test_data.hpp"
+#include "tmp_path.hpp"
 
 using namespace ldm;
 using ldm::test::data_path;
@@ -164,4 +168,47 @@ TEST_CASE("inpaint: a single-file inpainting checkpoint is told apart by its fir
   CHECK(unet_config(files).block_out_channels == std::vector<int64_t>{320, 640, 1280, 1280});  // the rest: SD1.5's
   CHECK(unet_config(open_model("synthetic:sd15-inpainting")).in_channels == 9);
   CHECK(unet_config(open_model("synthetic:sd15")).in_channels == 4);
+}
+
+TEST_CASE("inpaint: a full-size 9-channel U-Net loads from a single file and a diffusers folder", "[inpaint][full]") {
+  // Bit-identical to synthetic:sd15-inpainting's, the model the diffusers references ran.
+  LDM_REQUIRE_REFERENCE(keys, "sd15_keys.json");
+  // The U-Net's tensors of SD1.5, conv_in taking latents + mask + masked-image latents.
+  std::vector<TensorSpec> unet = read_key_list(keys, Component::UNet);
+  for (TensorSpec& t : unet)
+    if (t.name == "conv_in.weight") t.shape = {320, 9, 3, 3};
+  // The other components need only be recognisable: this checks the U-Net.
+  const std::vector<ComponentWeights> parts = {
+      {Component::UNet, unet, nullptr},
+      {Component::VAE, {{"encoder.conv_in.weight", {128, 3, 3, 3}}}, nullptr},
+      {Component::TextEncoder, {{"text_model.final_layer_norm.weight", {768}}}, nullptr}};
+
+  const Tensor sample = synth::tensor("test.inpaint_sample", {1, 9, 8, 8});
+  const Tensor context = synth::tensor("test.context", {1, 77, 768}, 0, 0.5);
+  const float t = 981;
+  const auto run = [&](const ModelFiles& files) {  // one full-size U-Net in memory at a time
+    const UNet2DConditionModel m = load_unet(files);
+    REQUIRE(m.config.in_channels == 9);
+    return m.forward(sample, t, context);  // [1, 4, 8, 8]
+  };
+  const Tensor want = run(open_model("synthetic:sd15-inpainting"));
+  REQUIRE(want.shape() == Shape{1, 4, 8, 8});
+  {
+    ldm::test::TmpPath file("sd15_inpainting_f32.safetensors");
+    write_single_file(file.path, parts, DType::F32, /*extras=*/false);  // LDM names: in_channels from input_blocks.0.0
+    const double d = ldm::test::max_abs_diff(run(open_model(file.path)), want);
+    std::printf("  9-channel U-Net, single file F32: max |diff| %.3e (must be 0)\n", d);
+    CHECK(d == 0);
+  }
+  {
+    ldm::test::TmpPath dir("sd15_inpainting_folder");
+    write_diffusers_folder(dir.path, parts, DType::F32);
+    const std::string config_path = dir.path + "/unet/config.json";
+    nlohmann::json config = read_json_file(config_path, "U-Net config");
+    config["in_channels"] = 9;  // as runwayml/stable-diffusion-inpainting's unet/config.json
+    std::ofstream(config_path) << config.dump(2);
+    const double d = ldm::test::max_abs_diff(run(open_model(dir.path)), want);
+    std::printf("  9-channel U-Net, diffusers folder F32: max |diff| %.3e (must be 0)\n", d);
+    CHECK(d == 0);
+  }
 }

@@ -6,6 +6,10 @@
 // (ldm/cuda/{unet,vae,clip_text}.hpp) in LoadOptions::precision instead, and
 // load_stable_diffusion hands those to the pipeline through a cuda::CudaModelRunner. A build
 // configured without nvcc has no CUDA path: "cuda" is then an error that says so.
+//
+// The definitions are in src/load.cpp, compiled once into the library: loading reaches every
+// model's constructor, the LoRA merge and the CUDA runner, code a file that only calls
+// load_stable_diffusion should not have to compile again (each such file built 5-10 s faster).
 #pragma once
 #include <memory>
 #include <string>
@@ -13,11 +17,15 @@
 #include "ldm/core/checkpoint.hpp"
 #include "ldm/lora.hpp"
 #include "ldm/pipeline.hpp"
-#ifdef LDM_WITH_CUDA
-#include "ldm/cuda/runner.hpp"
-#endif
 
 namespace ldm {
+#ifdef LDM_WITH_CUDA
+namespace cuda {
+struct UNet2DConditionModel;
+struct AutoencoderKL;
+struct CLIPTextModel;
+}  // namespace cuda
+#endif
 
 struct LoadOptions {
   std::string tokenizer_dir;  // overrides the model folder's tokenizer/ (needed for single files)
@@ -31,163 +39,33 @@ struct LoadOptions {
 
 // Checks device and precision before any slow load: a known device, a precision the device
 // has, and for "cuda" a CUDA build and a GPU. Throws with a message naming the problem.
-inline void check_device(const LoadOptions& o) {
-  LDM_CHECK(o.device == "cpu" || o.device == "cuda", "unknown device '", o.device, "': expected cpu or cuda");
-  LDM_CHECK(o.precision == "fp32" || o.precision == "fp16" || o.precision == "bf16", "unknown precision '", o.precision,
-            "': expected fp32, fp16 or bf16");
-  if (o.device == "cpu") {
-    LDM_CHECK(o.precision == "fp32", "precision ", o.precision, " is for --device cuda; the CPU path computes in fp32 ",
-              "(--fp16-weights halves its weight memory)");
-    LDM_CHECK(!o.cuda_graphs, "CUDA graphs are for --device cuda");
-    return;
-  }
-  LDM_CHECK(!o.fp16_weights, "--fp16-weights is for the CPU path; on cuda choose --precision fp16");
-  LDM_CHECK(o.conv == ConvAlgo::automatic, "--conv ", conv_algo_name(o.conv),
-            " is for the CPU path; the CUDA path picks its own convolution kernels");
-#ifdef LDM_WITH_CUDA
-  LDM_CHECK(cuda::available(), "--device cuda: ", cuda::device_description());  // "no CUDA device (why)"
-#else
-  LDM_FAIL("this build has no CUDA: nvcc was not found when it was configured (asked for device '", o.device, "')");
-#endif
-}
-
-namespace detail {
-// A component's config.json, or {} (SD1.5 defaults) where the model has none (synthetic:sd15).
-inline nlohmann::json config_or_defaults(const nlohmann::json& j) { return j.is_null() ? nlohmann::json::object() : j; }
-// How errors name a config: its file, or what it is where there is no file.
-inline std::string config_what(const std::string& path, const char* what) { return path.empty() ? what : "'" + path + "'"; }
-
-// The store a component loads from, after a first load of the CPU `Model` through a check-only
-// store: a file that misses tensors or has them mis-shaped is reported (all of them, by name)
-// before the real load converts or allocates anything.
-template <typename Model, typename Config>
-WeightStore checked_weight_store(const ModelFiles& files, Component c, const std::string& prefix, const Config& cfg,
-                                 const LoadOptions& o) {
-  WeightStore check(files.source(c));
-  check.set_check_only(true);
-  Model().load(check, prefix, cfg);
-  check.finish();
-  WeightStore w(c == Component::VAE ? files.source(c) : with_loras(files.source(c), c, o.loras, check.requested()));
-  w.set_keep_fp16(o.fp16_weights);
-  w.set_conv_algo(o.conv);
-  return w;
-}
-}  // namespace detail
+void check_device(const LoadOptions& o);
 
 // Each component's config, read and validated (errors name its config.json) before any weight
 // is allocated; the SD1.5 defaults where the model has none.
-inline UNetConfig unet_config(const ModelFiles& f) {
-  return UNetConfig::from_json(detail::config_or_defaults(f.unet_config), detail::config_what(f.unet_config_path, "U-Net config"));
-}
-inline VAEConfig vae_config(const ModelFiles& f) {
-  return VAEConfig::from_json(detail::config_or_defaults(f.vae_config), detail::config_what(f.vae_config_path, "VAE config"));
-}
-inline CLIPTextConfig text_encoder_config(const ModelFiles& f) {
-  return CLIPTextConfig::from_json(detail::config_or_defaults(f.text_encoder_config),
-                                   detail::config_what(f.text_encoder_config_path, "CLIP text config"));
-}
-inline SchedulerConfig scheduler_config(const ModelFiles& f) {
-  return SchedulerConfig::from_json(detail::config_or_defaults(f.scheduler_config), SchedulerConfig{},
-                                    detail::config_what(f.scheduler_config_path, "scheduler config"));
-}
+UNetConfig unet_config(const ModelFiles& f);
+VAEConfig vae_config(const ModelFiles& f);
+CLIPTextConfig text_encoder_config(const ModelFiles& f);
+SchedulerConfig scheduler_config(const ModelFiles& f);
 
-inline UNet2DConditionModel load_unet(const ModelFiles& files, const LoadOptions& o = {}) {
-  const UNetConfig cfg = unet_config(files);
-  WeightStore w = detail::checked_weight_store<UNet2DConditionModel>(files, Component::UNet, "", cfg, o);
-  UNet2DConditionModel unet;
-  unet.load(w, "", cfg);
-  w.finish();
-  return unet;
-}
-
-inline AutoencoderKL load_vae(const ModelFiles& files, const LoadOptions& o = {}) {
-  const VAEConfig cfg = vae_config(files);
-  WeightStore w = detail::checked_weight_store<AutoencoderKL>(files, Component::VAE, "", cfg, o);
-  AutoencoderKL vae;
-  vae.load(w, "", cfg);
-  w.finish();
-  return vae;
-}
-
-inline CLIPTextModel load_text_encoder(const ModelFiles& files, const LoadOptions& o = {}) {
-  const CLIPTextConfig cfg = text_encoder_config(files);
-  WeightStore w = detail::checked_weight_store<CLIPTextModel>(files, Component::TextEncoder, "text_model", cfg, o);
-  CLIPTextModel clip;
-  clip.load(w, "text_model", cfg);
-  w.finish();
-  return clip;
-}
+// Each CPU component, its weights checked first: a file that misses tensors or has them
+// mis-shaped is reported (all of them, by name) before anything is converted or allocated.
+// o.loras are merged into the U-Net's and the text encoder's weights as they load.
+UNet2DConditionModel load_unet(const ModelFiles& files, const LoadOptions& o = {});
+AutoencoderKL load_vae(const ModelFiles& files, const LoadOptions& o = {});
+CLIPTextModel load_text_encoder(const ModelFiles& files, const LoadOptions& o = {});
 
 #ifdef LDM_WITH_CUDA
-// The GPU twins in o.precision: the same weight names and configs (and LoRAs) as the CPU loaders above.
-namespace detail {
-inline LoadOptions loras_only(const LoadOptions& o) {
-  LoadOptions r;
-  r.loras = o.loras;
-  return r;
-}
-}  // namespace detail
-
-inline std::shared_ptr<cuda::UNet2DConditionModel> load_cuda_unet(const ModelFiles& files, const LoadOptions& o) {
-  const UNetConfig cfg = unet_config(files);
-  WeightStore w = detail::checked_weight_store<UNet2DConditionModel>(files, Component::UNet, "", cfg, detail::loras_only(o));
-  auto unet = std::make_shared<cuda::UNet2DConditionModel>();
-  unet->load(w, "", cfg, cuda::parse_dtype(o.precision));
-  w.finish();
-  return unet;
-}
-
-inline std::shared_ptr<cuda::AutoencoderKL> load_cuda_vae(const ModelFiles& files, const LoadOptions& o) {
-  const VAEConfig cfg = vae_config(files);
-  WeightStore w = detail::checked_weight_store<AutoencoderKL>(files, Component::VAE, "", cfg, LoadOptions{});
-  auto vae = std::make_shared<cuda::AutoencoderKL>();
-  vae->load(w, "", cfg, cuda::parse_dtype(o.precision));
-  w.finish();
-  return vae;
-}
-
-inline std::shared_ptr<cuda::CLIPTextModel> load_cuda_text_encoder(const ModelFiles& files, const LoadOptions& o) {
-  const CLIPTextConfig cfg = text_encoder_config(files);
-  WeightStore w =
-      detail::checked_weight_store<CLIPTextModel>(files, Component::TextEncoder, "text_model", cfg, detail::loras_only(o));
-  auto clip = std::make_shared<cuda::CLIPTextModel>();
-  clip->load(w, "text_model", cfg, cuda::parse_dtype(o.precision));
-  w.finish();
-  return clip;
-}
+// The GPU twins in o.precision: the same weight names and configs (and LoRAs) as the CPU loaders
+// (include ldm/cuda/{unet,vae,clip_text}.hpp to call them).
+std::shared_ptr<cuda::UNet2DConditionModel> load_cuda_unet(const ModelFiles& files, const LoadOptions& o);
+std::shared_ptr<cuda::AutoencoderKL> load_cuda_vae(const ModelFiles& files, const LoadOptions& o);
+std::shared_ptr<cuda::CLIPTextModel> load_cuda_text_encoder(const ModelFiles& files, const LoadOptions& o);
 #endif
 
 // Every component of an opened model (open_model), on o.device.
-inline StableDiffusion load_stable_diffusion(const ModelFiles& files, const LoadOptions& o = {}) {
-  check_device(o);
-  StableDiffusion sd;
-  // Every config is checked first, before the tokenizer and any weight are read.
-  sd.scheduler_config = scheduler_config(files);
-  sd.unet_config = unet_config(files);
-  sd.vae_config = vae_config(files);
-  sd.text_encoder_config = text_encoder_config(files);
-  const std::string tok = o.tokenizer_dir.empty() ? files.tokenizer_dir : o.tokenizer_dir;
-  if (!tok.empty()) sd.tokenizer.emplace(tok);
-  LDM_CHECK(sd.tokenizer.has_value(), "the model (", files.description,
-            ") has no tokenizer/ folder: pass --tokenizer DIR (a folder with vocab.json and merges.txt, e.g. an SD1.5 "
-            "download's tokenizer/)");
-  if (o.device == "cuda") {
-#ifdef LDM_WITH_CUDA
-    auto text_encoder = load_cuda_text_encoder(files, o);
-    auto unet = load_cuda_unet(files, o);
-    auto vae = load_cuda_vae(files, o);
-    sd.runner = std::make_shared<cuda::CudaModelRunner>(text_encoder, unet, vae, cuda::parse_dtype(o.precision),
-                                                        o.cuda_graphs);
-#endif
-  } else {
-    sd.runner = std::make_shared<CpuModelRunner>(load_text_encoder(files, o), load_unet(files, o), load_vae(files, o));
-  }
-  return sd;
-}
-
-inline StableDiffusion load_stable_diffusion(const std::string& spec, const LoadOptions& o = {}) {
-  check_device(o);
-  return load_stable_diffusion(open_model(spec), o);
-}
+StableDiffusion load_stable_diffusion(const ModelFiles& files, const LoadOptions& o = {});
+// The same from a model spec: a diffusers folder, a single .safetensors file or synthetic:sd15.
+StableDiffusion load_stable_diffusion(const std::string& spec, const LoadOptions& o = {});
 
 }  // namespace ldm

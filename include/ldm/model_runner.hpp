@@ -49,15 +49,13 @@ class CpuModelRunner : public ModelRunner {
   CpuModelRunner(CLIPTextModel text_encoder, UNet2DConditionModel unet, AutoencoderKL vae)
       : text_encoder_(std::move(text_encoder)), unet_(std::move(unet)), vae_(std::move(vae)) {}
 
-  std::string device() const override { return "cpu"; }
-  Tensor encode_text(const std::vector<int64_t>& ids, int64_t batch, int clip_skip) override {
-    return text_encoder_.encode(ids, batch, clip_skip);
-  }
-  Tensor unet(const Tensor& sample, float timestep, const Tensor& context) override {
-    return unet_.forward(sample, timestep, context);
-  }
-  Tensor vae_decode(const Tensor& latent) override { return vae_.decode(latent); }
-  DiagonalGaussian vae_encode(const Tensor& image) override { return vae_.encode(image); }
+  // Defined in src/model_runner.cpp: the models' forwards are compiled once, there, not in every
+  // file that holds a pipeline (a file that includes this header costs seconds, not half a minute).
+  std::string device() const override;
+  Tensor encode_text(const std::vector<int64_t>& ids, int64_t batch, int clip_skip) override;
+  Tensor unet(const Tensor& sample, float timestep, const Tensor& context) override;
+  Tensor vae_decode(const Tensor& latent) override;
+  DiagonalGaussian vae_encode(const Tensor& image) override;
 
   // The models themselves, for code that needs more than the pipeline's calls (lessons, training).
   const CLIPTextModel& text_encoder_model() const { return text_encoder_; }

@@ -28,6 +28,11 @@
 #include "commands.hpp"
 #include "ldm/core/memory.hpp"
 #include "ldm/load.hpp"
+#ifdef LDM_WITH_CUDA
+#include "ldm/cuda/clip_text.hpp"
+#include "ldm/cuda/unet.hpp"
+#include "ldm/cuda/vae.hpp"
+#endif
 #include "ldm/models/prompt_emphasis.hpp"
 #include "ldm/models/vae_tiling.hpp"
 #include "ldm/train/parameter.hpp"
