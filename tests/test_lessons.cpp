@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "lesson_checks.hpp"
+#include "ldm/core/image.hpp"
 #include "../lessons/01_pixel_space/lesson.hpp"
 #include "../lessons/02_vae_latent_space/lesson.hpp"
 #include "../lessons/03_noise_schedules/lesson.hpp"
@@ -88,18 +89,38 @@ TEST_CASE("lesson 1: pixel space vs latent space, at 64x64") {
   require_pictures({r.picture}, 1);
 }
 
-TEST_CASE("lesson 2: VAE latent space with the tiny VAE") {
-  lessons::vae_latent_space::Options o;
-  o.size = 32;
+TEST_CASE("lesson 2: ldm-shapes' VAE reconstructs the dataset's pictures, and the loss adds up") {
+  lessons::vae_latent_space::Options o;  // the default model, models/ldm-shapes
   o.out_dir = out_dir("02");
   std::ostringstream log;
-  const auto r = lessons::vae_latent_space::run(tiny().vae, viz::test_pattern(32, 32), false, o, log);
-  CHECK(r.image_shape == Shape{1, 3, 32, 32});
-  CHECK(r.latent_shape == Shape{1, 4, 4, 4});
+  const auto r = lessons::vae_latent_space::run(o, log);
+  CHECK(r.image_shape == Shape{4, 3, 64, 64});
+  CHECK(r.latent_shape == Shape{4, 4, 8, 8});
   CHECK(r.compression == 48.0);
-  CHECK(std::isfinite(r.psnr));
+  REQUIRE(r.psnr.size() == 4);
+  for (double p : r.psnr) CHECK(p > 25);  // a trained autoencoder: each picture comes back (28.7-35.7 dB)
+  CHECK(r.kl > 0);
+  CHECK(r.loss == Approx(r.reconstruction + o.kl_weight * r.kl / (3 * 64 * 64)).epsilon(1e-12));
+  CHECK_THAT(log.str(), !Catch::Contains("synthetic weights"));
+  require_pictures(r.pictures, 2);
+}
+
+TEST_CASE("lesson 2: with synthetic weights the text and the pictures say so") {
+  lessons::vae_latent_space::Options o;
+  o.out_dir = out_dir("02s");
+  std::ostringstream log;
+  Tensor images;
+  std::vector<std::string> labels;
+  lessons::vae_latent_space::dataset_pictures(&images, &labels);
+  const auto r = lessons::vae_latent_space::run(tiny().vae, lessons::vae_latent_space::resize_batch(images, 32), labels,
+                                                /*synthetic=*/true, o, log);
+  CHECK(r.latent_shape == Shape{4, 4, 4, 4});
   CHECK_THAT(log.str(), Catch::Contains("synthetic weights"));
   require_pictures(r.pictures, 2);
+  const Tensor sheet = read_image(r.pictures[0]);  // [1, 3, H, W]: the red band across the top
+  const int64_t plane = sheet.dim(2) * sheet.dim(3), at = 2 * sheet.dim(3) + 1;
+  CHECK(sheet[at] > 0.6f);
+  CHECK(sheet[plane + at] < 0.3f);
 }
 
 TEST_CASE("lesson 3: noise schedules") {

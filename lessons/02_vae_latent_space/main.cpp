@@ -1,5 +1,5 @@
 // Lesson 2: the VAE's latent space. See README.md.
-//   build/bin/lesson_02_vae_latent_space [--image photo.png] [--size 128] [--model M] [--out DIR]
+//   build/bin/lesson_02_vae_latent_space [--image photo.png] [--size N] [--model M] [--out DIR]
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -7,12 +7,13 @@
 
 int main(int argc, char** argv) {
   ldm::lessons::vae_latent_space::Options o;
-  CLI::App app{"Lesson 2: encode an image to SD1.5's latent space, look at the latent, decode it back"};
-  app.add_option("--model", o.model, "SD1.5 model: diffusers folder, .safetensors file, or synthetic:sd15")
-      ->capture_default_str();
-  app.add_option("--image", o.image, "image to encode (PNG/JPEG); default: a built-in test pattern");
-  app.add_option("--size", o.size, "side the image is cropped and resized to (a multiple of 8)")->capture_default_str();
+  CLI::App app{"Lesson 2: encode pictures to a latent space, look at the latents, decode them, compute the VAE loss"};
+  app.add_option("--model", o.model,
+                 "model: a diffusers folder, a .safetensors file, or synthetic:sd15 (default: models/ldm-shapes)");
+  app.add_option("--image", o.image, "picture to encode (PNG/JPEG); default: four pictures of the shapes dataset");
+  app.add_option("--size", o.size, "side the pictures are resized to, a multiple of 8 (default: the VAE's own)");
   app.add_option("--seed", o.seed, "seed of the posterior sample")->capture_default_str();
+  app.add_option("--kl-weight", o.kl_weight, "beta, the KL term's weight in the VAE loss")->capture_default_str();
   app.add_option("--out", o.out_dir, "folder for the pictures (\"\" for none)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {

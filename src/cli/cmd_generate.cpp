@@ -1,5 +1,5 @@
 // `ldm generate`: txt2img and img2img from the shell, with diffusers' defaults: without --model
-// the default model (models/ldm-shapes, default_model.hpp); the image size is the model's native
+// the default model (models/ldm-shapes, ldm/default_model.hpp); the image size is the model's native
 // size (the U-Net's sample_size x the VAE's factor: 64 for ldm-shapes, 512 for SD1.5) and the
 // sampler the model's scheduler class (scheduler/scheduler_config.json "_class_name"), unless given.
 #include <omp.h>
@@ -12,9 +12,9 @@
 #include <utility>
 
 #include "commands.hpp"
-#include "default_model.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng.hpp"
+#include "ldm/default_model.hpp"
 #include "ldm/inpaint.hpp"
 #include "ldm/load.hpp"
 #include "ldm/lora_tags.hpp"
@@ -22,6 +22,7 @@
 #include "output_path.hpp"
 #include "progress.hpp"
 #include "seed_option.hpp"
+#include "train_common.hpp"  // path_exists
 #ifdef LDM_WITH_CUDA
 #include "ldm/cuda/device_tensor.hpp"
 #endif
@@ -30,7 +31,7 @@ namespace ldm::cli {
 namespace {
 
 struct Options {
-  std::string model;      // "": the default model (default_model.hpp)
+  std::string model;      // "": the default model (ldm/default_model.hpp)
   std::string scheduler;  // "": the model's scheduler class, pndm where it has none
   std::string tokenizer, prompt, negative_prompt;
   std::string prompt_syntax = "a1111";  // or "plain" (PromptSyntax)

@@ -1,4 +1,4 @@
-// The model `ldm generate` uses without --model: models/ldm-shapes, the small text-to-image
+// The model `ldm generate` and the lessons use without --model: models/ldm-shapes, the small text-to-image
 // model ldm.cpp trained itself (scripts/train_ldm_shapes.sh), looked up beside the executable so
 // that it is found from any folder:
 //   <exe>/../../models/ldm-shapes      a build tree (build/bin/ldm)
@@ -12,9 +12,8 @@
 #include <vector>
 
 #include "ldm/core/error.hpp"
-#include "train_common.hpp"
 
-namespace ldm::cli {
+namespace ldm {
 
 inline constexpr const char* kDefaultModelName = "ldm-shapes";
 
@@ -42,11 +41,11 @@ inline std::vector<std::string> default_model_candidates() {
 inline std::string default_model_path() {
   const std::vector<std::string> c = default_model_candidates();
   for (const std::string& dir : c)
-    if (path_exists(dir + "/model_index.json")) return dir;
+    if (std::filesystem::exists(dir + "/model_index.json")) return dir;
   std::string tried;
   for (const std::string& dir : c) tried += "\n  " + dir;
   LDM_FAIL("no --model given and the default model (", kDefaultModelName, ") was not found; looked in:", tried,
            "\ngive --model FOLDER (a diffusers folder), or --model synthetic:sd15 for SD1.5 with synthetic weights");
 }
 
-}  // namespace ldm::cli
+}  // namespace ldm
