@@ -8,9 +8,11 @@
 // made-up numbers, where sizes, shapes and costs are real but every pattern is noise. Pictures
 // made with synthetic weights carry a red band that says so, and the lesson's text says so too.
 #pragma once
+#include <algorithm>
 #include <ostream>
 #include <string>
 
+#include "ldm/data/shapes.hpp"
 #include "ldm/default_model.hpp"
 #include "ldm/viz/canvas.hpp"
 
@@ -39,6 +41,32 @@ inline viz::Canvas stamped(const viz::Canvas& c, bool synthetic) {
   r.text(4, 3, kSyntheticStamp, viz::kWhite);
   r.blit(c, 0, band);
   return r;
+}
+
+// One picture of the captioned-shapes dataset, drawn as the dataset draws it (without jitter, the
+// side in the middle of its size's range). -> [1, 3, 64, 64] in [0, 1]; its full caption in
+// *caption and its short label ("large red circle") in *label when given.
+struct ShapePick {
+  int background, colour, shape;  // indices into shapes::kBackgrounds, kColours, kShapeWords
+  bool large;
+  int position;  // index into shapes::kPositionWords
+};
+inline Tensor shape_picture(const ShapePick& p, std::string* caption = nullptr, std::string* label = nullptr) {
+  using namespace shapes;
+  Example e;
+  e.spec.background = p.background, e.spec.colour = p.colour, e.spec.shape = p.shape, e.spec.large = p.large;
+  e.spec.side_px = p.large ? (kLargeSide.lo + kLargeSide.hi) / 2 : (kSmallSide.lo + kSmallSide.hi) / 2;
+  e.spec.position = p.position;
+  const float half = 0.5f * float(e.spec.side_px);
+  e.spec.cx = std::clamp(kGridCentres[p.position % 3], half, float(kImageSize) - half);
+  e.spec.cy = std::clamp(kGridCentres[p.position / 3], half, float(kImageSize) - half);
+  e.rgb.resize(kImageBytes);
+  render(e.spec, e.rgb.data());
+  if (caption) *caption = full_caption(e.spec);
+  if (label) *label = std::string(kSizeWords[p.large]) + " " + kColours[p.colour].word + " " + kShapeWords[p.shape];
+  Tensor x = to_vae_input({e});  // [-1, 1]
+  x.vec().array() = (x.vec().array() + 1.0f) * 0.5f;
+  return x;
 }
 
 }  // namespace ldm::lessons

@@ -50,35 +50,19 @@ struct Result {
 // each background. -> their captions ("a large red circle at the top left on a black
 // background"), short labels ("large red circle") and [4, 3, 64, 64] in [0, 1].
 inline std::vector<std::string> dataset_pictures(Tensor* images, std::vector<std::string>* labels) {
-  using namespace shapes;
-  struct Pick {
-    int background, colour, shape;
-    bool large;
-    int position;
-  };
-  const Pick picks[] = {{1, 0, kCircle, true, 0},     // a large red circle at the top left on black
-                        {0, 4, kSquare, false, 8},    // a small blue square at the bottom right on white
-                        {2, 2, kTriangle, true, 4},   // a large yellow triangle at the center on gray
-                        {1, 3, kCircle, false, 2}};   // a small green circle at the top right on black
+  const ShapePick picks[] = {{1, 0, shapes::kCircle, true, 0},     // a large red circle at the top left on black
+                             {0, 4, shapes::kSquare, false, 8},    // a small blue square at the bottom right on white
+                             {2, 2, shapes::kTriangle, true, 4},   // a large yellow triangle at the center on gray
+                             {1, 3, shapes::kCircle, false, 2}};   // a small green circle at the top right on black
   std::vector<std::string> captions;
-  std::vector<Example> batch;
-  for (const Pick& p : picks) {
-    Example e;
-    e.spec.background = p.background, e.spec.colour = p.colour, e.spec.shape = p.shape, e.spec.large = p.large;
-    e.spec.side_px = p.large ? (kLargeSide.lo + kLargeSide.hi) / 2 : (kSmallSide.lo + kSmallSide.hi) / 2;
-    e.spec.position = p.position;
-    const float half = 0.5f * float(e.spec.side_px);
-    e.spec.cx = std::clamp(kGridCentres[p.position % 3], half, float(kImageSize) - half);
-    e.spec.cy = std::clamp(kGridCentres[p.position / 3], half, float(kImageSize) - half);
-    e.rgb.resize(kImageBytes);
-    render(e.spec, e.rgb.data());
-    captions.push_back(full_caption(e.spec));
-    labels->push_back(std::string(kSizeWords[p.large]) + " " + kColours[p.colour].word + " " + kShapeWords[p.shape]);
-    batch.push_back(std::move(e));
+  std::vector<Tensor> pictures;
+  for (const ShapePick& p : picks) {
+    captions.emplace_back(), labels->emplace_back();
+    pictures.push_back(shape_picture(p, &captions.back(), &labels->back()));
   }
-  Tensor x = to_vae_input(batch);  // [-1, 1]
-  x.vec().array() = (x.vec().array() + 1.0f) * 0.5f;
-  *images = x;
+  *images = Tensor::empty({int64_t(pictures.size()), 3, 64, 64});
+  for (size_t i = 0; i < pictures.size(); ++i)
+    std::copy(pictures[i].begin(), pictures[i].end(), images->data() + int64_t(i) * pictures[i].numel());
   return captions;
 }
 

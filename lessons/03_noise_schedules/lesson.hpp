@@ -8,7 +8,9 @@
 // the same process as x = x_0 + sigma eps with sigma_t = sqrt((1 - abar_t) / abar_t), and the
 // signal-to-noise ratio is SNR_t = abar_t / (1 - abar_t) = 1 / sigma_t^2.
 // This lesson plots betas, abar, SNR and sigma for three schedules (NoiseSchedule, the code
-// every sampler uses) and shows an image noised to several t with the DDPM scheduler's add_noise.
+// every sampler uses) and shows an image noised to several t with the DDPM scheduler's add_noise:
+// the test pattern under DDPM's and SD1.5's schedules, and a picture of the dataset ldm-shapes
+// was trained on under the cosine schedule it was trained with.
 #pragma once
 #include <cmath>
 #include <cstdio>
@@ -17,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "../lesson_common.hpp"
 #include "ldm/core/checkpoint.hpp"
 #include "ldm/core/image.hpp"
 #include "ldm/core/rng_ldm.hpp"
@@ -30,7 +33,7 @@ namespace ldm::lessons::noise_schedules {
 struct Options {
   std::string model;          // optional: a model whose scheduler config replaces SD1.5's default
   std::string image;          // image to noise; "" = the built-in test pattern
-  int64_t size = 56;          // side of the noised image (noise compresses badly: the PNG grows fast)
+  int64_t size = 48;          // side of the noised images (noise compresses badly: the PNG grows fast)
   uint64_t seed = 0;          // of the noise eps
   std::vector<int> timesteps = {0, 100, 250, 500, 750, 999};
   std::string out_dir = ".";  // where the pictures go ("" = none)
@@ -149,6 +152,21 @@ inline Result run(const Options& o, std::ostream& out) {
       tiles.push_back(viz::picture(xt, scale));
       const double a = NoiseSchedule(r.schedules[k].config).alphas_cumprod(t);
       std::snprintf(line, sizeof line, "%s t=%d abar=%.2g", k == 0 ? "DDPM" : "SD", t, a);
+      caps.push_back(line);
+    }
+  }
+  {  // A dataset picture under the cosine schedule, ldm-shapes' own.
+    std::string label;
+    Tensor p = shape_picture({1, 0, shapes::kCircle, true, 0}, nullptr, &label);  // large red circle, top left, on black
+    if (p.dim(2) != o.size) p = viz::center_crop_resize(p, o.size);
+    p.vec().array() = p.vec().array() * 2.0f - 1.0f;
+    const Tensor eps_p = gen.randn(p.shape());
+    auto ddpm = make_scheduler("ddpm", r.schedules[2].config);
+    for (int t : o.timesteps) {
+      Tensor xt = ddpm->add_noise(p, eps_p, double(t));
+      xt.vec().array() = (xt.vec().array() + 1.0f) * 0.5f;
+      tiles.push_back(viz::picture(xt, scale));
+      std::snprintf(line, sizeof line, "cosine t=%d abar=%.2g", t, NoiseSchedule(r.schedules[2].config).alphas_cumprod(t));
       caps.push_back(line);
     }
   }
