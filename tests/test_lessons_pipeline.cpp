@@ -54,27 +54,36 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 
 TEST_CASE("lesson 6: guidance sweep with the tiny models") {
   lessons::guidance_sweep::Options o;
+  o.prompts = {"a red circle", "a blue square"};
+  o.scales = {1, 3, 7, 12, 20};
+  o.seeds = 2;
   o.size = 32;
   o.steps = 2;
+  o.scheduler = "ddim";
   o.out_dir = out_dir("06");
   std::ostringstream log;
-  const auto r = lessons::guidance_sweep::run(tiny_sd(), false, o, log);
+  const auto r = lessons::guidance_sweep::run(tiny_sd(), true, o, log);
   REQUIRE(r.rms_guided.size() == 5);
   REQUIRE(r.images.size() == 5);
-  for (const Tensor& img : r.images) CHECK(img.shape() == Shape{1, 3, 32, 32});
+  for (const auto& per_prompt : r.images) {
+    REQUIRE(per_prompt.size() == 2);
+    for (const Tensor& img : per_prompt) CHECK(img.shape() == Shape{1, 3, 32, 32});
+  }
+  CHECK(r.latents[0].shape() == Shape{2, 4, 4, 4});  // the first prompt, both seeds
   // w = 1 is the text prediction alone; far out, eps_w grows like w rms(d).
   CHECK(r.rms_guided[0] == Approx(r.rms_text).epsilon(1e-5));
   CHECK(r.rms_guided[4] >= 20 * r.rms_diff - r.rms_uncond - 1e-6);
   CHECK(r.rms_guided[4] <= 20 * r.rms_diff + r.rms_uncond + 1e-6);
-  CHECK(max_abs_diff(r.images[0], r.images[4]) > 0);
+  CHECK(max_abs_diff(r.images[0][0], r.images[4][0]) > 0);
   for (double c : r.clipped) CHECK((c >= 0 && c <= 1));
+  for (double a : r.adherence) CHECK(std::isnan(a));  // 32x32: nothing the analyser reads
   CHECK_THAT(log.str(), Catch::Contains("rms(eps_w)") && Catch::Contains("synthetic weights"));
-  require_pictures(r.pictures, 2);
+  require_pictures(r.pictures, 3);
   CHECK_THROWS_WITH(
       [&] {
         lessons::guidance_sweep::Options bad = o;
         bad.scales = {0.5f};
-        lessons::guidance_sweep::run(tiny_sd(), false, bad, log);
+        lessons::guidance_sweep::run(tiny_sd(), true, bad, log);
       }(),
       Catch::Contains("below 1"));
 }
@@ -83,12 +92,15 @@ TEST_CASE("lesson 6: one DDIM step is affine in w, as eps_u + w (eps_c - eps_u) 
   // With one deterministic step the final latent is an affine function of eps_w, so equal
   // steps in w give equal steps in the latent; w = 1 (no unconditional pass) lies on the line.
   lessons::guidance_sweep::Options o;
+  o.prompts = {"a red circle"};
+  o.seeds = 1;
   o.size = 32;
   o.steps = 1;
+  o.scheduler = "ddim";
   o.scales = {1, 3, 5};
   o.out_dir = "";
   std::ostringstream log;
-  const auto r = lessons::guidance_sweep::run(tiny_sd(), false, o, log);
+  const auto r = lessons::guidance_sweep::run(tiny_sd(), true, o, log);
   REQUIRE(r.latents.size() == 3);
   Tensor d1 = r.latents[1].clone(), d2 = r.latents[2].clone();
   d1.vec() -= r.latents[0].vec();
@@ -97,6 +109,24 @@ TEST_CASE("lesson 6: one DDIM step is affine in w, as eps_u + w (eps_c - eps_u) 
   CHECK(r.pictures.empty());
 }
 
+TEST_CASE("lesson 6 on ldm-shapes: adherence peaks at a small w and falls when w is large") {
+  lessons::guidance_sweep::Options o;  // the default model and its six dataset captions
+  o.scales = {1, 2, 20};
+  o.seeds = 2;
+  o.steps = 20;
+  o.out_dir = out_dir("06_shapes");
+  std::ostringstream log;
+  const auto r = lessons::guidance_sweep::run(o, log);
+  REQUIRE(r.adherence.size() == 3);
+  std::printf("  lesson 6, 6 prompts x 2 seeds, 20 steps: adherence %.3f / %.3f / %.3f at w = 1 / 2 / 20, clipped "
+              "%.3f / %.3f / %.3f\n",
+              r.adherence[0], r.adherence[1], r.adherence[2], r.clipped[0], r.clipped[1], r.clipped[2]);
+  CHECK(r.adherence[1] >= r.adherence[0]);         // some guidance helps
+  CHECK(r.adherence[2] < r.adherence[1] - 0.1);    // too much hurts
+  CHECK(r.clipped[2] > r.clipped[1]);              // and burns the colours out
+  CHECK_THAT(log.str(), Catch::Contains("Adherence peaks at w = 2") && !Catch::Contains("synthetic weights"));
+  require_pictures(r.pictures, 3);
+}
 TEST_CASE("lesson 7: slerp keeps the length that lerp loses") {
   Tensor z1 = Tensor::full({1, 4, 2, 2}, 0.0f), z2 = Tensor::full({1, 4, 2, 2}, 0.0f);
   z1[0] = 1, z2[1] = 1;  // orthogonal unit vectors
@@ -212,19 +242,24 @@ TEST_CASE("lessons 7 and 8: the default path, the full-size synthetic VAE at 64x
   CHECK_THAT(log.str(), Catch::Contains("synthetic SD1.5"));
 }
 
-TEST_CASE("lesson 6: the default path, full-size synthetic SD1.5 at 64x64, 2 steps", "[full]") {
-  LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");  // the lesson's default tokenizer
+TEST_CASE("lesson 6: full-size synthetic SD1.5 at 64x64, 2 steps", "[full]") {
+  LDM_REQUIRE_SHARED(tokenizer, "clip-tokenizer");  // the lesson's tokenizer for synthetic:sd15
   lessons::guidance_sweep::Options o;
+  o.model = "synthetic:sd15";
+  o.prompts = {"a red mug on a checkered table, oil painting"};
+  o.scales = {1, 3, 7, 12, 20};
+  o.seeds = 1;
   o.size = 64;
   o.steps = 2;
+  o.scheduler = "ddim";
   o.out_dir = out_dir("06_full");
   std::ostringstream log;
   const auto r = lessons::guidance_sweep::run(o, log);
   REQUIRE(r.images.size() == 5);
-  CHECK(r.images[0].shape() == Shape{1, 3, 64, 64});
+  CHECK(r.images[0][0].shape() == Shape{1, 3, 64, 64});
   CHECK(r.t_first == 501);  // 2 DDIM steps, "leading" spacing with steps_offset 1: 501, 1
   CHECK(r.rms_guided[0] == Approx(r.rms_text).epsilon(1e-5));
   CHECK(r.rms_guided[4] > r.rms_guided[3]);
-  CHECK_THAT(log.str(), Catch::Contains("synthetic SD1.5"));
-  require_pictures(r.pictures, 2);
+  CHECK_THAT(log.str(), Catch::Contains("synthetic SD1.5") && Catch::Contains("synthetic weights"));
+  require_pictures(r.pictures, 3);
 }
