@@ -12,6 +12,7 @@
 #include "../lessons/07_latent_interpolation/lesson.hpp"
 #include "../lessons/08_latent_arithmetic/lesson.hpp"
 #include "../lessons/09_train_step/lesson.hpp"
+#include "../lessons/10_sampling_loop/lesson.hpp"
 #include "reference.hpp"
 
 using namespace ldm;
@@ -262,4 +263,43 @@ TEST_CASE("lesson 6: full-size synthetic SD1.5 at 64x64, 2 steps", "[full]") {
   CHECK(r.rms_guided[4] > r.rms_guided[3]);
   CHECK_THAT(log.str(), Catch::Contains("synthetic SD1.5") && Catch::Contains("synthetic weights"));
   require_pictures(r.pictures, 3);
+}
+
+TEST_CASE("lesson 10 on ldm-shapes: the hand-written loop is the pipeline's, and x0 shows the prompt early") {
+  lessons::sampling_loop::Options o;  // the default model, DDIM and Euler, 20 steps
+  o.out_dir = out_dir("10");
+  std::ostringstream log;
+  const auto r = lessons::sampling_loop::run(o, log);
+  REQUIRE(r.runs.size() == 2);
+  CHECK(r.guidance == 2.0f);  // ldm-shapes' generation_defaults.json
+  for (const auto& tr : r.runs) {
+    INFO(tr.scheduler);
+    CHECK(tr.max_diff_vs_pipeline == 0);  // the same operations in the same order as denoise()
+    REQUIRE(tr.x0.size() == 20);
+    REQUIRE(tr.x0_right.size() == 20);
+    CHECK(tr.x0_right.back() == 1);                    // the picture shows the prompt
+    CHECK((tr.settled >= 0 && tr.settled < 10));       // and its predicted x0 did from the first half on
+    CHECK(tr.x0_psnr[18] > tr.x0_psnr[tr.settled]);    // after which the steps refine it
+  }
+  CHECK(r.runs[1].x0_psnr.back() > 100);  // Euler's last step lands on its x0 (sigma = 0)
+  CHECK_THAT(log.str(), !Catch::Contains("synthetic weights"));
+  require_pictures(r.pictures, 2);
+}
+
+TEST_CASE("lesson 10 with the tiny models: synthetic weights are said and stamped") {
+  lessons::sampling_loop::Options o;
+  o.prompt = "a red circle";
+  o.steps = 3;
+  o.size = 32;
+  o.guidance = 3;
+  o.out_dir = out_dir("10s");
+  std::ostringstream log;
+  const auto r = lessons::sampling_loop::run(tiny_sd(), true, o, log);
+  REQUIRE(r.runs.size() == 2);
+  for (const auto& tr : r.runs) {
+    CHECK(tr.max_diff_vs_pipeline == 0);
+    CHECK(tr.x0_right.empty());  // 32x32: not read back
+  }
+  CHECK_THAT(log.str(), Catch::Contains("synthetic weights"));
+  require_pictures(r.pictures, 2);
 }
