@@ -10,6 +10,7 @@
 
 #include "lesson_checks.hpp"
 #include "ldm/core/image.hpp"
+#include "ldm/data/shapes_analyser.hpp"
 #include "../lessons/01_pixel_space/lesson.hpp"
 #include "../lessons/02_vae_latent_space/lesson.hpp"
 #include "../lessons/03_noise_schedules/lesson.hpp"
@@ -144,6 +145,7 @@ TEST_CASE("lesson 4: cross-attention probabilities reproduce Attention::forward"
   WeightStore w(std::make_shared<SyntheticSource>());
   const auto r =
       lessons::cross_attention::run(letter_tokenizer(), tiny().clip, tiny().vae, w, tiny().unet.config, o, log);
+  CHECK_THAT(log.str(), Catch::Contains("synthetic weights"));
   CHECK(r.q_shape == Shape{1, 16, 32});
   CHECK(r.k_shape == Shape{1, 77, 32});
   CHECK(r.v_shape == Shape{1, 77, 32});
@@ -155,6 +157,28 @@ TEST_CASE("lesson 4: cross-attention probabilities reproduce Attention::forward"
     CHECK(s == Approx(1.0).epsilon(1e-5));
   }
   require_pictures(r.pictures, 2);
+}
+
+TEST_CASE("lesson 4 on ldm-shapes: the decoder's cross-attention gathers on the shape the prompt asks for") {
+  lessons::cross_attention::Options o;  // the default model and prompt: a large red circle at the top left
+  o.out_dir = out_dir("04_shapes");
+  std::ostringstream log;
+  const auto r = lessons::cross_attention::run(o, log);
+  CHECK(r.check_error < 1e-5);
+  const auto& m = r.maps;
+  REQUIRE(m.analysis.found);
+  CHECK(shapes::describe(m.analysis) == o.prompt);  // the sampled picture is what the prompt says
+  REQUIRE(m.maps.size() == 4);
+  REQUIRE(m.maps.back().size() == 7);  // 2 down, 1 mid, 4 up cross-attentions
+  const int red = lessons::cross_attention::token_index(r.words, "red");
+  REQUIRE(red == 3);
+  // The last cross-attention (up_blocks.2.attentions.1, 8x8): "red" gathers on the circle's cells
+  // from the first step (t = 999) to the last.
+  CHECK(m.maps.back().back().where == "up_blocks.2.attentions.1");
+  CHECK(m.concentration.front().back()[size_t(red)] > 2.0);
+  CHECK(m.concentration.back().back()[size_t(red)] > 2.0);
+  CHECK_THAT(log.str(), !Catch::Contains("synthetic weights"));
+  require_pictures(r.pictures, 4);
 }
 
 TEST_CASE("lesson 5: the U-Net walk is the forward, and its parameters add up") {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "../lesson_common.hpp"
 #include "ldm/blocks/timestep_embedding.hpp"
 #include "ldm/blocks/unet_blocks.hpp"
 #include "ldm/core/checkpoint.hpp"
@@ -34,18 +35,21 @@
 #include "ldm/viz/plot.hpp"
 #include "ldm/viz/resize.hpp"
 #include "ldm/viz/test_pattern.hpp"
+#include "token_maps.hpp"
 
 namespace ldm::lessons::cross_attention {
 
 struct Options {
-  std::string model = "synthetic:sd15";  // diffusers folder, single .safetensors file, or synthetic:sd15
-  std::string prompt = "a robot arm picking up a red mug";
+  std::string model;       // "" = models/ldm-shapes; or a diffusers folder, a .safetensors file, synthetic:sd15
+  std::string prompt = "a large red circle at the top left on a black background";
   std::string tokenizer;   // folder with vocab.json + merges.txt; "" = the model's, else ../shared/clip-tokenizer
-  std::string image;       // "" = the built-in test pattern (its mug is at about (0.31, 0.65))
-  int64_t size = 128;      // image side; the latent is size / 8
-  int timestep = 400;      // noise level of the latent the U-Net sees
-  float query_x = 0.31f, query_y = 0.65f;  // the pixel whose attention is drawn, as fractions of the image
+  std::string image;       // "" = the prompt as the shapes dataset draws it (else the built-in test pattern)
+  int64_t size = 0;        // image side; the latent is size / 8; 0 = the VAE's own (at most 128)
+  int timestep = 400;      // noise level of the latent the U-Net sees (part 1)
+  float query_x = 0.25f, query_y = 0.25f;  // the pixel whose attention is drawn, as fractions of the image
   uint64_t seed = 0;
+  bool maps = true;        // part 2: sample the prompt and read every cross-attention's maps
+  MapOptions map_options;
   std::string out_dir = ".";
 };
 
@@ -78,32 +82,11 @@ struct Result {
   int64_t heads = 0, head_dim = 0;
   std::vector<float> probs;   // [h*w, 77], averaged over the heads
   int64_t query = 0;          // the pixel drawn
+  std::vector<std::string> words;  // the prompt's tokens: <start>, the words, the first <end>
+  TokenMaps maps;             // part 2
   double check_error = 0;     // max |our softmax(QK^T/sqrt d) V -> to_out  -  Attention::forward|
   std::vector<std::string> pictures;
 };
-
-// P = softmax(Q K^T / sqrt(d)) for each head: q [1, L, H*d], k [1, Lk, H*d] -> [H, L, Lk]
-inline std::vector<float> attention_probs(const Tensor& q, const Tensor& k, int64_t heads) {
-  const int64_t L = q.dim(1), Lk = k.dim(1), D = q.dim(2), d = D / heads;
-  const float scale = 1.0f / std::sqrt(float(d));
-  std::vector<float> p(size_t(heads * L * Lk));
-#pragma omp parallel for collapse(2)
-  for (int64_t h = 0; h < heads; ++h)
-    for (int64_t i = 0; i < L; ++i) {
-      float* row = p.data() + (h * L + i) * Lk;
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < Lk; ++j) {
-        float s = 0;
-        for (int64_t t = 0; t < d; ++t) s += q[i * D + h * d + t] * k[j * D + h * d + t];
-        row[j] = s * scale;
-        mx = std::max(mx, row[j]);
-      }
-      float sum = 0;
-      for (int64_t j = 0; j < Lk; ++j) sum += row[j] = std::exp(row[j] - mx);
-      for (int64_t j = 0; j < Lk; ++j) row[j] /= sum;
-    }
-  return p;
-}
 
 // out = P V with the heads side by side: P [H, L, Lk], v [1, Lk, H*d] -> [1, L, H*d]
 inline Tensor apply_probs(const std::vector<float>& p, const Tensor& v, int64_t heads, int64_t L) {
@@ -129,8 +112,25 @@ inline std::string tokenizer_dir(const Options& o, const ModelFiles& files) {
 }
 
 // `unet_w` holds the U-Net's weights; the text encoder and VAE are given loaded.
+// The picture part 1 noises: --image, else the prompt as the dataset draws it, else the test pattern.
+// -> [1, 3, size, size] in [0, 1]
+inline Tensor input_image(const Options& o) {
+  if (!o.image.empty()) return viz::center_crop_resize(read_image(o.image), o.size);
+  shapes::PartialSpec t;
+  if (shapes::parse_caption(o.prompt, t) && t.colour != shapes::kUnsaid) {
+    const auto or_default = [](int v, int fallback) { return v == shapes::kUnsaid ? fallback : v; };
+    const Tensor x = shape_picture({or_default(t.background, 0), t.colour, t.shape, or_default(t.size, 1) == 1,
+                                    or_default(t.position, 4)});
+    return x.dim(2) == o.size ? x : viz::center_crop_resize(x, o.size);
+  }
+  return viz::test_pattern(o.size, o.size);
+}
+
+// Part 1. `unet_w` holds the U-Net's weights; the text encoder and VAE are given loaded;
+// `sched` is the model's noise schedule.
 inline Result run(const CLIPTokenizer& tok, const CLIPTextModel& clip, const AutoencoderKL& vae, WeightStore& unet_w,
-                  const UNetConfig& unet_config, const Options& o, std::ostream& out) {
+                  const UNetConfig& unet_config, const Options& o, std::ostream& out, const SchedulerConfig& sched = {},
+                  bool synthetic = true) {
   Result r;
   char line[256];
 
@@ -146,20 +146,21 @@ inline Result run(const CLIPTokenizer& tok, const CLIPTextModel& clip, const Aut
   int64_t n_prompt = 1;  // BOS + words + the first EOS
   while (n_prompt < int64_t(ids.size()) && ids32[size_t(n_prompt)] != tok.eos_id()) ++n_prompt;
   ++n_prompt;
+  r.words.assign(words.begin(), words.begin() + n_prompt);
+  if (synthetic) say_synthetic(out);
   const Tensor context = clip.encode(ids, 1);  // [1, 77, 768]
   out << "prompt \"" << o.prompt << "\" -> " << n_prompt - 2 << " tokens + <start> + <end>, padded with <end> to "
       << ids.size() << "\n";
   out << "CLIP text encoder -> context " << context.shape_str() << "\n";
 
   // 2. Image -> latent -> noised latent at t.
-  Tensor x = o.image.empty() ? viz::test_pattern(o.size, o.size) : viz::center_crop_resize(read_image(o.image), o.size);
+  Tensor x = input_image(o);
   const Tensor image = x.clone();
   x.vec().array() = x.vec().array() * 2.0f - 1.0f;
   Tensor z = vae.encode(x).mean;  // [1, 4, h, w]
   z.vec() *= float(vae.config.scaling_factor);
   LdmGenerator gen(o.seed);
-  SchedulerConfig sc;
-  const Tensor zt = make_scheduler("ddpm", sc)->add_noise(z, gen.randn(z.shape()), double(o.timestep));
+  const Tensor zt = make_scheduler("ddpm", sched)->add_noise(z, gen.randn(z.shape()), double(o.timestep));
   const int64_t h = z.dim(2), w = z.dim(3), L = h * w;
   out << "VAE encode " << x.shape_str() << " -> latent " << z.shape_str() << ", noised to t = " << o.timestep << "\n";
 
@@ -236,7 +237,7 @@ inline Result run(const CLIPTokenizer& tok, const CLIPTextModel& clip, const Aut
     std::snprintf(line, sizeof line, "Pixel (%lld, %lld) over the 77 tokens", (long long)qx, (long long)qy);
     po.title = line, po.x_label = "token position", po.y_label = "attention (mean of heads)";
     r.pictures.push_back(o.out_dir + "/lesson04_attention_bars.png");
-    viz::plot({prompt_bars, pad_bars}, po).save(r.pictures.back());
+    stamped(viz::plot({prompt_bars, pad_bars}, po), synthetic).save(r.pictures.back());
 
     // Each prompt token's map over the latent pixels, beside the image (query pixel marked).
     const int scale = std::max<int>(1, int(128 / w));
@@ -254,24 +255,49 @@ inline Result run(const CLIPTokenizer& tok, const CLIPTextModel& clip, const Aut
       tiles.push_back(viz::heatmap(map.data(), int(h), int(w), lo, hi, scale));
       caps.push_back(words[size_t(j)] + " " + viz::format_number(lo) + "-" + viz::format_number(hi));
     }
-    r.pictures.push_back(o.out_dir + "/lesson04_token_maps.png");
-    viz::grid(tiles, caps, 6).save(r.pictures.back());
+    r.pictures.push_back(o.out_dir + "/lesson04_first_attention.png");
+    stamped(viz::grid(tiles, caps, 6), synthetic).save(r.pictures.back());
     for (const auto& path : r.pictures) out << "Wrote " << path << "\n";
   }
   return r;
 }
 
-inline Result run(const Options& o, std::ostream& out) {
-  LDM_CHECK(o.size >= 8 && o.size % 8 == 0, "lesson 4: --size must be a positive multiple of 8, got ", o.size);
-  ModelFiles files = open_model(o.model);
+inline Result run(const Options& opts, std::ostream& out) {
+  Options o = opts;
+  const std::string spec = model_spec(o.model);
+  ModelFiles files = open_model(spec);
   for (auto* j : {&files.vae_config, &files.text_encoder_config, &files.unet_config})
     if (!j->is_object()) *j = nlohmann::json::object();  // no config.json: SD1.5's
   out << "Model: " << files.description << "\n";
   const CLIPTokenizer tok(tokenizer_dir(o, files));
   const CLIPTextModel clip = load_text_encoder(files);
   const AutoencoderKL vae = load_vae(files);
+  if (o.size == 0) o.size = std::min<int64_t>(vae.config.sample_size, 128);
+  LDM_CHECK(o.size >= 8 && o.size % 8 == 0, "lesson 4: --size must be a positive multiple of 8, got ", o.size);
+  const bool synthetic = is_synthetic(spec);
   WeightStore unet_w(files.unet);
-  return run(tok, clip, vae, unet_w, UNetConfig::from_json(files.unet_config), o, out);
+  out << "\nPart 1: the U-Net up to its first cross-attention, on the picture noised to t = " << o.timestep << ".\n";
+  Result r = run(tok, clip, vae, unet_w, UNetConfig::from_json(files.unet_config), o, out, scheduler_config(files), synthetic);
+  if (o.maps) {
+    LoadOptions lo;
+    lo.tokenizer_dir = tokenizer_dir(o, files);
+    const StableDiffusion sd = load_stable_diffusion(files, lo);
+    const UNet2DConditionModel unet = load_unet(files);
+    r.maps = token_maps(sd, unet, o.prompt, r.words, int(o.size), o.map_options);
+    std::vector<int> focus;  // the colour and shape words of a dataset caption, else every word
+    shapes::PartialSpec t;
+    if (shapes::parse_caption(o.prompt, t) && t.colour != shapes::kUnsaid) {
+      for (const char* w : {shapes::kColours[t.colour].word, shapes::kShapeWords[t.shape]})
+        if (int j = token_index(r.words, w); j >= 0) focus.push_back(j);
+      if (int j = token_index(r.words, "the"); j >= 0) focus.push_back(j);  // a word that names nothing, to compare
+    } else {
+      for (size_t j = 1; j + 1 < r.words.size(); ++j) focus.push_back(int(j));
+    }
+    const std::vector<std::string> pics = report_token_maps(r.maps, focus, synthetic, o.out_dir, out);
+    r.pictures.insert(r.pictures.end(), pics.begin(), pics.end());
+    for (const auto& path : pics) out << "Wrote " << path << "\n";
+  }
+  return r;
 }
 
 }  // namespace ldm::lessons::cross_attention
