@@ -138,58 +138,49 @@ TEST_CASE("lesson 7: slerp keeps the length that lerp loses") {
   CHECK(max_abs_diff(slerp(z1, z1, 0.3), z1) < 1e-6);  // parallel: the lerp fallback
 }
 
-TEST_CASE("lesson 7: latent interpolation with the tiny models, decoded and denoised") {
+TEST_CASE("lesson 7: latent interpolation with the tiny models; a = 0 of the walk is generate()'s picture") {
   lessons::latent_interpolation::Options o;
   o.size = 32;
   o.alphas = {0, 0.5, 1};
-  o.denoise = true;
-  o.scheduler = "euler-a";  // ancestral: draws noise at every step
   o.steps = 2;
+  o.guidance_scale = 3;
   o.out_dir = out_dir("07");
   std::ostringstream log;
-  const auto r = lessons::latent_interpolation::run(tiny_sd(), false, o, log);
+  const auto r = lessons::latent_interpolation::run(tiny_sd(), true, o, log);
   CHECK(r.latent_shape == Shape{1, 4, 4, 4});
   REQUIRE(r.rms_lerp.size() == 3);
   CHECK(r.rms_lerp[0] == Approx(r.rms_1).epsilon(1e-6));
   CHECK(r.rms_slerp[2] == Approx(r.rms_2).epsilon(1e-5));
-  // |lerp(1/2)|^2 = (|z1|^2 + |z2|^2 + 2 |z1| |z2| cos) / 4, below slerp's.
-  const double expect = std::sqrt(r.rms_1 * r.rms_1 + r.rms_2 * r.rms_2 + 2 * r.rms_1 * r.rms_2 * r.cosine) / 2;
-  CHECK(r.rms_lerp[1] == Approx(expect).epsilon(1e-5));
-  CHECK(r.rms_slerp[1] > r.rms_lerp[1]);
-  REQUIRE(r.decoded_slerp.size() == 3);
+  CHECK(r.noise_rms_slerp[1] > r.noise_rms_lerp[1]);
+  REQUIRE(r.crossfade.size() == 3);
+  CHECK(r.read_lerp[0].empty());  // 32x32: not read back
   REQUIRE(r.denoised_lerp.size() == 3);
-  CHECK(r.decoded_slerp[1].shape() == Shape{1, 3, 32, 32});
-  // a = 0 is exactly what the pipeline makes from seed_a, step noise included.
   GenerationParams p;
-  p.prompt = o.prompt, p.scheduler = o.scheduler, p.steps = o.steps, p.guidance_scale = o.guidance_scale;
-  p.width = p.height = 32;
+  p.prompt = o.prompt_a, p.scheduler = o.scheduler, p.steps = o.steps, p.guidance_scale = o.guidance_scale;
+  p.width = p.height = o.size;
   auto gen = make_generator(o.rng, o.seed_a);
   CHECK(max_abs_diff(nhwc_to_nchw(generate(tiny_sd(), p, *gen).image), r.denoised_lerp[0]) < 1e-6);
-  CHECK_THAT(log.str(), Catch::Contains("rms(slerp)"));
+  CHECK_THAT(log.str(), Catch::Contains("rms(slerp)") && Catch::Contains("synthetic weights"));
   require_pictures(r.pictures, 3);
+  o.image_b = "b.png";
+  CHECK_THROWS_WITH(lessons::latent_interpolation::run(tiny_sd(), true, o, log), Catch::Contains("both"));
 }
 
-TEST_CASE("lesson 7: interpolating two images' latents, and the checks on its options") {
-  const std::string dir = out_dir("07_images");
-  const Tensor scene = viz::test_pattern(40, 48);
-  write_png(dir + "/a.png", nchw_to_nhwc(scene));
-  write_png(dir + "/b.png", nchw_to_nhwc(lessons::latent_arithmetic::mirror(scene)));
-  lessons::latent_interpolation::Options o;
-  o.size = 32;
-  o.image_a = dir + "/a.png", o.image_b = dir + "/b.png";
-  o.out_dir = dir;
+TEST_CASE("lesson 7 on ldm-shapes: decoded in-between latents are off the dataset, the denoised walk is on it") {
+  lessons::latent_interpolation::Options o;  // a large red circle at the left -> a large blue square at the right
+  o.out_dir = out_dir("07_shapes");
   std::ostringstream log;
-  const auto r = lessons::latent_interpolation::run(tiny_sd(), false, o, log);
-  CHECK(r.latent_shape == Shape{1, 4, 4, 4});
-  CHECK(r.decoded_lerp.size() == 5);
-  CHECK(r.denoised_lerp.empty());
-  CHECK_THAT(log.str(), Catch::Contains("not Gaussian noise"));
-  require_pictures(r.pictures, 2);
-
-  o.denoise = true;
-  CHECK_THROWS_WITH(lessons::latent_interpolation::run(tiny_sd(), false, o, log), Catch::Contains("--denoise"));
-  o.denoise = false, o.image_b.clear();
-  CHECK_THROWS_WITH(lessons::latent_interpolation::run(tiny_sd(), false, o, log), Catch::Contains("both"));
+  const auto r = lessons::latent_interpolation::run(o, log);
+  REQUIRE(r.read_lerp.size() == 5);
+  CHECK(r.read_lerp[0] == "red circle, left");  // the ends decode to their pictures
+  CHECK(r.read_lerp[4] == "blue square, right");
+  CHECK(r.read_crossfade[2] != r.read_lerp[2]);  // a latent midpoint is not the pixels' double exposure
+  CHECK(r.noise_rms_lerp[2] < 0.75);   // the chord: 1 / sqrt(2) of the shell
+  CHECK(r.noise_rms_slerp[2] > 0.95);  // the arc keeps the length
+  CHECK(r.read_denoised_slerp[0] == "red circle, left");
+  CHECK(r.read_denoised_slerp[4] == "blue square, right");
+  CHECK_THAT(log.str(), Catch::Contains("Every point of the walk is read as one shape"));
+  require_pictures(r.pictures, 3);
 }
 
 TEST_CASE("lesson 8: latent arithmetic with the tiny VAE") {
@@ -231,16 +222,16 @@ TEST_CASE("lessons 7 and 8: the default path, the full-size synthetic VAE at 64x
   CHECK(ra.latent_shape == Shape{1, 4, 8, 8});
   require_pictures(ra.pictures, 1);
   lessons::latent_interpolation::Options i;
+  i.model = "synthetic:sd15";
+  i.denoise = false;  // the VAE only
   i.size = 64;
   i.alphas = {0, 0.5, 1};
   i.out_dir = out_dir("07_full");
   const auto ri = lessons::latent_interpolation::run(i, log);
   CHECK(ri.latent_shape == Shape{1, 4, 8, 8});
-  // 256 values: the midpoint of lerp is near 1/sqrt(2) of the ends; slerp's near them.
-  CHECK(ri.rms_lerp[1] < 0.85 * std::min(ri.rms_1, ri.rms_2));
-  CHECK(ri.rms_slerp[1] > 0.95 * std::min(ri.rms_1, ri.rms_2));
+  CHECK(ri.denoised_lerp.empty());
   require_pictures(ri.pictures, 2);
-  CHECK_THAT(log.str(), Catch::Contains("synthetic SD1.5"));
+  CHECK_THAT(log.str(), Catch::Contains("synthetic SD1.5") && Catch::Contains("synthetic weights"));
 }
 
 TEST_CASE("lesson 6: full-size synthetic SD1.5 at 64x64, 2 steps", "[full]") {
