@@ -1,18 +1,17 @@
-// Lesson 8: arithmetic on VAE latents (course day 76, exercise 3).
+// Lesson 8: latent arithmetic (course day 76, exercise 3).
 //
-// Word embeddings famously do "king - man + woman = queen". Does the VAE's latent space do
-// the same with pictures? This lesson encodes three images a, b, c, computes
+// Word embeddings famously do "king - man + woman = queen". Does latent diffusion? The lesson
+// asks "red circle - red square + blue square = blue circle?" in three spaces and lets the
+// shapes analyser answer, over many cases:
 //
-//     (z_a + z_b) / 2            the midpoint
-//     z_b + (z_c - z_a)          "a is to c as b is to ?"  (the analogy)
+//   pixels        x(red circle) - x(red square) + x(blue square), clamped to [0, 1]
+//   VAE latents   decode(z(red circle) - z(red square) + z(blue square))
+//   text          generate from c(red circle) - c(red square) + c(blue square), where c is the
+//                 CLIP text encoder's output for the prompt (all 77 tokens), from several seeds
 //
-// decodes them, and puts each beside the same arithmetic done on the pixels. The VAE's latent
-// is a local, compressed picture (each value describes an 8x8 patch), so its arithmetic
-// behaves much like pixel arithmetic: the midpoint is a double exposure, and the analogy adds
-// a's change (c - a) to b where a had it, not where b has the same things (with the built-in
-// images: b in daylight where a's mug was and a ghost where a's sun was, not "b at dusk").
-// Concept algebra works in spaces that encode meaning: CLIP's text embeddings (mixing prompts)
-// or the U-Net's bottleneck ("h-space", Kwon et al. 2023). VAE only: a few seconds.
+// beside the prompt "blue circle" itself (what a right answer looks like, and how often the
+// model draws it anyway). The pictures of the first two are the dataset's own drawings at
+// every position and both sizes; the text's are sampled.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -22,202 +21,239 @@
 #include <string>
 #include <vector>
 
+#include "../lesson_common.hpp"
 #include "ldm/core/checkpoint.hpp"
 #include "ldm/core/image.hpp"
+#include "ldm/core/rng.hpp"
+#include "ldm/core/shared_dir.hpp"
+#include "ldm/data/shapes_analyser.hpp"
 #include "ldm/load.hpp"
-#include "ldm/models/vae.hpp"
+#include "ldm/pipeline.hpp"
 #include "ldm/viz/colormap.hpp"
-#include "ldm/viz/resize.hpp"
-#include "ldm/viz/test_pattern.hpp"
 
 namespace ldm::lessons::latent_arithmetic {
 
 struct Options {
-  std::string model = "synthetic:sd15";  // diffusers folder, single .safetensors file, or synthetic:sd15
-  // PNG/JPEG files; "" = the built-in patterns: a = the test scene, b = a mirrored, c = a at dusk
-  std::string image_a, image_b, image_c;
-  int64_t size = 128;         // the images are centre-cropped and resized to size x size
-  std::string out_dir = ".";  // where the picture goes ("" = none)
+  std::string model;  // "" = models/ldm-shapes; or a diffusers folder, a .safetensors file, synthetic:sd15
+  std::string tokenizer;  // "" = the model's tokenizer/, else ../shared/clip-tokenizer
+  // a - b + c, each "COLOUR SHAPE"; the answer the analogy asks for is the colour of c and the shape of a.
+  std::string a = "red circle", b = "red square", c = "blue square";
+  std::string background = "black";
+  std::string where = "large", position = "center";  // the text's prompts: "a large red circle at the center on a ..."
+  int seeds = 12;             // text arithmetic: pictures per prompt
+  int steps = 0;              // 0 = the model's generation_defaults.json, else 20
+  float guidance = 0;         // 0 = the model's recommendation, else 7.5
+  uint64_t seed = 1;
+  std::string out_dir = ".";  // where the pictures go ("" = none)
 };
 
-// The warm tint of the default image c: a's red, green and blue times these.
-inline constexpr float kDusk[3] = {1.0f, 0.7f, 0.55f};
-
-struct Op {
-  std::string name;          // "(z_a + z_b) / 2"
-  Tensor latent;             // [1, 4, h, w], times scaling_factor
-  Tensor decoded, pixel;     // [1, 3, H, W] in [0, 1]: decode(latent), the same arithmetic on pixels
-  double rms = 0, psnr = 0;  // rms of the latent; PSNR of decoded vs pixel
+struct Space {
+  std::string name, tag;  // "VAE latents", "latents"
+  int cases = 0, right = 0;           // pictures read as the answer's colour and shape
+  std::vector<std::string> reads;     // what the analyser read, per case
+  std::vector<Tensor> pictures;       // [1, 3, 64, 64] in [0, 1], per case
 };
 
 struct Result {
-  Shape latent_shape;
-  std::vector<Tensor> z;  // z_a, z_b, z_c [1, 4, h, w]: the posterior means, times scaling_factor
-  double cosine_ab = 0;   // cosine(z_a, z_b)
-  std::vector<Op> ops;    // z_a (the reconstruction), the midpoint, the analogy
-  double linearity = 0;   // PSNR of decode((z_a + z_b) / 2) vs (decode(z_a) + decode(z_b)) / 2
-  // With the built-in images only (else NaN): the analogy's intended answer, "b at dusk", and
-  // the PSNR of the decoded analogy and of its pixel twin against it.
-  Tensor wanted;
-  double wanted_psnr_latent = NAN, wanted_psnr_pixel = NAN;
+  std::string answer;                // e.g. "blue circle"
+  Space pixels, latents, text, text_control, text_a;  // text_control: the answer's own prompt; text_a: a's prompt
+  double context_cosine = 0;    // between the arithmetic's text embedding and the answer's prompt's
+  double text_vs_prompt = 0;    // mean |difference| of their pictures, same seeds, pixels in [0, 1]
   std::vector<std::string> pictures;
 };
 
-// [1, 3, H, W] flipped left to right.
-inline Tensor mirror(const Tensor& x) {
-  Tensor y = Tensor::empty(x.shape());
-  const int64_t H = x.dim(2), W = x.dim(3);
-  for (int64_t p = 0; p < x.dim(0) * x.dim(1) * H; ++p)
-    for (int64_t q = 0; q < W; ++q) y[p * W + q] = x[p * W + (W - 1 - q)];
-  return y;
+// "red circle" -> (colour, shape) indices of the shapes grammar.
+inline std::pair<int, int> colour_shape(const std::string& words) {
+  shapes::PartialSpec p;
+  LDM_CHECK(shapes::parse_caption("a " + words, p) && p.colour != shapes::kUnsaid && p.size == shapes::kUnsaid &&
+                p.position == shapes::kUnsaid && p.background == shapes::kUnsaid,
+            "lesson 8: \"", words, "\" is not COLOUR SHAPE of the shapes dataset (e.g. \"red circle\")");
+  return {p.colour, p.shape};
 }
 
-// [1, 3, H, W] with each colour channel scaled.
-inline Tensor tint(const Tensor& x, const float (&k)[3]) {
-  Tensor y = x.clone();
-  const int64_t plane = x.dim(2) * x.dim(3);
-  for (int64_t c = 0; c < 3; ++c)
-    for (int64_t i = 0; i < plane; ++i) y[c * plane + i] *= k[c];
-  return y;
+inline int background_index(const std::string& word) {
+  for (int i = 0; i < shapes::kNumBackgrounds; ++i)
+    if (word == shapes::kBackgrounds[i].word) return i;
+  LDM_FAIL("lesson 8: unknown background \"", word, "\" (white, black or gray)");
 }
 
-// The three input images [1, 3, size, size] in [0, 1]: the user's, or the built-in patterns.
-inline std::vector<Tensor> input_images(const Options& o) {
-  const Tensor scene = viz::test_pattern(o.size, o.size);
-  auto load = [&](const std::string& path, const Tensor& fallback) {
-    return path.empty() ? fallback : viz::center_crop_resize(read_image(path), o.size);
-  };
-  return {load(o.image_a, scene), load(o.image_b, mirror(scene)), load(o.image_c, tint(scene, kDusk))};
+inline bool reads_as(const Tensor& img, std::pair<int, int> want, std::string* read) {
+  const shapes::Analysis an = shapes::analyse(shapes::picture_bytes(img).data());
+  *read = an.found ? std::string(shapes::kColours[an.read.colour].word) + " " + shapes::kShapeWords[an.read.shape]
+                   : "no shape";
+  return an.found && an.read.colour == want.first && an.read.shape == want.second;
 }
 
-inline double psnr(const Tensor& x, const Tensor& y) {  // both in [0, 1]
-  Tensor d = Tensor::empty(x.shape());
-  d.vec() = x.vec() - y.vec();
-  const double mse = d.vec().squaredNorm() / double(d.numel());
-  return 10.0 * std::log10(1.0 / std::max(mse, 1e-12));
-}
-
-inline Tensor clamp01(Tensor x) {
-  for (float& v : x) v = std::clamp(v, 0.0f, 1.0f);
-  return x;
-}
-
-// a x + b y (+ c z), elementwise: the same formula for latents and for pixels.
-inline Tensor combine(float a, const Tensor& x, float b, const Tensor& y, float c = 0, const Tensor* z = nullptr) {
-  check_shape(y, x.shape(), "combine");
-  Tensor r = Tensor::empty(x.shape());
-  r.vec() = a * x.vec() + b * y.vec();
-  if (z) r.vec() += c * z->vec();
+// a - b + c on tensors of one shape.
+inline Tensor analogy(const Tensor& a, const Tensor& b, const Tensor& c) {
+  Tensor r = Tensor::empty(a.shape());
+  r.vec() = a.vec() - b.vec() + c.vec();
   return r;
 }
 
-// `images` = {a, b, c}, each [1, 3, H, W] in [0, 1]; `real_weights` only changes what the lesson says.
-inline Result run(const AutoencoderKL& vae, const std::vector<Tensor>& images, bool real_weights, const Options& o,
-                  std::ostream& out) {
-  LDM_CHECK(images.size() == 3, "lesson 8: expected 3 images (a, b, c), got ", images.size());
-  for (const Tensor& x : images) check_shape(x, images[0].shape(), "lesson 8: every image");
-  char line[512];
+inline Tensor to_signed(const Tensor& x) {  // [0, 1] -> [-1, 1]
+  Tensor r = x.clone();
+  r.vec().array() = r.vec().array() * 2.0f - 1.0f;
+  return r;
+}
+
+inline std::string percent(int k, int n) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%d of %d (%.0f%%)", k, n, n ? 100.0 * k / n : 0.0);
+  return b;
+}
+
+// o.steps and o.guidance must be resolved.
+inline Result run(const StableDiffusion& sd, bool synthetic, const Options& o, std::ostream& out) {
+  const auto A = colour_shape(o.a), B = colour_shape(o.b), C = colour_shape(o.c);
+  const std::pair<int, int> want{C.first, A.second};
+  const int bg = background_index(o.background);
+  for (const auto& cs : {A, B, C, want})
+    LDM_CHECK(!(shapes::kColours[cs.first].rgb == shapes::kBackgrounds[bg].rgb), "lesson 8: a ",
+              shapes::kColours[cs.first].word, " shape does not show on a ", o.background, " background");
   Result r;
-  const float sf = vae.config.scaling_factor;
+  r.answer = std::string(shapes::kColours[want.first].word) + " " + shapes::kShapeWords[want.second];
+  if (synthetic) say_synthetic(out);
+  out << "\"" << o.a << "\" - \"" << o.b << "\" + \"" << o.c << "\" = \"" << r.answer << "\"?  (on a " << o.background
+      << " background)\n\n";
+  char line[256];
 
-  // 1. Encode: the posterior mean (its most likely latent), in the diffusion model's units.
-  std::vector<Tensor>& z = r.z;
-  for (const Tensor& img : images) {
-    Tensor x = img.clone();
-    x.vec().array() = x.vec().array() * 2.0f - 1.0f;  // [0, 1] -> [-1, 1]
-    z.push_back(vae.encode(x).mean);                  // [1, 4, H/8, W/8]
-    z.back().vec() *= sf;
-  }
-  auto decode = [&](const Tensor& latent) {  // [1, 4, h, w] * sf -> [1, 3, H, W] in [0, 1]
-    Tensor y = latent.clone();
-    y.vec() /= sf;
-    Tensor img = vae.decode(y);
-    for (float& v : img) v = std::clamp(v / 2.0f + 0.5f, 0.0f, 1.0f);
-    return img;
+  // 1-2. Pixels and VAE latents: the dataset's own drawings at every position and both sizes.
+  r.pixels.name = r.pixels.tag = "pixels", r.latents.name = "VAE latents", r.latents.tag = "latents";
+  const double sf = sd.vae_config.scaling_factor;
+  for (int large = 0; large < 2; ++large)
+    for (int pos = 0; pos < shapes::kNumPositions; ++pos) {
+      auto draw = [&](std::pair<int, int> cs) { return shape_picture({bg, cs.first, cs.second, large == 1, pos}); };
+      const Tensor xa = draw(A), xb = draw(B), xc = draw(C);
+      Tensor px = analogy(xa, xb, xc);
+      for (float& v : px) v = std::clamp(v, 0.0f, 1.0f);
+      auto encode = [&](const Tensor& x) {
+        Tensor z = sd.runner->vae_encode(to_signed(x)).mean;
+        z.vec() *= float(sf);
+        return z;
+      };
+      const Tensor zx = analogy(encode(xa), encode(xb), encode(xc));
+      const Tensor lx = nhwc_to_nchw(decode_latents(sd, zx));
+      for (auto [space, img] : {std::pair<Space*, Tensor>{&r.pixels, px}, {&r.latents, lx}}) {
+        std::string read;
+        space->right += reads_as(img, want, &read);
+        ++space->cases;
+        space->reads.push_back(read);
+        space->pictures.push_back(img);
+      }
+    }
+
+  // 3. Text: the CLIP outputs' arithmetic, and the answer's own prompt, from the same seeds.
+  auto context_of = [&](const std::string& words) {
+    GenerationParams p;
+    p.prompt = "a " + o.where + " " + words + " at the " + o.position + " on a " + o.background + " background";
+    p.guidance_scale = o.guidance;
+    return encode_prompt(sd, p);  // [2, 77, D] = [negative; prompt]
   };
-  r.latent_shape = z[0].shape();
-  r.cosine_ab = double(z[0].vec().dot(z[1].vec())) / (double(z[0].vec().norm()) * double(z[1].vec().norm()));
-  std::snprintf(line, sizeof line, "encode: image %s -> the mean of q(z|x), times %g -> z %s\n",
-                images[0].shape_str().c_str(), double(sf), z[0].shape_str().c_str());
-  out << line;
-  std::snprintf(line, sizeof line, "  cosine(z_a, z_b) = %.3f   (rms = ||z|| / sqrt(n) below)\n\n", r.cosine_ab);
-  out << line;
-
-  // 2. The operations, each on latents and on pixels.
-  r.ops.push_back({"z_a", z[0], {}, images[0]});
-  r.ops.push_back({"(z_a + z_b) / 2", combine(0.5f, z[0], 0.5f, z[1]), {}, combine(0.5f, images[0], 0.5f, images[1])});
-  r.ops.push_back({"z_b + (z_c - z_a)",
-                   combine(1, z[1], -1, z[0], 1, &z[2]),
-                   {},
-                   clamp01(combine(1, images[1], -1, images[0], 1, &images[2]))});
-  out << "  latent                rms     decode(latent) vs the same arithmetic on pixels\n";
-  const char* pixel_names[] = {"x_a", "(x_a + x_b) / 2", "x_b + (x_c - x_a), clamped"};
-  for (size_t i = 0; i < r.ops.size(); ++i) {
-    Op& op = r.ops[i];
-    op.decoded = decode(op.latent);
-    op.rms = op.latent.vec().norm() / std::sqrt(double(op.latent.numel()));
-    op.psnr = psnr(op.decoded, op.pixel);
-    std::snprintf(line, sizeof line, "  %-20s %6.3f   PSNR %5.1f dB vs %s\n", op.name.c_str(), op.rms, op.psnr,
-                  pixel_names[i]);
-    out << line;
+  const Tensor ca = context_of(o.a), cb = context_of(o.b), cc = context_of(o.c), cw = context_of(r.answer);
+  Tensor c_analogy = ca.clone();  // the negative half stays the empty prompt's
+  const int64_t half = ca.numel() / 2;
+  for (int64_t i = half; i < ca.numel(); ++i) c_analogy[i] = ca[i] - cb[i] + cc[i];
+  r.text.name = "text embeddings", r.text.tag = "text";
+  r.text_control.name = "the prompt \"" + r.answer + "\"", r.text_control.tag = "prompt";
+  r.text_a.name = "the prompt \"" + o.a + "\"", r.text_a.tag = "prompt a";
+  {
+    double dot = 0, n1 = 0, n2 = 0;
+    for (int64_t i = half; i < ca.numel(); ++i)
+      dot += double(c_analogy[i]) * cw[i], n1 += double(c_analogy[i]) * c_analogy[i], n2 += double(cw[i]) * cw[i];
+    r.context_cosine = dot / std::sqrt(n1 * n2);
   }
-  // How linear is the decoder? If it were, decoding the midpoint would average the decodings.
-  const Tensor decoded_b = decode(z[1]);
-  r.linearity = psnr(r.ops[1].decoded, combine(0.5f, r.ops[0].decoded, 0.5f, decoded_b));
+  for (auto [space, context] : {std::pair<Space*, const Tensor*>{&r.text, &c_analogy}, {&r.text_control, &cw}, {&r.text_a, &ca}}) {
+    GenerationParams p;
+    p.scheduler = "ddim", p.steps = o.steps, p.guidance_scale = o.guidance;
+    p.width = p.height = shapes::kImageSize;
+    p.batch = o.seeds;
+    auto scheduler = make_scheduler(p.scheduler, sd.scheduler_config);
+    auto gen = make_generator("ldm", o.seed);
+    PreparedLatents start = prepare_latents(sd, p, *scheduler, *gen);
+    Tensor ctx = Tensor::empty({2 * int64_t(o.seeds), context->dim(1), context->dim(2)});  // each half repeated per seed
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t s = 0; s < o.seeds; ++s)
+        std::copy(context->data() + h * half, context->data() + (h + 1) * half, ctx.data() + (h * o.seeds + s) * half);
+    const Tensor images = nhwc_to_nchw(decode_latents(sd, denoise(sd, p, *scheduler, ctx, std::move(start), *gen)));
+    for (int s = 0; s < o.seeds; ++s) {
+      const Tensor img = images.slice0(s, s + 1).clone();
+      std::string read;
+      space->right += reads_as(img, want, &read);
+      ++space->cases;
+      space->reads.push_back(read);
+      space->pictures.push_back(img);
+    }
+  }
+
+  for (int i = 0; i < o.seeds; ++i) {
+    const Tensor& a = r.text.pictures[size_t(i)];
+    const Tensor& b = r.text_control.pictures[size_t(i)];
+    for (int64_t k = 0; k < a.numel(); ++k) r.text_vs_prompt += std::abs(a[k] - b[k]) / double(a.numel() * o.seeds);
+  }
+  out << "How often the analyser reads \"" << r.answer << "\":\n";
+  for (const Space* s : {&r.pixels, &r.latents, &r.text, &r.text_control, &r.text_a}) {
+    std::snprintf(line, sizeof line, "  %-32s %s", s->name.c_str(), percent(s->right, s->cases).c_str());
+    out << line;
+    // The most common reading, to say what it gives instead.
+    std::string common;
+    int most = 0;
+    for (const std::string& x : s->reads) {
+      const int k = int(std::count(s->reads.begin(), s->reads.end(), x));
+      if (k > most) most = k, common = x;
+    }
+    out << "   most often read as \"" << common << "\" (" << most << ")\n";
+  }
+  out << "(pixels and VAE latents: the dataset's drawings at all 9 positions x 2 sizes; text: full captions \"a "
+      << o.where << " ... at the " << o.position << " on a " << o.background << " background\", " << o.seeds << " seeds, "
+      << o.steps << " DDIM steps, w = " << viz::format_number(o.guidance) << ")\n";
   std::snprintf(line, sizeof line,
-                "decoder linearity: decode((z_a + z_b) / 2) vs (decode(z_a) + decode(z_b)) / 2: PSNR %.1f dB\n",
-                r.linearity);
+                "The arithmetic's text embedding has cosine %.3f with the prompt \"%s\"'s own, and from the same seeds\n"
+                "their pictures differ by %.3f on average (pixels in [0, 1]): it lands next to the answer.\n",
+                r.context_cosine, r.answer.c_str(), r.text_vs_prompt);
   out << line;
-  out << "The first line is the VAE's own round-trip error: the others are only as close as that allows.\n";
-  if (o.image_a.empty() && o.image_b.empty() && o.image_c.empty()) {  // the built-in images: a known answer
-    r.wanted = tint(images[1], kDusk);
-    r.wanted_psnr_latent = psnr(r.ops[2].decoded, r.wanted);
-    r.wanted_psnr_pixel = psnr(r.ops[2].pixel, r.wanted);
-    std::snprintf(
-        line, sizeof line,
-        "\"a is to c as b is to ?\" wants b at dusk: decode(z_b + z_c - z_a) reaches PSNR %.1f dB of it, the pixel\n"
-        "arithmetic %.1f dB: c - a is made of a's pixels, so b gets dusk where it looks like a, a daylight\n"
-        "hole where a's red mug was (dusk barely changes red) and a ghost where a's sun was.\n",
-        r.wanted_psnr_latent, r.wanted_psnr_pixel);
-    out << line;
-  }
-  if (real_weights)
-    out << "A high PSNR on the other lines means the latent arithmetic did what pixel arithmetic does: a double\n"
-        << "exposure, not a new object. Latents are compressed patches, not concepts.\n";
-  else
-    out << "NOTE: synthetic weights are not a trained autoencoder: the arithmetic is real, the decoded pictures\n"
-        << "are noise. Run with --model path/to/stable-diffusion-v1-5 to see what the real VAE's latents do.\n";
 
-  // 3. The picture: the inputs and the reconstruction, then each operation beside its pixel twin.
   if (!o.out_dir.empty()) {
     std::filesystem::create_directories(o.out_dir);
-    const int scale = std::max(1, int(128 / images[0].dim(2)));
-    std::vector<viz::Canvas> tiles{viz::picture(images[0], scale),        viz::picture(images[1], scale),
-                                   viz::picture(images[2], scale),        viz::picture(r.ops[0].decoded, scale),
-                                   viz::picture(r.ops[1].decoded, scale), viz::picture(r.ops[1].pixel, scale),
-                                   viz::picture(r.ops[2].decoded, scale), viz::picture(r.ops[2].pixel, scale)};
-    std::vector<std::string> caps{
-        "a", "b", "c", "decode(z_a)", "decode((z_a+z_b)/2)", "pixels (a+b)/2", "decode(z_b+z_c-z_a)", "pixels b+c-a"};
-    if (r.wanted.defined()) tiles.push_back(viz::picture(r.wanted, scale)), caps.push_back("wanted: b at dusk");
+    std::vector<viz::Canvas> tiles;
+    std::vector<std::string> caps;
+    const int shown = 6;
+    for (const Space* s : {&r.pixels, &r.latents, &r.text, &r.text_control})
+      for (int i = 0; i < shown && i < s->cases; ++i) {
+        const int k = s == &r.pixels || s == &r.latents ? i * 3 : i;  // spread over the positions
+        tiles.push_back(viz::picture(s->pictures[size_t(k)], 2));
+        caps.push_back((i == 0 ? s->tag + ": " : std::string()) + s->reads[size_t(k)]);
+      }
     r.pictures.push_back(o.out_dir + "/lesson08_arithmetic.png");
-    viz::grid(tiles, caps, 3).save(r.pictures.back());
+    viz::Canvas g = viz::grid(tiles, caps, shown);
+    viz::Canvas sheet(g.width(), g.height() + 20);
+    sheet.text(8, 6, "\"" + o.a + "\" - \"" + o.b + "\" + \"" + o.c + "\": rows pixels, VAE latents, text, and the prompt \"" +
+                         r.answer + "\"", viz::kBlack);
+    sheet.blit(g, 0, 20);
+    stamped(sheet, synthetic).save(r.pictures.back());
     for (const auto& p : r.pictures) out << "Wrote " << p << "\n";
   }
   return r;
 }
 
-inline Result run(const Options& o, std::ostream& out) {
-  LDM_CHECK(o.size >= 8 && o.size % 8 == 0, "lesson 8: --size must be a positive multiple of 8, got ", o.size);
-  const std::vector<Tensor> images = input_images(o);  // first: a wrong path fails before the model loads
-  const ModelFiles files = open_model(o.model);
-  out << "VAE: " << files.description << "\n";
-  out << "a: " << (o.image_a.empty() ? "the built-in test pattern" : o.image_a) << "\n"
-      << "b: " << (o.image_b.empty() ? "the test pattern, mirrored" : o.image_b) << "\n"
-      << "c: " << (o.image_c.empty() ? "the test pattern at dusk (red, green, blue x 1, 0.7, 0.55)" : o.image_c)
-      << "\n";
-  out << "(all centre-cropped and resized to " << o.size << "x" << o.size << ")\n";
-  const AutoencoderKL vae = load_vae(files);
-  return run(vae, images, o.model.rfind("synthetic:", 0) != 0, o, out);
+inline Result run(const Options& opts, std::ostream& out) {
+  colour_shape(opts.a), colour_shape(opts.b), colour_shape(opts.c), background_index(opts.background);  // first
+  const std::string spec = model_spec(opts.model);
+  const ModelFiles files = open_model(spec);
+  out << "Model: " << files.description << "\n";
+  LoadOptions lo;
+  lo.tokenizer_dir = !opts.tokenizer.empty()        ? opts.tokenizer
+                     : !files.tokenizer_dir.empty() ? files.tokenizer_dir
+                                                    : shared_path("clip-tokenizer");
+  LDM_CHECK(vae_config(files).downscale_factor() * unet_config(files).sample_size == shapes::kImageSize,
+            "lesson 8 asks the shapes analyser, which reads 64x64 pictures: it needs a model of 64x64 pictures such "
+            "as models/ldm-shapes");  // before the model loads
+  const StableDiffusion sd = load_stable_diffusion(files, lo);
+  Options o = opts;
+  const nlohmann::json& g = files.generation_defaults;
+  if (o.steps == 0) o.steps = g.is_object() ? g.value("num_inference_steps", 20) : 20;
+  if (o.guidance == 0) o.guidance = g.is_object() ? g.value("guidance_scale", 7.5f) : 7.5f;
+  return run(sd, is_synthetic(spec), o, out);
 }
 
 }  // namespace ldm::lessons::latent_arithmetic

@@ -7,14 +7,19 @@
 
 int main(int argc, char** argv) {
   ldm::lessons::latent_arithmetic::Options o;
-  CLI::App app{"Lesson 8: (z_a + z_b) / 2 and z_b + (z_c - z_a) on VAE latents, beside the same on pixels"};
-  app.add_option("--model", o.model, "SD1.5 model: diffusers folder, .safetensors file, or synthetic:sd15")
-      ->capture_default_str();
-  app.add_option("--image-a", o.image_a, "image a (PNG/JPEG); default: a built-in test pattern");
-  app.add_option("--image-b", o.image_b, "image b; default: the test pattern mirrored");
-  app.add_option("--image-c", o.image_c, "image c; default: the test pattern at dusk");
-  app.add_option("--size", o.size, "side the images are cropped and resized to (a multiple of 8)")
-      ->capture_default_str();
+  CLI::App app{"Lesson 8: red circle - red square + blue square = blue circle? In pixels, VAE latents and text "
+               "embeddings, read back by the shapes analyser"};
+  app.add_option("--model", o.model, "model of 64x64 pictures (default: models/ldm-shapes)");
+  app.add_option("--tokenizer", o.tokenizer,
+                 "folder with vocab.json and merges.txt (default: the model's, else ../shared/clip-tokenizer)");
+  app.add_option("--a", o.a, "a, in a - b + c: COLOUR SHAPE")->capture_default_str();
+  app.add_option("--b", o.b, "b")->capture_default_str();
+  app.add_option("--c", o.c, "c")->capture_default_str();
+  app.add_option("--background", o.background, "white, black or gray")->capture_default_str();
+  app.add_option("--seeds", o.seeds, "text arithmetic: pictures per prompt")->capture_default_str();
+  app.add_option("--steps", o.steps, "DDIM steps (default: the model's recommendation, else 20)");
+  app.add_option("--guidance", o.guidance, "guidance scale (default: the model's recommendation, else 7.5)");
+  app.add_option("--seed", o.seed, "seed of the first picture")->capture_default_str();
   app.add_option("--out", o.out_dir, "folder for the picture (\"\" for none)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
