@@ -8,10 +8,12 @@
 int main(int argc, char** argv) {
   ldm::lessons::pixel_space::Options o;
   CLI::App app{"Lesson 1: what one U-Net step costs on 512x512x3 pixels vs a 64x64x4 latent"};
-  app.add_option("--model", o.model, "SD1.5 model (diffusers folder, .safetensors, synthetic:sd15); its U-Net config")
+  app.add_option("--model", o.model,
+                 "model: a diffusers folder, a .safetensors file, or synthetic:sd15 (default: models/ldm-shapes)");
+  app.add_option("--size", o.image_size, "picture side in pixels (default: the model's own)");
+  app.add_option("--repeats", o.repeats, "timed runs of each forward")->capture_default_str();
+  app.add_option("--budget", o.budget_gflop, "largest pixel-space forward run, GFLOP (beyond: extrapolated)")
       ->capture_default_str();
-  app.add_option("--size", o.image_size, "image side in pixels (a multiple of 64)")->capture_default_str();
-  app.add_option("--repeats", o.repeats, "timed runs of the latent forward")->capture_default_str();
   app.add_option("--out", o.out_dir, "folder for the picture (\"\" for none)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
