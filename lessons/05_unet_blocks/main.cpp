@@ -8,9 +8,9 @@
 int main(int argc, char** argv) {
   ldm::lessons::unet_blocks::Options o;
   CLI::App app{"Lesson 5: walk the SD1.5 U-Net block by block: output shapes, parameters, time"};
-  app.add_option("--model", o.model, "SD1.5 model: diffusers folder, .safetensors file, or synthetic:sd15")
+  app.add_option("--model", o.model, "model: a diffusers folder, a .safetensors file, or synthetic:sd15 (default: models/ldm-shapes)")
       ->capture_default_str();
-  app.add_option("--latent-size", o.latent_size, "side of the latent run through the blocks (a multiple of 8)")
+  app.add_option("--latent-size", o.latent_size, "side of the latent run through the blocks (default: the model's own)")
       ->capture_default_str();
   app.add_option("--out", o.out_dir, "folder for the picture (\"\" for none)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
