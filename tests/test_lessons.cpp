@@ -165,7 +165,7 @@ TEST_CASE("lesson 4: cross-attention probabilities reproduce Attention::forward"
   require_pictures(r.pictures, 2);
 }
 
-TEST_CASE("lesson 4 on ldm-shapes: the decoder's cross-attention gathers on the shape the prompt asks for") {
+TEST_CASE("lesson 4 on ldm-shapes: the decoder's cross-attention gathers on the shape the prompt asks for", "[trained]") {
   lessons::cross_attention::Options o;  // the default model and prompt: a large red circle at the top left
   o.out_dir = out_dir("04_shapes");
   std::ostringstream log;
@@ -200,7 +200,7 @@ TEST_CASE("lesson 5: the U-Net walk is the forward, and its parameters add up") 
   require_pictures(r.pictures, 1);
 }
 
-TEST_CASE("lesson 9 on ldm-shapes: the train step's exact gradient, and a small U-Net learning from scratch") {
+TEST_CASE("lesson 9 on ldm-shapes: the train step's exact gradient, and a small U-Net learning from scratch", "[trained]") {
   lessons::train_step::Options o;  // the default model's VAE, text encoder and (part 1) U-Net
   o.train_steps = 100;
   o.train_batch = 16;

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "lesson_checks.hpp"
+#include "../lessons/04_cross_attention/lesson.hpp"
 #include "../lessons/06_guidance_sweep/lesson.hpp"
 #include "../lessons/07_latent_interpolation/lesson.hpp"
 #include "../lessons/08_latent_arithmetic/lesson.hpp"
@@ -110,7 +111,7 @@ TEST_CASE("lesson 6: one DDIM step is affine in w, as eps_u + w (eps_c - eps_u) 
   CHECK(r.pictures.empty());
 }
 
-TEST_CASE("lesson 6 on ldm-shapes: adherence peaks at a small w and falls when w is large") {
+TEST_CASE("lesson 6 on ldm-shapes: adherence peaks at a small w and falls when w is large", "[trained]") {
   lessons::guidance_sweep::Options o;  // the default model and its six dataset captions
   o.scales = {1, 2, 20};
   o.seeds = 2;
@@ -166,7 +167,7 @@ TEST_CASE("lesson 7: latent interpolation with the tiny models; a = 0 of the wal
   CHECK_THROWS_WITH(lessons::latent_interpolation::run(tiny_sd(), true, o, log), Catch::Contains("both"));
 }
 
-TEST_CASE("lesson 7 on ldm-shapes: decoded in-between latents are off the dataset, the denoised walk is on it") {
+TEST_CASE("lesson 7 on ldm-shapes: decoded in-between latents are off the dataset, the denoised walk is on it", "[trained]") {
   lessons::latent_interpolation::Options o;  // a large red circle at the left -> a large blue square at the right
   o.out_dir = out_dir("07_shapes");
   std::ostringstream log;
@@ -202,7 +203,7 @@ TEST_CASE("lesson 8 with the tiny models: the three spaces, counted, and said to
   CHECK_THROWS_WITH(lessons::latent_arithmetic::run(tiny_sd(), true, o, log), Catch::Contains("COLOUR SHAPE"));
 }
 
-TEST_CASE("lesson 8 on ldm-shapes: red circle - red square + blue square gives a blue circle in latents and text, not pixels") {
+TEST_CASE("lesson 8 on ldm-shapes: red circle - red square + blue square gives a blue circle in latents and text, not pixels", "[trained]") {
   lessons::latent_arithmetic::Options o;
   o.seeds = 6;
   o.steps = 20;
@@ -260,7 +261,7 @@ TEST_CASE("lesson 6: full-size synthetic SD1.5 at 64x64, 2 steps", "[full]") {
   require_pictures(r.pictures, 3);
 }
 
-TEST_CASE("lesson 10 on ldm-shapes: the hand-written loop is the pipeline's, and x0 shows the prompt early") {
+TEST_CASE("lesson 10 on ldm-shapes: the hand-written loop is the pipeline's, and x0 shows the prompt early", "[trained]") {
   lessons::sampling_loop::Options o;  // the default model, DDIM and Euler, 20 steps
   o.out_dir = out_dir("10");
   std::ostringstream log;
@@ -297,4 +298,45 @@ TEST_CASE("lesson 10 with the tiny models: synthetic weights are said and stampe
   }
   CHECK_THAT(log.str(), Catch::Contains("synthetic weights"));
   require_pictures(r.pictures, 2);
+}
+
+TEST_CASE("lesson 9 with the tiny models: backward matches differences; a few training steps run") {
+  lessons::train_step::Options o;
+  o.batch = 2;
+  o.train_steps = 3;
+  o.train_batch = 2;
+  o.pictures = 4;
+  o.sample_steps = 1;
+  o.out_dir = out_dir("09s");
+  std::ostringstream log;
+  const auto r = lessons::train_step::run(tiny_sd(), true, o, log);
+  REQUIRE(r.grad_exact.size() == 2);
+  for (size_t k = 0; k < 2; ++k) {
+    INFO(r.checked[k]);
+    CHECK(r.grad_numeric[k] == Approx(r.grad_exact[k]).margin(2e-5).epsilon(0.05));
+  }
+  CHECK(r.losses.size() == 3);
+  CHECK_THAT(log.str(), Catch::Contains("synthetic weights"));
+  REQUIRE(r.pictures.size() == 2);  // (noise from synthetic weights: over the READMEs' 200 KB, so not require_pictures)
+  for (const auto& p : r.pictures) CHECK(fs::file_size(p) > 100);
+}
+
+TEST_CASE("lesson 4 with the tiny models: token maps of every cross-attention while sampling") {
+  lessons::cross_attention::MapOptions m;
+  m.steps = 2;
+  m.shown = {0, 1};
+  const std::vector<std::string> words{"<start>", "a", "red", "circle", "<end>"};
+  const auto r = lessons::cross_attention::token_maps(tiny_sd(), tiny().unet, "a red circle", words, 32, m);
+  REQUIRE(r.maps.size() == 2);
+  REQUIRE(r.maps[0].size() == 6);  // the tiny U-Net: 2 in down_blocks.0, 1 in the mid block, 3 in up_blocks.1
+  for (const auto& cm : r.maps[0]) {
+    const int64_t L = cm.h * cm.w;
+    REQUIRE(int64_t(cm.probs.size()) == L * 77);
+    double row = 0;
+    for (int64_t j = 0; j < 77; ++j) row += cm.probs[size_t(j)];
+    CHECK(row == Approx(1.0).epsilon(1e-4));  // each pixel's attention sums to 1 over the tokens
+  }
+  std::ostringstream log;
+  const auto pics = lessons::cross_attention::report_token_maps(r, {2, 3}, true, out_dir("04s"), log);
+  require_pictures(pics, 2);
 }

@@ -364,10 +364,12 @@ inline Result run(const StableDiffusion& sd, bool synthetic, const Options& o, s
 
   if (!o.out_dir.empty() && o.train_steps > 0) {
     std::filesystem::create_directories(o.out_dir);
-    viz::Series loss("training loss (mean of 10 steps)"), trivial("predicting 0 (mean of 10 steps)");
-    for (size_t k = 9; k < r.losses.size(); ++k) {
+    const size_t win = std::min<size_t>(10, r.losses.size());  // the curves: means of `win` steps
+    viz::Series loss("training loss (mean of " + std::to_string(win) + " steps)"),
+        trivial("predicting 0 (mean of " + std::to_string(win) + " steps)");
+    for (size_t k = win - 1; k < r.losses.size(); ++k) {
       double l = 0, t = 0;
-      for (size_t j = k - 9; j <= k; ++j) l += r.losses[j] / 10, t += r.trivials[j] / 10;
+      for (size_t j = k + 1 - win; j <= k; ++j) l += r.losses[j] / double(win), t += r.trivials[j] / double(win);
       loss.x.push_back(double(k + 1)), loss.y.push_back(l);
       trivial.x.push_back(double(k + 1)), trivial.y.push_back(t);
     }
