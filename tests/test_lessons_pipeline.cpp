@@ -327,6 +327,7 @@ TEST_CASE("lesson 4 with the tiny models: token maps of every cross-attention wh
   m.shown = {0, 1};
   const std::vector<std::string> words{"<start>", "a", "red", "circle", "<end>"};
   const auto r = lessons::cross_attention::token_maps(tiny_sd(), tiny().unet, "a red circle", words, 32, m);
+  CHECK(!r.analysed);  // 32x32
   REQUIRE(r.maps.size() == 2);
   REQUIRE(r.maps[0].size() == 6);  // the tiny U-Net: 2 in down_blocks.0, 1 in the mid block, 3 in up_blocks.1
   for (const auto& cm : r.maps[0]) {
@@ -339,4 +340,5 @@ TEST_CASE("lesson 4 with the tiny models: token maps of every cross-attention wh
   std::ostringstream log;
   const auto pics = lessons::cross_attention::report_token_maps(r, {2, 3}, true, out_dir("04s"), log);
   require_pictures(pics, 2);
+  CHECK_THAT(log.str(), Catch::Contains("not read"));
 }

@@ -70,7 +70,8 @@ struct TokenMaps {
   std::vector<double> timesteps;   // of the steps kept
   std::vector<std::vector<CrossAttentionMap>> maps;  // [step kept][cross-attention]
   Tensor image;                    // the final picture [1, 3, H, W]
-  shapes::Analysis analysis;       // what the analyser reads in it
+  bool analysed = false;           // the picture is 64x64, the size the analyser reads
+  shapes::Analysis analysis;       // what the analyser reads in it (when analysed)
   // concentration[step kept][cross-attention][token]: attention share on the shape's cells /
   // the share of cells the shape covers; 0 when no shape was found.
   std::vector<std::vector<std::vector<double>>> concentration;
@@ -140,7 +141,8 @@ inline TokenMaps token_maps(const StableDiffusion& sd, const UNet2DConditionMode
     x = scheduler->step(out, t, x, gen.get());
   }
   r.image = nhwc_to_nchw(decode_latents(sd, x));
-  if (size == shapes::kImageSize) r.analysis = shapes::analyse(shapes::picture_bytes(r.image).data());
+  r.analysed = size == shapes::kImageSize;
+  if (r.analysed) r.analysis = shapes::analyse(shapes::picture_bytes(r.image).data());
 
   // How concentrated each token's attention is on the cells the shape covers.
   for (const auto& step : r.maps) {
@@ -186,7 +188,8 @@ inline std::vector<std::string> report_token_maps(const TokenMaps& r, const std:
   char line[256];
   const size_t last = r.maps.size() - 1;
   out << "\nPart 2: sampling the prompt (DDIM), reading every cross-attention's P at " << r.maps.size() << " steps.\n";
-  out << "The picture: " << shapes::describe(r.analysis) << "\n";
+  out << "The picture: "
+      << (r.analysed ? shapes::describe(r.analysis) : std::string("not read (the analyser reads 64x64 pictures)")) << "\n";
   out << "Attention on the shape's cells, relative to their share of the grid (1 = no preference):\n";
   std::snprintf(line, sizeof line, "   %-38s", "cross-attention (grid)");
   out << line;
