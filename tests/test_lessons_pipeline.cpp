@@ -152,7 +152,13 @@ TEST_CASE("lesson 7: latent interpolation with the tiny models; a = 0 of the wal
   REQUIRE(r.rms_lerp.size() == 3);
   CHECK(r.rms_lerp[0] == Approx(r.rms_1).epsilon(1e-6));
   CHECK(r.rms_slerp[2] == Approx(r.rms_2).epsilon(1e-5));
+  // The midpoint's length from the ends' lengths and angle: |z1 + z2| / 2.
+  const double expect = std::sqrt(r.rms_1 * r.rms_1 + r.rms_2 * r.rms_2 + 2 * r.rms_1 * r.rms_2 * r.cosine) / 2;
+  CHECK(r.rms_lerp[1] == Approx(expect).epsilon(1e-5));
+  CHECK(r.rms_slerp[1] > r.rms_lerp[1]);
   CHECK(r.noise_rms_slerp[1] > r.noise_rms_lerp[1]);
+  REQUIRE(r.decoded_slerp.size() == 3);
+  CHECK(r.decoded_slerp[1].shape() == Shape{1, 3, 32, 32});
   REQUIRE(r.crossfade.size() == 3);
   CHECK(r.read_lerp[0].empty());  // 32x32: not read back
   REQUIRE(r.denoised_lerp.size() == 3);
