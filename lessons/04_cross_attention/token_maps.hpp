@@ -79,7 +79,7 @@ struct TokenMaps {
 
 // Every attn2 of the U-Net's saved forward, in the order the forward runs them.
 inline void collect_cross_attention(const UNet2DConditionModel& unet, const UNet2DConditionModel::Saved& s,
-                                    int64_t batch_index, int64_t H, std::vector<CrossAttentionMap>& out) {
+                                    int64_t batch_index, std::vector<CrossAttentionMap>& out) {
   auto add = [&](const Transformer2DModel& tr, const Transformer2DModel::Saved& ts, const std::string& where) {
     for (size_t b = 0; b < ts.blocks.size(); ++b) {
       const Attention::Saved& a = ts.blocks[b].attn2;
@@ -97,7 +97,6 @@ inline void collect_cross_attention(const UNet2DConditionModel& unet, const UNet
       out.push_back(std::move(m));
     }
   };
-  (void)H;
   for (size_t i = 0; i < s.down_blocks.size(); ++i)
     for (size_t j = 0; j < s.down_blocks[i].attentions.size(); ++j)
       add(unet.down_blocks[i].attentions[j], s.down_blocks[i].attentions[j],
@@ -135,7 +134,7 @@ inline TokenMaps token_maps(const StableDiffusion& sd, const UNet2DConditionMode
     if (std::find(o.shown.begin(), o.shown.end(), int(i)) != o.shown.end()) {
       r.timesteps.push_back(t);
       r.maps.emplace_back();
-      collect_cross_attention(unet, saved, cfg ? 1 : 0, x.dim(2), r.maps.back());
+      collect_cross_attention(unet, saved, cfg ? 1 : 0, r.maps.back());
     }
     if (cfg) out = classifier_free_guidance(out, o.guidance);
     x = scheduler->step(out, t, x, gen.get());

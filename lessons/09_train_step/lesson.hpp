@@ -185,14 +185,12 @@ inline void part1(const StableDiffusion& sd, UNet2DConditionModel& unet, const O
   Tensor dpred;
   r.loss = mse(pred, nz.target, &dpred);
   r.trivial = mse(Tensor::full(pred.shape(), 0.0f), nz.target);
-  const int64_t n = pred.numel() / o.batch;
   for (int b = 0; b < o.batch; ++b) {
     r.sample_loss.push_back(mse(pred.slice0(b, b + 1), nz.target.slice0(b, b + 1)));
     std::snprintf(line, sizeof line, "  sample %d: t = %3d  loss %.4f   (%s)\n", b, r.timesteps[size_t(b)],
                   r.sample_loss.back(), shapes::full_caption(batch.specs[size_t(b)]).c_str());
     out << line;
   }
-  (void)n;
   std::snprintf(line, sizeof line, "  batch loss %.4f; predicting 0 everywhere would score %.4f\n", r.loss, r.trivial);
   out << line;
 
