@@ -116,13 +116,16 @@ void BM_LinearBackward(benchmark::State& state) {
   set_flops(state, 4.0 * M * N * K);
 }
 
-// The backward of Conv2d [2, C, S, S] -> [2, O, S, S] (nn/conv2d.hpp): dW += dY col^T (im2col +
-// GEMM) and dX (for a 3x3, stride 1, padding 1: the forward convolution of dY with the flipped,
-// transposed weight, by the forward's algorithm rule; otherwise dcol = W^T dY folded back),
-// plus db; FLOPs 2x the direct forward's.
+// The backward of Conv2d [2, C, S, S] -> [2, O, S, S] (nn/conv2d.hpp) by algorithm `algo` (0
+// auto, 1 direct): for a 3x3, stride 1, padding 1, dX is the forward convolution of dY with the
+// flipped, transposed weight (by the forward's algorithm rule) and dW Winograd's adjoint where it
+// pays; otherwise dW += dY col^T (im2col + GEMM) and dcol = W^T dY folded back. Plus db; FLOPs
+// 2x the direct forward's.
 void BM_Conv2dBackward(benchmark::State& state) {
   const int64_t C = state.range(0), O = state.range(1), S = state.range(2), k = state.range(3), B = 2;
   Conv2d conv = make_conv(C, O, k);
+  conv.algo = ConvAlgo(state.range(4));
+  state.SetLabel(conv_algo_name(conv.algo));
   Tensor x = random_tensor({B, C, S, S}), dy = random_tensor({B, O, S, S}, 1.0f, 3);
   benchmark::DoNotOptimize(conv.backward(x, dy).data());  // allocates the weight's gradient
   for (auto _ : state) benchmark::DoNotOptimize(conv.backward(x, dy).data());
@@ -195,15 +198,19 @@ void ConvShapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_Conv2d)->Apply(ConvShapes);
 
 // The backward at the forward's shapes: 3x3 at each level, the 1x1 proj_in / shortcut.
-BENCHMARK(BM_Conv2dBackward)
-    ->Apply(Common)
-    ->ArgNames({"C", "O", "S", "k"})
-    ->Args({320, 320, 64, 3})
-    ->Args({640, 640, 32, 3})
-    ->Args({1280, 1280, 16, 3})
-    ->Args({1280, 1280, 8, 3})
-    ->Args({320, 320, 64, 1})
-    ->Args({640, 640, 32, 1});
+// The backward at the forward's shapes: 3x3 at each level (the SD1.5 U-Net's at 64x64 and 32x32
+// latents, the small models' 64- and 128-channel levels), by each algorithm, and the 1x1
+// proj_in / shortcut.
+void ConvBackwardShapes(benchmark::internal::Benchmark* b) {
+  Common(b);
+  b->ArgNames({"C", "O", "S", "k", "algo"});
+  for (int64_t algo = 0; algo < 2; ++algo)
+    for (const auto& [C, S] : std::vector<std::pair<int64_t, int64_t>>{
+             {320, 64}, {640, 32}, {1280, 16}, {1280, 8}, {320, 32}, {640, 16}, {1280, 4}, {64, 64}, {128, 8}, {128, 4}})
+      b->Args({C, C, S, 3, algo});
+  b->Args({320, 320, 64, 1, 0})->Args({640, 640, 32, 1, 0});
+}
+BENCHMARK(BM_Conv2dBackward)->Apply(ConvBackwardShapes);
 
 BENCHMARK(BM_GroupNormSiLU)
     ->Apply(Common)

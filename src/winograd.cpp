@@ -190,4 +190,122 @@ void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W
   }
 }
 
+// ---- the weight gradient (winograd.hpp): channels-last transforms, 16 GEMMs over tiles
+
+namespace {
+
+// t = x [B, C, H, W] as [B, H + 2p, W + 2p, C] with a zero border of p; C a multiple of 16.
+// Each output pixel's 16-channel groups are written whole, from 16 input rows read side by side.
+void to_nhwc(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, int64_t p, std::vector<float>& t) {
+  const int64_t Hp = H + 2 * p, Wp = W + 2 * p;
+  t.resize(size_t(B * Hp * Wp * C));
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t yp = 0; yp < Hp; ++yp) {
+      float* row = t.data() + (b * Hp + yp) * Wp * C;  // row[xp * C + c]
+      const int64_t y = yp - p;
+      if (y < 0 || y >= H) {
+        std::fill(row, row + Wp * C, 0.0f);
+        continue;
+      }
+      std::fill(row, row + p * C, 0.0f);
+      std::fill(row + (p + W) * C, row + Wp * C, 0.0f);
+      for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        const float* src = x + ((b * C + c0) * H + y) * W;  // src[cc * H * W + i]: channel c0 + cc
+        for (int64_t i = 0; i < W; ++i) {
+          float* dst = row + (p + i) * C + c0;
+          for (int cc = 0; cc < 16; ++cc) dst[cc] = src[cc * H * W + i];
+        }
+      }
+    }
+}
+
+// V[k][j][c0 .. c0 + 15] = (B^T d B)[k] for tile j, d the 4x4 input window at `d0` (channels-last,
+// row stride `row`): B^T's rows are (d0 - d2, d1 + d2, d2 - d1, d1 - d3), along rows then columns.
+inline void input_transform(const float* d0, int64_t row, int64_t C, float* V, int64_t plane) {
+  v16 t[4][4];
+  for (int s = 0; s < 4; ++s) {
+    const v16 d0s = load(d0 + s * C), d1s = load(d0 + row + s * C);
+    const v16 d2s = load(d0 + 2 * row + s * C), d3s = load(d0 + 3 * row + s * C);
+    t[0][s] = d0s - d2s;
+    t[1][s] = d1s + d2s;
+    t[2][s] = d2s - d1s;
+    t[3][s] = d1s - d3s;
+  }
+  for (int xi = 0; xi < 4; ++xi) {
+    store(V + (xi * 4 + 0) * plane, t[xi][0] - t[xi][2]);
+    store(V + (xi * 4 + 1) * plane, t[xi][1] + t[xi][2]);
+    store(V + (xi * 4 + 2) * plane, t[xi][2] - t[xi][1]);
+    store(V + (xi * 4 + 3) * plane, t[xi][1] - t[xi][3]);
+  }
+}
+
+// dM[k][j][o0 .. o0 + 15] = (A dY A^T)[k] for the 2x2 output gradient at `g` (channels-last, row
+// stride `row`): A's rows are (1, 0), (1, 1), (1, -1), (0, -1).
+inline void output_grad_transform(const float* g, int64_t row, int64_t O, float* dM, int64_t plane) {
+  const v16 y00 = load(g), y01 = load(g + O), y10 = load(g + row), y11 = load(g + row + O);
+  const v16 r[4][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11}, {-y10, -y11}};
+  for (int a = 0; a < 4; ++a) {
+    store(dM + (a * 4 + 0) * plane, r[a][0]);
+    store(dM + (a * 4 + 1) * plane, r[a][0] + r[a][1]);
+    store(dM + (a * 4 + 2) * plane, r[a][0] - r[a][1]);
+    store(dM + (a * 4 + 3) * plane, -r[a][1]);
+  }
+}
+
+}  // namespace
+
+void winograd_conv3x3_grad_weight(const float* x, const float* dy, int64_t B, int64_t C, int64_t H, int64_t W,
+                                  int64_t O, float* grad_w) {
+  const int64_t tiles_w = W / 2, tiles_image = (H / 2) * tiles_w, T = B * tiles_image;
+  // Kept by the calling thread between calls, as the forward keeps its buffers (fresh pages
+  // cost more than the transposes and transforms done in them); other threads reach them
+  // through these references only.
+  thread_local std::vector<float> xt_kept, gt_kept, v_kept, dm_kept, du_kept;
+  std::vector<float>&xt = xt_kept, &gt = gt_kept, &V = v_kept, &dM = dm_kept, &dU = du_kept;
+  to_nhwc(x, B, C, H, W, 1, xt);   // [B, H + 2, W + 2, C]
+  to_nhwc(dy, B, O, H, W, 0, gt);  // [B, H, W, O]
+  // Chunks of tiles as even as they go, each at most ~32 MiB of V and dM (but 256 tiles at
+  // least: every chunk's GEMMs read and write all of dU, so a short chunk costs as much as a long one).
+  const int64_t fit = std::max<int64_t>(256, (int64_t(8) << 20) / (16 * (C + O)));
+  const int64_t chunks = (T + fit - 1) / fit, n_max = (T + chunks - 1) / chunks;
+  V.resize(size_t(16 * n_max * C));
+  dM.resize(size_t(16 * n_max * O));
+  dU.assign(size_t(16 * O * C), 0.0f);
+  for (int64_t t0 = 0; t0 < T; t0 += n_max) {
+    const int64_t n = std::min(n_max, T - t0);  // V[k][n][C], dM[k][n][O]: tile-major, channels contiguous
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t t = t0 + j, b = t / tiles_image, ty = t % tiles_image / tiles_w, tx = t % tiles_w;
+      // Input rows 2 ty - 1 .. 2 ty + 2 are padded rows 2 ty .. 2 ty + 3; the same for columns.
+      const float* d0 = xt.data() + ((b * (H + 2) + 2 * ty) * (W + 2) + 2 * tx) * C;
+      for (int64_t c = 0; c < C; c += 16) input_transform(d0 + c, (W + 2) * C, C, V.data() + j * C + c, n * C);
+      const float* g = gt.data() + ((b * H + 2 * ty) * W + 2 * tx) * O;
+      for (int64_t o = 0; o < O; o += 16) output_grad_transform(g + o, W * O, O, dM.data() + j * O + o, n * O);
+    }
+#pragma omp parallel for schedule(dynamic)
+    for (int k = 0; k < 16; ++k)  // dU_k[O, C] += dM_k[n, O]^T . V_k[n, C]
+      gemm_serial(true, false, O, C, n, 1.0f, dM.data() + k * n * O, O, V.data() + k * n * C, C, 1.0f,
+                  dU.data() + k * O * C, C);
+  }
+  // grad_w[o, c] += G^T dU G: G^T's rows are (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0), (0, 1/2, 1/2, 1).
+  const int64_t OC = O * C;
+#pragma omp parallel for schedule(static)
+  for (int64_t oc = 0; oc < OC; ++oc) {
+    float u[4][4], t[3][4];
+    for (int k = 0; k < 16; ++k) u[k / 4][k % 4] = dU[k * OC + oc];
+    for (int j = 0; j < 4; ++j) {
+      t[0][j] = u[0][j] + 0.5f * (u[1][j] + u[2][j]);
+      t[1][j] = 0.5f * (u[1][j] - u[2][j]);
+      t[2][j] = 0.5f * (u[1][j] + u[2][j]) + u[3][j];
+    }
+    float* g = grad_w + oc * 9;
+    for (int r = 0; r < 3; ++r) {
+      g[r * 3 + 0] += t[r][0] + 0.5f * (t[r][1] + t[r][2]);
+      g[r * 3 + 1] += 0.5f * (t[r][1] - t[r][2]);
+      g[r * 3 + 2] += 0.5f * (t[r][1] + t[r][2]) + t[r][3];
+    }
+  }
+}
+
 }  // namespace ldm

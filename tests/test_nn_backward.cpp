@@ -3,9 +3,12 @@
 // forward must match the reference output within 1e-5 relative L2 and every gradient (the
 // vector-Jacobian product for the stored grad_out) within 1e-4 (../shared/README.md). A
 // finite-difference probe on a few elements, independent of PyTorch, checks each op besides.
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <map>
+#include <vector>
 
 #include "ldm/blocks/timestep_embedding.hpp"
 #include "ldm/models/clip_text.hpp"
@@ -18,6 +21,7 @@
 #include "ldm/nn/layer_norm.hpp"
 #include "ldm/nn/linear.hpp"
 #include "ldm/nn/losses.hpp"
+#include "ldm/nn/winograd.hpp"
 #include "reference.hpp"
 #include "tmp_path.hpp"
 
@@ -155,6 +159,47 @@ TEST_CASE("backward: conv2d, 1x1, 3x3, stride 2 with the VAE's asymmetric pad, W
     fd_probe(c + ".x", x, go, dx, [&](const Tensor& xp) { return conv2d(xp, conv.weight, conv.bias, conv.stride, conv.padding); });
     fd_probe(c + ".weight", conv.weight, go, conv.grad_weight,
              [&](const Tensor& wp) { return conv2d(x, wp, conv.bias, conv.stride, conv.padding); });
+  }
+}
+
+TEST_CASE("backward: conv2d's Winograd weight gradient equals the im2col one", "[nn][backward]") {
+  // The 3x3 conv's dW by Winograd's adjoint transforms (winograd_conv3x3_grad_weight) and by the
+  // im2col GEMM (ConvAlgo::direct, the road every other convolution takes and that the float64
+  // references above check), both against dW in float64; and conv2d_backward's own choice
+  // (automatic: winograd_grad_weight_pays). Shapes: the smallest image (2x2), widths that are
+  // not a multiple of 32, a batch of small images, and tiles spanning two chunks of the
+  // transform buffers (2 x 48 x 96 = 9216 > 8192 tiles at 32 + 32 channels).
+  for (const auto& [B, C, H, W, O] : std::vector<std::array<int64_t, 5>>{
+           {1, 32, 2, 2, 32}, {3, 32, 6, 10, 48}, {64, 64, 4, 4, 128}, {1, 48, 16, 34, 64}, {2, 32, 96, 192, 32}}) {
+    CAPTURE(B, C, H, W, O);
+    Tensor x({B, C, H, W}), w({O, C, 3, 3}), go({B, O, H, W});
+    for (int64_t i = 0; i < x.numel(); ++i) x[i] = float(std::sin(0.37 * double(i)));
+    for (int64_t i = 0; i < w.numel(); ++i) w[i] = float(0.05 * std::cos(0.11 * double(i)));
+    for (int64_t i = 0; i < go.numel(); ++i) go[i] = float(std::cos(0.23 * double(i) + 1.0));
+    Tensor gw_winograd({O, C, 3, 3}), gw_direct, gw_auto, gb_direct, gb_auto;
+    winograd_conv3x3_grad_weight(x.data(), go.data(), B, C, H, W, O, gw_winograd.data());
+    const Tensor dx_direct = conv2d_backward(x, w, go, 1, Padding::same(1), gw_direct, &gb_direct, ConvAlgo::direct);
+    const Tensor dx_auto = conv2d_backward(x, w, go, 1, Padding::same(1), gw_auto, &gb_auto);
+    // dW in float64, from its definition: the sum over pixels of dy[o] times x[c] shifted by the tap.
+    Tensor gw_exact({O, C, 3, 3});
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < 3; ++i)
+          for (int64_t j = 0; j < 3; ++j) {
+            double sum = 0;
+            for (int64_t b = 0; b < B; ++b)
+              for (int64_t y = std::max<int64_t>(0, 1 - i); y < std::min(H, H + 1 - i); ++y)
+                for (int64_t z = std::max<int64_t>(0, 1 - j); z < std::min(W, W + 1 - j); ++z)
+                  sum += double(go[((b * O + o) * H + y) * W + z]) * x[((b * C + c) * H + y + i - 1) * W + z + j - 1];
+            gw_exact[((o * C + c) * 3 + i) * 3 + j] = float(sum);
+          }
+    const double e_winograd = test::rel_l2(gw_winograd, gw_exact), e_direct = test::rel_l2(gw_direct, gw_exact);
+    INFO("rel L2 to the float64 dW: Winograd " << e_winograd << ", im2col " << e_direct);
+    CHECK(e_winograd < 1e-5);  // the suite's gradient tolerance is 1e-4
+    CHECK(e_direct < 1e-5);
+    CHECK(test::rel_l2(gw_auto, gw_exact) < 1e-5);
+    CHECK(test::rel_l2(dx_auto, dx_direct) < 1e-6);
+    CHECK(test::max_abs_diff(gb_auto, gb_direct) == 0);
   }
 }
 

@@ -313,9 +313,12 @@ inline Tensor flipped_transposed_3x3(const Tensor& w) {
 }  // namespace detail
 
 // Saves the input x [B, C, H, W]. dy [B, O, Ho, Wo] -> dx [B, C, H, W]; grad_weight [O, C, kh, kw]
-// and grad_bias [O] (null: the layer has no bias) accumulate.
+// and grad_bias [O] (null: the layer has no bias) accumulate. A 3x3 stride-1 pad-1 convolution
+// takes Winograd's road both ways unless `algo` is direct: dx as the forward convolution of dy
+// with the flipped, transposed weight, dW by the transforms' adjoint (winograd.hpp); any other
+// convolution, or ConvAlgo::direct, takes the im2col GEMMs.
 inline Tensor conv2d_backward(const Tensor& x, const Tensor& weight, const Tensor& dy, int stride, Padding pad,
-                              Tensor& grad_weight, Tensor* grad_bias) {
+                              Tensor& grad_weight, Tensor* grad_bias, ConvAlgo algo = ConvAlgo::automatic) {
   const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad);
   LDM_CHECK(dy.shape() == Shape({s.B, s.O, s.Ho, s.Wo}), "conv2d_backward: gradient ", dy.shape_str(),
             " does not match the output [", s.B, ", ", s.O, ", ", s.Ho, ", ", s.Wo, "] of input ", x.shape_str());
@@ -338,8 +341,14 @@ inline Tensor conv2d_backward(const Tensor& x, const Tensor& weight, const Tenso
   }
   const bool transposed_is_conv = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 &&
                                   pad.bottom == 1 && pad.right == 1;
-  Tensor dx = transposed_is_conv ? conv2d(dy, detail::flipped_transposed_3x3(weight), Tensor(), 1, pad)
+  Tensor dx = transposed_is_conv ? conv2d(dy, detail::flipped_transposed_3x3(weight), Tensor(), 1, pad, algo)
                                  : Tensor(x.shape());  // zeros: col2im adds into it
+  if (transposed_is_conv && algo != ConvAlgo::direct && s.C >= detail::kWinogradMinChannels &&
+      s.O >= detail::kWinogradMinChannels && winograd_grad_weight_fits(s.H, s.W, s.C, s.O) &&
+      winograd_grad_weight_pays(s.B, s.C, s.H, s.W, s.O)) {
+    winograd_conv3x3_grad_weight(x.data(), dy.data(), s.B, s.C, s.H, s.W, s.O, gw);
+    return dx;
+  }
 
   // Blocks of (images [b0, b0 + g), pixels [p0, p0 + n)): g images whole when an image's col is
   // small, else one image in pixel chunks.
@@ -428,7 +437,8 @@ struct Conv2d {
   // weight in place, and the next forward must transform the new one.
   Tensor backward(const Tensor& x, const Tensor& dy) {
     winograd_u.reset();
-    return conv2d_backward(x, weights(), dy, stride, padding, grad_weight, bias.defined() ? &grad_bias : nullptr);
+    return conv2d_backward(x, weights(), dy, stride, padding, grad_weight, bias.defined() ? &grad_bias : nullptr,
+                           algo);
   }
 
   // weight, bias (when it has one), as load() reads them (train/parameter.hpp). Whoever changes

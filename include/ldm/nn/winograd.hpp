@@ -62,4 +62,31 @@ int64_t winograd_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64
 void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
                       const float* bias, float* y);
 
+// Its backward for the weight, by the adjoint of the same transforms (no im2col, 2.25x fewer
+// multiply-adds than the direct convolution's dW = dy . col^T):
+//
+//   dM = A dY A^T        per (o, tile): the 2x2 output gradient -> 4x4      (dY = A^T M A's adjoint)
+//   V  = B^T d B         per (c, tile): the 4x4 input tile, as the forward
+//   dU_k[O, C] = sum over tiles of dM_k[O, T] . V_k[C, T]^T                  16 GEMMs reducing over T
+//   grad_w[o, c] += G^T dU[o, c] G                                           (U = G g G^T's adjoint)
+//
+// Transforms run channels-last, 16 channels to a vector, on an NHWC copy of x (zero-padded) and
+// of dy, so any even H and W works; tiles are taken across the batch, a chunk at a time (at
+// most ~32 MiB of V and dM, or 256 tiles). Needs H, W even and C, O multiples of 16 (winograd_grad_weight_fits).
+inline bool winograd_grad_weight_fits(int64_t H, int64_t W, int64_t C, int64_t O) {
+  return H % 2 == 0 && W % 2 == 0 && H > 0 && W > 0 && C % 16 == 0 && O % 16 == 0;
+}
+// Does it pay? It saves multiply-adds in proportion to the tiles (B H W / 4), but every call
+// writes and reads dU (64 O C bytes) besides: with few tiles and many channels the direct dW
+// wins. Measured (bench_ops BM_Conv2dBackward, batch 2, AMD EPYC Zen 4): faster at 320 and 640
+// channels from 128 tiles and at 128 channels from 32; slower at 1280 channels below 256 tiles
+// (16x16: 286 against 216 ms; 8x8: 182 against 93 ms).
+inline bool winograd_grad_weight_pays(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O) {
+  const int64_t tiles = B * (H / 2) * (W / 2), du_bytes = 64 * O * C;
+  return tiles >= 256 || (tiles >= 64 && du_bytes <= (int64_t(32) << 20)) || (tiles >= 16 && du_bytes <= (int64_t(4) << 20));
+}
+// x [B, C, H, W], dy [B, O, H, W] -> grad_w [O, C, 3, 3] += dW of conv3x3(x, w, stride 1, padding 1).
+void winograd_conv3x3_grad_weight(const float* x, const float* dy, int64_t B, int64_t C, int64_t H, int64_t W,
+                                  int64_t O, float* grad_w);
+
 }  // namespace ldm
