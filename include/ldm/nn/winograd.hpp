@@ -72,7 +72,9 @@ void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W
 //
 // Transforms run channels-last, 16 channels to a vector, on an NHWC copy of x (zero-padded) and
 // of dy, so any even H and W works; tiles are taken across the batch, a chunk at a time (at
-// most ~32 MiB of V and dM, or 256 tiles). Needs H, W even and C, O multiples of 16 (winograd_grad_weight_fits).
+// most ~32 MiB of V and dM, or 256 tiles). The calling thread keeps these buffers for its next
+// call, so memory the size of the largest call's x and dy (plus V, dM and dU) stays held.
+// Needs H, W even and C, O multiples of 16 (winograd_grad_weight_fits).
 inline bool winograd_grad_weight_fits(int64_t H, int64_t W, int64_t C, int64_t O) {
   return H % 2 == 0 && W % 2 == 0 && H > 0 && W > 0 && C % 16 == 0 && O % 16 == 0;
 }
@@ -83,7 +85,8 @@ inline bool winograd_grad_weight_fits(int64_t H, int64_t W, int64_t C, int64_t O
 // (16x16: 286 against 216 ms; 8x8: 182 against 93 ms).
 inline bool winograd_grad_weight_pays(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O) {
   const int64_t tiles = B * (H / 2) * (W / 2), du_bytes = 64 * O * C;
-  return tiles >= 256 || (tiles >= 64 && du_bytes <= (int64_t(32) << 20)) || (tiles >= 16 && du_bytes <= (int64_t(4) << 20));
+  return tiles >= 256 || (tiles >= 64 && du_bytes <= (int64_t(32) << 20)) ||
+         (tiles >= 16 && du_bytes <= (int64_t(4) << 20));
 }
 // x [B, C, H, W], dy [B, O, H, W] -> grad_w [O, C, 3, 3] += dW of conv3x3(x, w, stride 1, padding 1).
 void winograd_conv3x3_grad_weight(const float* x, const float* dy, int64_t B, int64_t C, int64_t H, int64_t W,
