@@ -197,7 +197,6 @@ void ConvShapes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_Conv2d)->Apply(ConvShapes);
 
-// The backward at the forward's shapes: 3x3 at each level, the 1x1 proj_in / shortcut.
 // The backward at the forward's shapes: 3x3 at each level (the SD1.5 U-Net's at 64x64 and 32x32
 // latents, the small models' 64- and 128-channel levels), by each algorithm, and the 1x1
 // proj_in / shortcut.

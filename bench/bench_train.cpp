@@ -556,7 +556,8 @@ int main(int argc, char** argv) {
   register_case(std::make_unique<CLIPCase>("clip_sd15", CLIPTextConfig{}, 1, true));
 
   if (!take_conv_option(argc, argv, g_conv, "bench_train")) return 1;
-  std::printf("forward convolutions: --conv=%s (a 3x3 backward's dX follows the forward's rule, its dW is Winograd's adjoint where it pays; direct: im2col + GEMM)\n",
+  std::printf("convolutions: --conv=%s (a 3x3 backward's dX follows the forward's rule, its dW is Winograd's\n"
+              "adjoint where it pays; direct: im2col + GEMM both ways)\n",
               conv_algo_name(g_conv));
   std::printf("forward FLOPs counted (2 per multiply-add; a backward counts twice these):\n");
   for (const auto& c : g_cases) std::printf("  %-18s %10.4g GFLOP\n", c->name.c_str(), c->flops * 1e-9);

@@ -35,7 +35,8 @@ struct ConvShape {
   bool pointwise;  // 1x1, stride 1, no padding: the input already is the [C, H*W] col matrix
   bool batched;    // small images (the U-Net's 8x8 and 16x16): one GEMM for the whole batch,
                    // so that the weights are packed once, not once per image
-  ConvAlgo algo;   // what runs: direct, f23 or f43 (Winograd, winograd.hpp)
+  bool winograd;   // 3x3, stride 1, padding 1, enough channels: where Winograd may run, either way
+  ConvAlgo algo;   // what the forward runs: direct, f23 or f43 (Winograd, winograd.hpp)
 };
 
 // The sizes, and the algorithm that runs for `asked` (nn/conv_algo.hpp). auto_f43: under
@@ -62,9 +63,9 @@ inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding 
   // The one eligibility rule of Winograd: 3x3, stride 1, padding 1, and enough channels (with
   // few, the transforms' memory traffic outweighs the saved multiplications), on images whose
   // sides the tiles divide.
-  const bool winograd = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 &&
-                        pad.bottom == 1 && pad.right == 1 && s.C >= kWinogradMinChannels && s.O >= kWinogradMinChannels;
-  const bool f23 = winograd && winograd_fits(s.H, s.W), f43 = winograd && winograd_f43_fits(s.H, s.W);
+  s.winograd = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 && pad.bottom == 1 &&
+               pad.right == 1 && s.C >= kWinogradMinChannels && s.O >= kWinogradMinChannels;
+  const bool f23 = s.winograd && winograd_fits(s.H, s.W), f43 = s.winograd && winograd_f43_fits(s.H, s.W);
   const ConvAlgo f23_or_direct = f23 ? ConvAlgo::f23 : ConvAlgo::direct;
   switch (asked) {
     case ConvAlgo::direct: s.algo = ConvAlgo::direct; break;
@@ -343,8 +344,7 @@ inline Tensor conv2d_backward(const Tensor& x, const Tensor& weight, const Tenso
                                   pad.bottom == 1 && pad.right == 1;
   Tensor dx = transposed_is_conv ? conv2d(dy, detail::flipped_transposed_3x3(weight), Tensor(), 1, pad, algo)
                                  : Tensor(x.shape());  // zeros: col2im adds into it
-  if (transposed_is_conv && algo != ConvAlgo::direct && s.C >= detail::kWinogradMinChannels &&
-      s.O >= detail::kWinogradMinChannels && winograd_grad_weight_fits(s.H, s.W, s.C, s.O) &&
+  if (s.winograd && algo != ConvAlgo::direct && winograd_grad_weight_fits(s.H, s.W, s.C, s.O) &&
       winograd_grad_weight_pays(s.B, s.C, s.H, s.W, s.O)) {
     winograd_conv3x3_grad_weight(x.data(), dy.data(), s.B, s.C, s.H, s.W, s.O, gw);
     return dx;
