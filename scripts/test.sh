@@ -13,7 +13,10 @@ if [ -n "${CI:-}" ]; then
   ci_options=(-DLDM_WERROR=ON  # and so is a compiler warning
     # No test runs the lesson or benchmark programs (the tests include the lessons' code): CI
     # compiles them at -O0, a check that they build, in half the time (-3 min of a 31-min run).
-    -DLDM_PROGRAMS_UNOPTIMIZED=ON)
+    -DLDM_PROGRAMS_UNOPTIMIZED=ON
+    # and the test files and the command line are compiled several to a translation unit
+    # (LDM_UNITY_BUILD): the shared headers parsed and their inline code compiled once per batch.
+    -DLDM_UNITY_BUILD=ON)
 fi
 scripts/setup.sh
 scripts/build.sh "${ci_options[@]}"

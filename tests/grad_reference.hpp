@@ -11,6 +11,7 @@
 #include "ldm/core/weights.hpp"
 #include "ldm/train/parameter.hpp"
 #include "reference.hpp"
+#include "synthetic.hpp"
 
 namespace ldm::test {
 
@@ -25,16 +26,8 @@ inline const Reference& grad_ref() {
   return r;
 }
 
-// A block or model loaded from synthetic weights under the reference's names:
-// m.load(w, prefix, args...) from a SyntheticSource.
-template <typename M, typename... Args>
-M synthetic(const std::string& prefix, const Args&... args) {
-  WeightStore w(std::make_shared<SyntheticSource>());
-  M m;
-  m.load(w, prefix, args...);
-  w.finish();
-  return m;
-}
+// The diffusers / transformers config of case `c` of the reference.
+inline const nlohmann::json& grad_config(const std::string& c) { return grad_ref().meta(c).at("config"); }
 
 // A tensor of case `c` of the reference.
 inline Tensor get(const std::string& c, const std::string& name) { return grad_ref().get(c, name); }

@@ -6,7 +6,9 @@
 #pragma once
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <string>
 
@@ -48,6 +50,20 @@ inline double rel_l2(const Tensor& a, const Tensor& r) {
     den += double(r[i]) * double(r[i]);
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// Values uniform in [lo, hi) from a seed (std::mt19937).
+inline Tensor random_tensor(Shape shape, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
+  Tensor t = Tensor::empty(std::move(shape));
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (float& v : t) v = u(gen);
+  return t;
+}
+
+// Bit for bit the same (shape and every float).
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), size_t(a.numel()) * sizeof(float)) == 0;
 }
 
 inline double max_abs_diff(const Tensor& a, const Tensor& r) {

@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const Component kComponents[] = {Component::UNet, Component::VAE, Component::TextEncoder};
+const Component kModelComponents[] = {Component::UNet, Component::VAE, Component::TextEncoder};
 constexpr double kHalfTol = 2e-2;  // fp16 paths: relative L2 against the fp32 result
 
 using ldm::test::TmpPath;
@@ -47,7 +47,7 @@ double disk_gb(const std::string& path) {
 // Every tensor of SD1.5, synthetic values (ComponentWeights with values null).
 std::vector<ComponentWeights> sd15_parts(const std::string& keys) {
   std::vector<ComponentWeights> parts;
-  for (Component c : kComponents) parts.push_back({c, read_key_list(keys, c), nullptr});
+  for (Component c : kModelComponents) parts.push_back({c, read_key_list(keys, c), nullptr});
   return parts;
 }
 

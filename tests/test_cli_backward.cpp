@@ -29,12 +29,12 @@ using ldm::test::grad_ref;
 using ldm::test::kBlockGradTol;
 using ldm::test::kBlockOutTol;
 using ldm::test::require_close;
+using ldm::test::grad_config;
 using ldm::test::synthetic;
 using ldm::test::TmpPath;
 
 namespace {
 
-const nlohmann::json& config(const std::string& c) { return grad_ref().meta(c).at("config"); }
 
 // The tensors (names and shapes) of one component of a folder: those its parameters() lists.
 template <typename M>
@@ -106,7 +106,7 @@ void check_backward(const std::string& component, const std::string& model, cons
 
 // The folder of configuration set `v` ("tiny" or "b") of the reference's models.
 void write_folder(const std::string& dir, const std::string& v) {
-  write_tiny_folder(dir, config("unet_" + v), config("vae_" + v + "_encode"), config("clip_" + v));
+  write_tiny_folder(dir, grad_config("unet_" + v), grad_config("vae_" + v + "_encode"), grad_config("clip_" + v));
 }
 
 }  // namespace
@@ -161,7 +161,7 @@ TEST_CASE("ldm train-step: loss, noisy latents and gradients of the course's tra
   const test::Reference ref(f.substr(0, f.rfind('/')) + "/data/train_step_reference.safetensors");
   for (const std::string c : {"train_step", "train_step_v"}) {
     TmpPath dir("train_step_folder"), in("train_step_in.safetensors"), out("train_step_out.safetensors");
-    write_tiny_folder(dir, ref.meta(c).at("config"), config("vae_tiny_encode"), config("clip_tiny"));
+    write_tiny_folder(dir, ref.meta(c).at("config"), grad_config("vae_tiny_encode"), grad_config("clip_tiny"));
     write_config(dir.path + "/scheduler/scheduler_config.json", ref.meta(c).at("scheduler"));
     SafeTensorsWriter w;
     for (const char* name : {"latents", "noise", "context"}) w.add(name, ref.get(c, name));

@@ -5,19 +5,17 @@
 // message that names what is wrong.
 #include <catch2/catch.hpp>
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <sstream>
 #include <string>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ldm/core/safetensors.hpp"
 #include "ldm/core/synth.hpp"
+#include "cli_run.hpp"
 #include "reference.hpp"
 #ifdef LDM_WITH_CUDA
 #include "ldm/cuda/device_tensor.hpp"
@@ -25,45 +23,18 @@
 
 using namespace ldm;
 using Catch::Contains;
+using ldm::test::ldm_run;
 using ldm::test::Reference;
+using ldm::test::Run;
+using ldm::test::TmpPath;
 namespace fs = std::filesystem;
 
 namespace {
 
 constexpr double kFullTol = 1e-4;  // full-size fp32 models (../shared/README.md)
 
-// A path under /tmp removed when the test ends, pass or fail.
-struct TmpPath {
-  std::string path;
-  explicit TmpPath(const std::string& name) : path("/tmp/ldm_test_eval_" + std::to_string(::getpid()) + "_" + name) {
-    fs::remove_all(path);
-  }
-  ~TmpPath() { fs::remove_all(path); }
-  operator const std::string&() const { return path; }
-};
-
-struct Run {
-  int status;       // the exit status of `ldm`
-  std::string err;  // what it wrote to stderr
-  double seconds;
-};
-
-// Runs `ldm eval ARGS` with stderr captured to a file.
-Run ldm_eval(const std::string& args) {
-  TmpPath err_file("stderr.txt");
-  const std::string cmd = std::string(LDM_CLI) + " eval " + args + " 2> " + err_file.path;
-  const auto t0 = std::chrono::steady_clock::now();
-  const int raw = std::system(cmd.c_str());
-  Run r{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, "",
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
-  std::ifstream f(err_file.path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  r.err = ss.str();
-  std::printf("  $ ldm eval %s\n    -> exit %d in %.1f s; stderr: %s", args.c_str(), r.status, r.seconds,
-              r.err.empty() ? "(empty)\n" : r.err.c_str());
-  return r;
-}
+// `ldm eval ARGS`.
+Run ldm_eval(const std::string& args) { return ldm_run("eval " + args); }
 
 std::string eval_args(const std::string& component, const std::string& inputs, const std::string& output,
                       const std::string& model = "synthetic:sd15") {

@@ -5,36 +5,26 @@
 #include <filesystem>
 #include <limits>
 #include <fstream>
-#include <sstream>
-#include <sys/wait.h>
 
 #include "ldm/core/image.hpp"
 #include "ldm/core/safetensors.hpp"
+#include "cli_run.hpp"
 #include "reference.hpp"
 #include "tmp_path.hpp"
 
 namespace {
 
-struct Run {
-  int exit_code;
-  std::string err;
-};
+using ldm::test::Run;
 
 // `ldm generate ARGS`; `shell_prefix` runs before it in the same shell (e.g. a ulimit).
 Run run(const std::string& args, const std::string& shell_prefix = "") {
-  const std::string log = "/tmp/ldm_test_cli_generate.err";
-  const int status = std::system(
-      (shell_prefix + "exec " + std::string(LDM_CLI) + " generate " + args + " > /dev/null 2> " + log).c_str());
-  std::ifstream f(log);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ss.str()};
+  return ldm::test::run_shell(shell_prefix + "exec '" + std::string(LDM_CLI) + "' generate " + args);
 }
 
 void expect_error(const std::string& args, const std::string& message) {
   Run r = run(args);
   INFO("ldm generate " << args << "\nstderr: " << r.err);
-  CHECK(r.exit_code == 1);  // an error we report, not a crash (a signal gives -1)
+  CHECK(r.status == 1);  // an error we report, not a crash (a signal gives -1)
   CHECK_THAT(r.err, Catch::Contains("error: ") && Catch::Contains(message));
 }
 
@@ -54,7 +44,7 @@ TEST_CASE("ldm generate: bad input gets a clear error and exit code 1") {
   expect_error(p + "--rng mt", "unknown random generator");
   expect_error(p + "--conv direct --device cuda", "--conv direct is for the CPU path");
   Run missing = run("--width 64");
-  CHECK(missing.exit_code != 0);
+  CHECK(missing.status != 0);
   CHECK_THAT(missing.err, Catch::Contains("--prompt is required"));
 }
 
@@ -67,11 +57,11 @@ TEST_CASE("ldm generate: a prompt over 77 tokens is read whole (A1111's syntax) 
                            "\" --steps 1 --guidance 1 --width 64 --height 64 --scheduler ddim --output /tmp/ldm_test_long.png";
   Run whole = run(args);  // two chunks of 75 tokens: a context of 154
   INFO(whole.err);
-  REQUIRE(whole.exit_code == 0);
+  REQUIRE(whole.status == 0);
   CHECK_THAT(whole.err, !Catch::Contains("truncated"));
   Run r = run(args + " --prompt-syntax plain");
   INFO(r.err);
-  REQUIRE(r.exit_code == 0);
+  REQUIRE(r.status == 0);
   CHECK_THAT(r.err, Catch::Contains("longer than CLIP's 77 tokens and was truncated"));
   CHECK_THAT(r.err, Catch::Contains("peak memory"));
   auto text = ldm::read_png_text("/tmp/ldm_test_long.png");
@@ -143,7 +133,7 @@ TEST_CASE("ldm generate: --seed -1 draws a seed, printed and in the PNG; a long 
   Run r = run(base + "--seed -1 --guidance 2 --batch 2 --negative-prompt \"" + long_prompt + "\" --output " + dir.path +
               "/out.png");
   INFO(r.err);
-  REQUIRE(r.exit_code == 0);
+  REQUIRE(r.status == 0);
   CHECK_THAT(r.err, Catch::Contains("warning: the negative prompt is longer than CLIP's 77 tokens and was truncated"));
   const size_t at = r.err.find("seed: ");
   REQUIRE(at != std::string::npos);
@@ -160,7 +150,7 @@ TEST_CASE("ldm generate: --seed -1 draws a seed, printed and in the PNG; a long 
   std::ofstream(tensors) << "earlier tensors";
   r = run(base + "--guidance 1 --output " + dir.path + "/limited.png --output-tensors " + tensors,
           "trap '' XFSZ; ulimit -f 40; ");
-  CHECK(r.exit_code == 1);
+  CHECK(r.status == 1);
   CHECK_THAT(r.err, Catch::Contains("the images were written (" + dir.path + "/limited.png) but --output-tensors was not") &&
                         Catch::Contains("File too large"));
   CHECK(std::filesystem::exists(dir.path + "/limited.png"));

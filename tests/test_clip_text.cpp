@@ -12,6 +12,7 @@
 #include "ldm/models/clip_text.hpp"
 #include "ldm/models/clip_tokenizer.hpp"
 #include "reference.hpp"
+#include "synthetic.hpp"
 
 using namespace ldm;
 using ldm::test::Reference;
@@ -19,11 +20,11 @@ using ldm::test::require_close;
 
 namespace {
 
-WeightStore synthetic() { return WeightStore(std::make_shared<SyntheticSource>()); }
+using ldm::test::synthetic_weights;
 
 CLIPTextModel tiny_model(const Reference& ref) {
   CLIPTextModel m;
-  auto w = synthetic();
+  auto w = synthetic_weights();
   m.load(w, "text_model", CLIPTextConfig::from_json(ref.meta("tiny_clip").at("config")));
   w.finish();
   return m;
@@ -155,7 +156,7 @@ TEST_CASE("clip_text: full-size CLIP ViT-L/14 text encoder, 3 prompts", "[full]"
 
   auto t0 = std::chrono::steady_clock::now();
   CLIPTextModel m;
-  auto w = synthetic();
+  auto w = synthetic_weights();
   m.load(w, "text_model", CLIPTextConfig::from_json(meta.at("config")));
   w.finish();
   REQUIRE(w.num_loaded() == meta.at("weights_count").get<size_t>());

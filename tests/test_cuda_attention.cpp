@@ -76,7 +76,7 @@ std::vector<Prepared> prepare() {
 
 constexpr cuda::AttentionImpl kImpls[] = {cuda::AttentionImpl::v1_naive, cuda::AttentionImpl::v2_flash,
                                           cuda::AttentionImpl::v3_flash_mma};
-constexpr cuda::DType kDtypes[] = {cuda::DType::f32, cuda::DType::f16, cuda::DType::bf16};
+constexpr cuda::DType kAttentionDtypes[] = {cuda::DType::f32, cuda::DType::f16, cuda::DType::bf16};
 
 }  // namespace
 
@@ -94,7 +94,7 @@ TEST_CASE("cuda attention: every implementation and dtype against the CPU refere
     const Case& c = cases()[n];
     const Prepared& p = prepared[n];
     const cuda::DeviceTensor q32 = cuda::to_device(p.q), k32 = cuda::to_device(p.k), v32 = cuda::to_device(p.v);
-    for (cuda::DType dt : kDtypes) {
+    for (cuda::DType dt : kAttentionDtypes) {
       const cuda::DeviceTensor q = cuda::to_dtype(q32, dt), k = cuda::to_dtype(k32, dt), v = cuda::to_dtype(v32, dt);
       for (cuda::AttentionImpl impl : kImpls) {
         const std::string what =
@@ -112,7 +112,7 @@ TEST_CASE("cuda attention: the flash kernels keep the scores out of global memor
   const Tensor q = randn({c.B, c.Lq, c.D}, 7), k = randn({c.B, c.Lk, c.D}, 8), v = randn({c.B, c.Lk, c.Dv}, 9);
   if (!cuda::available()) return;
 
-  for (cuda::DType dt : kDtypes) {
+  for (cuda::DType dt : kAttentionDtypes) {
     const cuda::DeviceTensor qd = cuda::to_device(q, dt), kd = cuda::to_device(k, dt), vd = cuda::to_device(v, dt);
     for (cuda::AttentionImpl impl : {cuda::AttentionImpl::v2_flash, cuda::AttentionImpl::v3_flash_mma}) {
       cuda::synchronize();

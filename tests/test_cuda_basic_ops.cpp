@@ -31,18 +31,12 @@ using cuda::DeviceTensor;
 
 namespace {
 
-const cuda::DType kDtypes[] = {cuda::DType::f32, cuda::DType::f16, cuda::DType::bf16};
+const cuda::DType kOpDtypes[] = {cuda::DType::f32, cuda::DType::f16, cuda::DType::bf16};
 
 double tol(cuda::DType t) { return t == cuda::DType::f32 ? 1e-5 : 2e-2; }
 double copy_tol(cuda::DType t) { return t == cuda::DType::f32 ? 0.0 : 2e-2; }  // exact in fp32
 
-Tensor random_tensor(Shape shape, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
-  Tensor t = Tensor::empty(std::move(shape));
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  for (float& v : t) v = u(gen);
-  return t;
-}
+using ldm::test::random_tensor;
 
 std::string label(const std::string& op, const Shape& shape, cuda::DType t, const std::string& extra = "") {
   return op + " " + shape_str(shape) + (extra.empty() ? "" : " " + extra) + " " + cuda::dtype_name(t);
@@ -81,7 +75,7 @@ TEST_CASE("cuda activations: silu_, gelu_, quick_gelu_, silu", "[cuda][elementwi
   }
   if (!cuda::available()) return;
   for (const Case& c : cases) {
-    for (cuda::DType t : kDtypes) {
+    for (cuda::DType t : kOpDtypes) {
       for (size_t k = 0; k < c.refs.size(); ++k) {
         DeviceTensor d = cuda::to_device(c.x, t);
         ops[k].gpu(d);
@@ -101,7 +95,7 @@ TEST_CASE("cuda activations on an unaligned view", "[cuda][elementwise]") {
   Tensor tail = ref.slice0(1, n);
   ldm::gelu_(tail);  // element 0 untouched, the rest GELU'd in place
   if (!cuda::available()) return;
-  for (cuda::DType t : kDtypes) {
+  for (cuda::DType t : kOpDtypes) {
     DeviceTensor d = cuda::to_device(x, t);
     DeviceTensor view = d.slice0(1, n);  // 4 or 2 bytes past a 16-byte boundary
     cuda::gelu_(view);
@@ -117,7 +111,7 @@ TEST_CASE("cuda geglu", "[cuda][elementwise]") {
   }
   if (!cuda::available()) return;
   for (const auto& [h, ref] : cases)
-    for (cuda::DType t : kDtypes) check(cuda::geglu(cuda::to_device(h, t)), ref, t, tol(t), label("geglu", h.shape(), t));
+    for (cuda::DType t : kOpDtypes) check(cuda::geglu(cuda::to_device(h, t)), ref, t, tol(t), label("geglu", h.shape(), t));
 }
 
 TEST_CASE("cuda add_, add, scale_", "[cuda][elementwise]") {
@@ -141,7 +135,7 @@ TEST_CASE("cuda add_, add, scale_", "[cuda][elementwise]") {
   if (!cuda::available()) return;
   for (const auto& [a, b, sum, scaled] : cases) {
     const Shape& shape = a.shape();
-    for (cuda::DType t : kDtypes) {
+    for (cuda::DType t : kOpDtypes) {
       const DeviceTensor da = cuda::to_device(a, t), db = cuda::to_device(b, t);
       check(cuda::add(da, db), sum, t, tol(t), label("add", shape, t));
       check(da, a, t, tol(t), label("add leaves its input", shape, t));
@@ -153,7 +147,7 @@ TEST_CASE("cuda add_, add, scale_", "[cuda][elementwise]") {
       check(s, scaled, t, tol(t), label("scale_", shape, t));
     }
   }
-  for (cuda::DType t : kDtypes) {
+  for (cuda::DType t : kOpDtypes) {
     DeviceTensor da = cuda::to_device(a1, t);
     DeviceTensor view = da.slice0(1, n);
     cuda::add_(view, cuda::to_device(b1, t).slice0(0, n - 1));
@@ -180,7 +174,7 @@ TEST_CASE("cuda add_channel_bias_", "[cuda][elementwise]") {
   if (!cuda::available()) return;
   for (size_t k = 0; k < std::size(cases); ++k) {
     const Case& c = cases[k];
-    for (cuda::DType t : kDtypes) {
+    for (cuda::DType t : kOpDtypes) {
       DeviceTensor d = cuda::to_device(xs[k], t);
       // the [C] case passes v in fp32 whatever x's dtype: the op converts it
       cuda::add_channel_bias_(d, cuda::to_device(vs[k], c.per_batch ? t : cuda::DType::f32));
@@ -200,7 +194,7 @@ TEST_CASE("cuda cat_channels", "[cuda][layout]") {
   }
   if (!cuda::available()) return;
   for (size_t k = 0; k < as.size(); ++k)
-    for (cuda::DType t : kDtypes)
+    for (cuda::DType t : kOpDtypes)
       check(cuda::cat_channels(cuda::to_device(as[k], t), cuda::to_device(bs[k], t)), refs[k], t, copy_tol(t),
             label("cat_channels", as[k].shape(), t, "++ " + bs[k].shape_str()));
 }
@@ -217,7 +211,7 @@ TEST_CASE("cuda image_to_tokens and tokens_to_image", "[cuda][layout]") {
   for (size_t k = 0; k < xs.size(); ++k) {
     const Tensor &x = xs[k], &tokens = tokens_refs[k], &back = image_refs[k];
     const Shape& shape = x.shape();
-    for (cuda::DType t : kDtypes) {
+    for (cuda::DType t : kOpDtypes) {
       const DeviceTensor d = cuda::image_to_tokens(cuda::to_device(x, t));
       check(d, tokens, t, copy_tol(t), label("image_to_tokens", shape, t));
       check(cuda::tokens_to_image(cuda::to_device(tokens, t), shape[2], shape[3]), back, t, copy_tol(t),
@@ -235,7 +229,7 @@ TEST_CASE("cuda upsample_nearest2x", "[cuda][layout]") {
   }
   if (!cuda::available()) return;
   for (const auto& [x, ref] : cases)
-    for (cuda::DType t : kDtypes)
+    for (cuda::DType t : kOpDtypes)
       check(cuda::upsample_nearest2x(cuda::to_device(x, t)), ref, t, copy_tol(t),
             label("upsample_nearest2x", x.shape(), t));
 }
@@ -253,7 +247,7 @@ TEST_CASE("cuda timestep_embedding", "[cuda][elementwise]") {
   if (!cuda::available()) return;
   for (size_t k = 0; k < refs.size(); ++k) {
     const Case& c = cases[k];
-    for (cuda::DType t : kDtypes)
+    for (cuda::DType t : kOpDtypes)
       check(cuda::timestep_embedding(timesteps, c.dim, c.flip, c.shift, t), refs[k], t, tol(t),
             label("timestep_embedding", refs[k].shape(), t, c.flip ? "flip" : "no flip"));
   }
@@ -297,7 +291,7 @@ TEST_CASE("cuda group_norm, both versions", "[cuda][norm]") {
     const Case& c = cases[k];
     const Tensor &x = data[k].x, &w = data[k].w, &b = data[k].b;
     const Tensor* refs = data[k].refs;
-    for (cuda::DType t : kDtypes) {
+    for (cuda::DType t : kOpDtypes) {
       // bf16 keeps 8 significant bits: at |x| ~ 4 its input rounding alone (~1.6% of the
       // spread) would be what the comparison measures, so the offset case skips bf16.
       if (c.offset != 0.0f && t == cuda::DType::bf16) continue;
@@ -341,7 +335,7 @@ TEST_CASE("cuda layer_norm", "[cuda][norm]") {
     const Case& c = cases[k];
     const Tensor &x = xs[k], &ref = refs[k];
     const LayerNorm& ln = lns[k];
-    for (cuda::DType t : kDtypes) {
+    for (cuda::DType t : kOpDtypes) {
       if (c.offset != 0.0f && t == cuda::DType::bf16) continue;  // see group_norm
       const DeviceTensor y =
           cuda::layer_norm(cuda::to_device(x, t), cuda::to_device(ln.weight, t), cuda::to_device(ln.bias, t), ln.eps);
@@ -375,7 +369,7 @@ TEST_CASE("cuda softmax_rows_", "[cuda][softmax]") {
   for (size_t k = 0; k < std::size(cases); ++k) {
     const auto& [x, ref] = data[k];
     const bool large = cases[k].hi > 50.0f;
-    for (cuda::DType t : kDtypes) {
+    for (cuda::DType t : kOpDtypes) {
       // 16-bit storage of scores near 100 keeps only steps of 1/16 (fp16) or 1/2 (bf16): its
       // rounding would be what the comparison measures, so the large case is fp32 only.
       if (large && t != cuda::DType::f32) continue;

@@ -18,6 +18,7 @@
 #include "ldm/cuda/unet.hpp"
 #include "ldm/cuda/vae.hpp"
 #include "reference.hpp"
+#include "synthetic.hpp"
 
 using namespace ldm;
 using ldm::test::Reference;
@@ -25,15 +26,15 @@ using ldm::test::require_close;
 
 namespace {
 
-constexpr cuda::DType kDtypes[] = {cuda::DType::f32, cuda::DType::f16};
-double tolerance(cuda::DType t) { return t == cuda::DType::f32 ? 1e-5 : 2e-2; }  // blocks and tiny models
-WeightStore synthetic() { return WeightStore(std::make_shared<SyntheticSource>()); }
-std::string tag(const std::string& name, cuda::DType t) { return name + " " + cuda::dtype_name(t); }
+constexpr cuda::DType kBlockDtypes[] = {cuda::DType::f32, cuda::DType::f16};
+double block_tolerance(cuda::DType t) { return t == cuda::DType::f32 ? 1e-5 : 2e-2; }  // blocks and tiny models
+using ldm::test::synthetic_weights;
+std::string block_case(const std::string& name, cuda::DType t) { return name + " " + cuda::dtype_name(t); }
 
 // The CPU twin loaded with synthetic weights: every tensor asked for exists (checked without a GPU).
 template <typename CpuModule, typename... Args>
 void load_cpu_twin(const Args&... args) {
-  auto w = synthetic();
+  auto w = synthetic_weights();
   CpuModule m;
   m.load(w, "", args...);
   w.finish();
@@ -42,10 +43,10 @@ void load_cpu_twin(const Args&... args) {
 // Runs `forward` (device inputs in dtype t -> device output) and compares it to `expected`.
 template <typename F>
 void check_on_gpu(const std::string& name, const Tensor& expected, F forward) {
-  for (cuda::DType t : kDtypes) {
+  for (cuda::DType t : kBlockDtypes) {
     const cuda::DeviceTensor out = forward(t);
     CHECK(out.dtype() == t);
-    require_close(cuda::to_host(out), expected, tolerance(t), tag(name, t));
+    require_close(cuda::to_host(out), expected, block_tolerance(t), block_case(name, t));
   }
 }
 
@@ -72,7 +73,7 @@ TEST_CASE("cuda blocks: TimestepEmbedding MLP") {
   load_cpu_twin<ldm::TimestepEmbedding>(int64_t(320), int64_t(1280));
   if (!cuda::available()) return;
   check_on_gpu("time_mlp", expected, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::TimestepEmbedding m;
     m.load(w, "", 320, 1280, t);
     return m.forward(dev(x, t));
@@ -88,7 +89,7 @@ TEST_CASE("cuda blocks: GroupNorm") {
   load_cpu_twin<ldm::GroupNorm>(int64_t(64), int64_t(32), 1e-5f);
   if (!cuda::available()) return;
   check_on_gpu("group_norm", expected, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::GroupNorm m;
     m.load(w, "", 64, 32, 1e-5f, t);
     return m.forward(dev(x, t));
@@ -106,7 +107,7 @@ TEST_CASE("cuda blocks: ResnetBlock2D with time embedding and 1x1 shortcut (U-Ne
   load_cpu_twin<ldm::ResnetBlock2D>(int64_t(64), int64_t(128), int64_t(256), int64_t(32), 1e-5f);
   if (!cuda::available()) return;
   check_on_gpu("resnet_unet", expected, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::ResnetBlock2D m;
     m.load(w, "", 64, 128, 256, 32, 1e-5f, t);
     REQUIRE(m.conv_shortcut.has_value());
@@ -123,7 +124,7 @@ TEST_CASE("cuda blocks: ResnetBlock2D without time embedding (VAE, eps 1e-6)") {
   load_cpu_twin<ldm::ResnetBlock2D>(int64_t(64), int64_t(64), int64_t(0), int64_t(32), 1e-6f);
   if (!cuda::available()) return;
   check_on_gpu("resnet_vae", expected, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::ResnetBlock2D m;
     m.load(w, "", 64, 64, 0, 32, 1e-6f, t);
     REQUIRE_FALSE(m.time_emb_proj.has_value());
@@ -141,7 +142,7 @@ TEST_CASE("cuda blocks: Downsample2D, U-Net padding=1 and VAE padding=0 (asymmet
     load_cpu_twin<ldm::Downsample2D>(int64_t(64), int64_t(64), pad);
     if (!cuda::available()) continue;
     check_on_gpu(name, expected, [&, pad = pad](cuda::DType t) {
-      auto w = synthetic();
+      auto w = synthetic_weights();
       cuda::Downsample2D m;
       m.load(w, "", 64, 64, pad, t);
       return m.forward(dev(x, t));
@@ -158,7 +159,7 @@ TEST_CASE("cuda blocks: Upsample2D (nearest x2 + conv)") {
   load_cpu_twin<ldm::Upsample2D>(int64_t(64), int64_t(64));
   if (!cuda::available()) return;
   check_on_gpu("upsample", expected, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::Upsample2D m;
     m.load(w, "", 64, 64, t);
     return m.forward(dev(x, t));
@@ -180,13 +181,13 @@ TEST_CASE("cuda blocks: Attention, cross and self, multi-head") {
   load_cpu_twin<ldm::Attention>(int64_t(64), int64_t(0), int64_t(2), int64_t(32), false);
   if (!cuda::available()) return;
   check_on_gpu("cross_attention", out_c, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::Attention m;
     m.load(w, "", 64, 32, 2, 32, false, t);
     return m.forward(dev(xc, t), dev(ctx, t));
   });
   check_on_gpu("self_attention", out_s, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::Attention m;
     m.load(w, "", 64, 0, 2, 32, false, t);
     return m.forward(dev(xs, t));
@@ -202,7 +203,7 @@ TEST_CASE("cuda blocks: VAE attention (group norm, one head, residual)") {
   load_cpu_twin<ldm::VAEAttention>(int64_t(64), int64_t(32), 1e-6f);
   if (!cuda::available()) return;
   check_on_gpu("vae_attention", expected, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::VAEAttention m;
     m.load(w, "", 64, 32, 1e-6f, t);
     return m.forward(dev(x, t));
@@ -220,7 +221,7 @@ TEST_CASE("cuda blocks: BasicTransformerBlock (self-attn, cross-attn, GEGLU feed
   load_cpu_twin<ldm::BasicTransformerBlock>(int64_t(64), int64_t(2), int64_t(32), int64_t(32));
   if (!cuda::available()) return;
   check_on_gpu("transformer_block", expected, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::BasicTransformerBlock m;
     m.load(w, "", 64, 2, 32, 32, t);
     return m.forward(dev(x, t), dev(ctx, t));
@@ -238,7 +239,7 @@ TEST_CASE("cuda blocks: Transformer2DModel with 1x1 conv proj_in / proj_out") {
   load_cpu_twin<ldm::Transformer2DModel>(int64_t(64), int64_t(2), int64_t(32), int64_t(32));
   if (!cuda::available()) return;
   check_on_gpu("spatial_transformer", expected, [&](cuda::DType t) {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cuda::Transformer2DModel m;
     m.load(w, "", 64, 2, 32, 32, 32, 1, t);
     return m.forward(dev(x, t), dev(ctx, t));
@@ -263,23 +264,23 @@ TEST_CASE("cuda models: tiny U-Net (2 levels, 32/64 channels), also with use_lin
   if (!cuda::available()) return;
   // The sample goes in as float32 (converted inside), the context in the model's dtype; the
   // result has the sample's dtype.
-  for (cuda::DType d : kDtypes) {
-    auto w = synthetic();
+  for (cuda::DType d : kBlockDtypes) {
+    auto w = synthetic_weights();
     cuda::UNet2DConditionModel unet;
     unet.load(w, "", cfg, d);
     w.finish();
     const cuda::DeviceTensor out = unet.forward(dev(sample, cuda::DType::f32), t, dev(ctx, d));
     CHECK(out.dtype() == cuda::DType::f32);
-    require_close(cuda::to_host(out), expected, tolerance(d), tag("tiny_unet", d));
+    require_close(cuda::to_host(out), expected, block_tolerance(d), block_case("tiny_unet", d));
   }
   // SD2.x layout: 2-d proj_in / proj_out weights (synth values depend on name and fan-in only).
   UNetConfig linear = cfg;
   linear.use_linear_projection = true;
-  auto w = synthetic();
+  auto w = synthetic_weights();
   cuda::UNet2DConditionModel unet;
   unet.load(w, "", linear, cuda::DType::f32);
   require_close(cuda::to_host(unet.forward(dev(sample, cuda::DType::f32), std::vector<float>{t}, dev(ctx, cuda::DType::f32))),
-                expected, tolerance(cuda::DType::f32), "tiny_unet (use_linear_projection) fp32");
+                expected, block_tolerance(cuda::DType::f32), "tiny_unet (use_linear_projection) fp32");
 }
 
 TEST_CASE("cuda models: tiny AutoencoderKL encode (mean, logvar) and decode, batch of 1 and 2") {
@@ -296,17 +297,17 @@ TEST_CASE("cuda models: tiny AutoencoderKL encode (mean, logvar) and decode, bat
   REQUIRE(decoded.shape() == image.shape());
   load_cpu_twin<ldm::AutoencoderKL>(cfg);
   if (!cuda::available()) return;
-  for (cuda::DType t : kDtypes) {
-    auto w = synthetic();
+  for (cuda::DType t : kBlockDtypes) {
+    auto w = synthetic_weights();
     cuda::AutoencoderKL vae;
     vae.load(w, "", cfg, t);
     w.finish();
     cuda::DeviceTensor m, lv;
     vae.encode_moments(dev(image, t), m, lv);
     CHECK((m.dtype() == t && lv.dtype() == t));
-    require_close(cuda::to_host(m), mean, tolerance(t), tag("tiny_vae mean", t));
-    require_close(cuda::to_host(lv), logvar, tolerance(t), tag("tiny_vae logvar", t));
-    require_close(cuda::to_host(vae.decode(dev(latent, t))), decoded, tolerance(t), tag("tiny_vae decoded", t));
+    require_close(cuda::to_host(m), mean, block_tolerance(t), block_case("tiny_vae mean", t));
+    require_close(cuda::to_host(lv), logvar, block_tolerance(t), block_case("tiny_vae logvar", t));
+    require_close(cuda::to_host(vae.decode(dev(latent, t))), decoded, block_tolerance(t), block_case("tiny_vae decoded", t));
 
     // A batch is its images one by one, stacked: [x; -x/2] gives the two single-image results.
     auto batch_of_two = [](const Tensor& x) {
@@ -349,28 +350,28 @@ TEST_CASE("cuda models: tiny CLIPTextModel (2 layers, hidden 64, 4 heads), hidde
   REQUIRE(penult.shape() == last.shape());
   ldm::CLIPTextModel cpu;
   {
-    auto w = synthetic();
+    auto w = synthetic_weights();
     cpu.load(w, "text_model", cfg);
     w.finish();
   }
   if (!cuda::available()) return;
-  for (cuda::DType t : kDtypes) {
-    auto w = synthetic();
+  for (cuda::DType t : kBlockDtypes) {
+    auto w = synthetic_weights();
     cuda::CLIPTextModel m;
     m.load(w, "text_model", cfg, t);
     w.finish();
-    const double tol = tolerance(t);
+    const double tol = block_tolerance(t);
     CLIPTextOutput o = m.forward(ids, 2, /*output_hidden_states=*/true);
     REQUIRE(o.hidden_states.size() == 3);  // embeddings + 2 layers
-    require_close(o.last_hidden_state, last, tol, tag("tiny_clip last_hidden_state", t));
-    require_close(o.hidden_states[1], penult, tol, tag("tiny_clip hidden_states[-2]", t));
-    require_close(m.penultimate(ids, 2), penult, tol, tag("tiny_clip penultimate()", t));
-    require_close(m.encode(ids, 2), last, tol, tag("tiny_clip encode(clip_skip 1)", t));
+    require_close(o.last_hidden_state, last, tol, block_case("tiny_clip last_hidden_state", t));
+    require_close(o.hidden_states[1], penult, tol, block_case("tiny_clip hidden_states[-2]", t));
+    require_close(m.penultimate(ids, 2), penult, tol, block_case("tiny_clip penultimate()", t));
+    require_close(m.encode(ids, 2), last, tol, block_case("tiny_clip encode(clip_skip 1)", t));
     // clip_skip 2 = final_layer_norm(hidden_states[-2]): the CPU final norm of the reference penultimate
-    require_close(m.encode(ids, 2, 2), cpu.final_layer_norm.forward(penult), tol, tag("tiny_clip encode(clip_skip 2)", t));
+    require_close(m.encode(ids, 2, 2), cpu.final_layer_norm.forward(penult), tol, block_case("tiny_clip encode(clip_skip 2)", t));
     const cuda::DeviceTensor e = m.encode_device(ids, 2);
     CHECK(e.dtype() == t);
-    require_close(cuda::to_host(e), last, tol, tag("tiny_clip encode_device", t));
+    require_close(cuda::to_host(e), last, tol, block_case("tiny_clip encode_device", t));
   }
 }
 

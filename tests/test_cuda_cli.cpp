@@ -28,7 +28,7 @@ using ldm::test::TmpPath;
 namespace {
 
 
-void expect_error(const std::string& args, const std::string& message) {
+void expect_cli_error(const std::string& args, const std::string& message) {
   const Run r = ldm_run(args);
   INFO("ldm " << args << "\nstderr: " << r.err);
   CHECK(r.status == 1);  // an error we report, not a crash
@@ -56,11 +56,11 @@ void check_eval(const std::string& component, const std::string& inputs, const s
 TEST_CASE("ldm --device cuda: a clear error without a GPU; --precision needs --device cuda") {
   if (!cuda::available()) {
     const std::string why = "--device cuda: " + cuda::device_description();  // "no CUDA device (...)"
-    expect_error("generate --prompt cat --device cuda --width 64 --height 64", why);
-    expect_error("eval unet --device cuda --inputs /nonexistent.safetensors --output /tmp/x.safetensors", why);
+    expect_cli_error("generate --prompt cat --device cuda --width 64 --height 64", why);
+    expect_cli_error("eval unet --device cuda --inputs /nonexistent.safetensors --output /tmp/x.safetensors", why);
   }
-  expect_error("generate --prompt cat --precision fp16", "is for --device cuda");
-  expect_error("eval vae-decode --precision bf16 --inputs /nonexistent.safetensors --output /tmp/x.safetensors",
+  expect_cli_error("generate --prompt cat --precision fp16", "is for --device cuda");
+  expect_cli_error("eval vae-decode --precision bf16 --inputs /nonexistent.safetensors --output /tmp/x.safetensors",
                "is for --device cuda");
   const Run bad = ldm_run("generate --prompt cat --device tpu");
   CHECK(bad.status != 0);

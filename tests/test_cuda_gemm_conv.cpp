@@ -31,15 +31,9 @@ const cu::GemmImpl kGemmImpls[] = {cu::GemmImpl::v1_naive, cu::GemmImpl::v2_smem
 const cu::ConvImpl kConvImpls[] = {cu::ConvImpl::v1_direct, cu::ConvImpl::v2_implicit_gemm,
                                    cu::ConvImpl::im2col_cublas};
 
-double tolerance(cu::DType t) { return t == cu::DType::f32 ? 1e-5 : 2e-2; }
+double gemm_tolerance(cu::DType t) { return t == cu::DType::f32 ? 1e-5 : 2e-2; }
 
-Tensor random_tensor(Shape shape, unsigned seed) {
-  Tensor t = Tensor::empty(std::move(shape));
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (float& v : t) v = u(gen);
-  return t;
-}
+using ldm::test::random_tensor;
 
 std::string label(const std::string& what, cu::DType t, const char* impl) {
   return what + " " + cu::dtype_name(t) + " " + impl;
@@ -179,7 +173,7 @@ TEST_CASE("cuda: gemm, every impl and dtype, SD1.5 shapes, transposes, strided b
                  impl, c.batch, c.sa, c.sb, c.sc);
         const Tensor got = cu::to_host(C);
         const std::string what = label("gemm " + c.what, dt, cu::gemm_impl_name(impl));
-        require_close(gather_inside(got, p.inside), ref, tolerance(dt), what);
+        require_close(gather_inside(got, p.inside), ref, gemm_tolerance(dt), what);
         int64_t touched = 0;  // padding written by mistake
         for (int64_t i = 0; i < got.numel(); ++i) touched += !p.inside[size_t(i)] && got[i] != kPad;
         INFO(what);
@@ -230,7 +224,7 @@ TEST_CASE("cuda: linear with and without bias, every impl and dtype") {
       const cu::DeviceTensor b = p.b.defined() ? cu::to_device(p.b, dt) : cu::DeviceTensor();
       for (cu::GemmImpl impl : kGemmImpls) {
         const Tensor got = cu::to_host(cu::linear(x, w, b, impl));
-        require_close(got, p.ref, tolerance(dt), label("linear " + cases[n].what, dt, cu::gemm_impl_name(impl)));
+        require_close(got, p.ref, gemm_tolerance(dt), label("linear " + cases[n].what, dt, cu::gemm_impl_name(impl)));
       }
     }
   }
@@ -283,7 +277,7 @@ TEST_CASE("cuda: conv2d, every impl and dtype, SD1.5 shapes and odd ones") {
       const cu::DeviceTensor b = p.b.defined() ? cu::to_device(p.b, dt) : cu::DeviceTensor();
       for (cu::ConvImpl impl : kConvImpls) {
         const Tensor got = cu::to_host(cu::conv2d(x, w, b, c.stride, c.pad, impl));
-        require_close(got, p.ref, tolerance(dt), label("conv2d " + c.what, dt, cu::conv_impl_name(impl)));
+        require_close(got, p.ref, gemm_tolerance(dt), label("conv2d " + c.what, dt, cu::conv_impl_name(impl)));
       }
     }
   }

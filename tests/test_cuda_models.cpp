@@ -26,8 +26,8 @@ using ldm::test::require_close;
 
 namespace {
 
-double tolerance(cuda::DType t) { return t == cuda::DType::f32 ? 1e-4 : 2e-2; }  // full-size models
-std::string tag(const std::string& name, cuda::DType t) { return name + " " + cuda::dtype_name(t); }
+double model_tolerance(cuda::DType t) { return t == cuda::DType::f32 ? 1e-4 : 2e-2; }  // full-size models
+std::string model_case(const std::string& name, cuda::DType t) { return name + " " + cuda::dtype_name(t); }
 
 // Wall time of GPU work: synchronises before reading the clock.
 struct GpuTimer {
@@ -111,8 +111,8 @@ void check_unet(cuda::DType t) {
     const cuda::DeviceTensor eps = unet.forward(x, std::vector<float>{c.timestep}, ctx);
     const double ms = timer.ms();
     REQUIRE(eps.dtype() == cuda::DType::f32);
-    require_close(cuda::to_host(eps), c.out, tolerance(t), tag(c.name, t));
-    std::printf("  %-40s forward %.1f ms (first call included), peak GPU memory %.2f GiB\n", tag(c.name, t).c_str(),
+    require_close(cuda::to_host(eps), c.out, model_tolerance(t), model_case(c.name, t));
+    std::printf("  %-40s forward %.1f ms (first call included), peak GPU memory %.2f GiB\n", model_case(c.name, t).c_str(),
                 ms, gib(cuda::peak_memory_allocated_bytes()));
   }
 }
@@ -146,24 +146,24 @@ void check_vae(cuda::DType t) {
   if (!cuda::available()) return;
 
   const auto vae = upload_model<cuda::AutoencoderKL>(cpu_vae(cfg), t, "VAE");
-  const double tol = tolerance(t);
+  const double tol = model_tolerance(t);
   for (auto [name, lat, img] : {std::make_tuple("vae_decode_64", &lat64, &img64),
                                 std::make_tuple("vae_decode_32", &lat32, &img32)}) {
     cuda::reset_peak_memory();
     GpuTimer timer;
     const cuda::DeviceTensor out = vae.decode(cuda::to_device(*lat, t));
     const double ms = timer.ms();
-    require_close(cuda::to_host(out), *img, tol, tag(name, t));
-    std::printf("  %-40s %.1f ms, peak GPU memory %.2f GiB\n", tag(name, t).c_str(), ms,
+    require_close(cuda::to_host(out), *img, tol, model_case(name, t));
+    std::printf("  %-40s %.1f ms, peak GPU memory %.2f GiB\n", model_case(name, t).c_str(), ms,
                 gib(cuda::peak_memory_allocated_bytes()));
   }
   cuda::DeviceTensor m, lv;
   GpuTimer timer;
   vae.encode_moments(cuda::to_device(image, t), m, lv);
   const double ms = timer.ms();
-  require_close(cuda::to_host(m), mean, tol, tag("vae_encode_256 mean", t));
-  require_close(cuda::to_host(lv), logvar, tol, tag("vae_encode_256 logvar", t));
-  std::printf("  %-40s %.1f ms\n", tag("vae_encode_256", t).c_str(), ms);
+  require_close(cuda::to_host(m), mean, tol, model_case("vae_encode_256 mean", t));
+  require_close(cuda::to_host(lv), logvar, tol, model_case("vae_encode_256 logvar", t));
+  std::printf("  %-40s %.1f ms\n", model_case("vae_encode_256", t).c_str(), ms);
 }
 }  // namespace
 
@@ -193,11 +193,11 @@ void check_clip(cuda::DType t) {
   const CLIPTextOutput o = clip.forward(ids, B, /*output_hidden_states=*/true);
   const double ms = timer.ms();
   REQUIRE(o.hidden_states.size() == 13);
-  require_close(o.last_hidden_state, last, tolerance(t), tag("clip_full last_hidden_state", t));
-  require_close(o.hidden_states[11], penult, tolerance(t), tag("clip_full hidden_states[-2]", t));
-  require_close(clip.penultimate(ids, B), penult, tolerance(t), tag("clip_full penultimate()", t));
-  require_close(clip.encode(ids, B), last, tolerance(t), tag("clip_full encode()", t));
-  std::printf("  %-40s forward batch 3 x 77 with hidden states %.1f ms\n", tag("clip_full", t).c_str(), ms);
+  require_close(o.last_hidden_state, last, model_tolerance(t), model_case("clip_full last_hidden_state", t));
+  require_close(o.hidden_states[11], penult, model_tolerance(t), model_case("clip_full hidden_states[-2]", t));
+  require_close(clip.penultimate(ids, B), penult, model_tolerance(t), model_case("clip_full penultimate()", t));
+  require_close(clip.encode(ids, B), last, model_tolerance(t), model_case("clip_full encode()", t));
+  std::printf("  %-40s forward batch 3 x 77 with hidden states %.1f ms\n", model_case("clip_full", t).c_str(), ms);
 }
 }  // namespace
 

@@ -11,9 +11,9 @@
 using namespace ldm;
 
 namespace {
-WeightStore synthetic(bool fp16) {
+WeightStore synthetic_fp16_weights() {
   WeightStore w(std::make_shared<SyntheticSource>());
-  w.set_keep_fp16(fp16);
+  w.set_keep_fp16(true);
   return w;
 }
 }  // namespace
@@ -22,7 +22,7 @@ TEST_CASE("fp16 weights: full-size U-Net and VAE against the diffusers reference
   LDM_REQUIRE_REFERENCE(unet_path, "ref_unet_full.safetensors");
   ldm::test::Reference ref(unet_path);
   {
-    auto w = synthetic(true);
+    auto w = synthetic_fp16_weights();
     UNet2DConditionModel unet;
     unet.load(w, "", UNetConfig{});
     w.finish();
@@ -32,7 +32,7 @@ TEST_CASE("fp16 weights: full-size U-Net and VAE against the diffusers reference
     std::printf("  peak RSS after a fp16-weight U-Net step: %.2f GB\n", peak_rss_gb());
   }
   ldm::test::Reference vref(ldm::test::reference_path("ref_vae_full.safetensors"));
-  auto w = synthetic(true);
+  auto w = synthetic_fp16_weights();
   AutoencoderKL vae;
   vae.load(w, "", VAEConfig{});
   w.finish();
@@ -43,7 +43,7 @@ TEST_CASE("fp16 weights: full-size U-Net and VAE against the diffusers reference
 TEST_CASE("fp16 weights: CLIP against the reference", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_clip_full.safetensors");
   ldm::test::Reference ref(path);
-  auto w = synthetic(true);
+  auto w = synthetic_fp16_weights();
   CLIPTextModel clip;
   clip.load(w, "text_model", CLIPTextConfig{});
   w.finish();

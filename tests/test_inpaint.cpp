@@ -22,12 +22,14 @@
 #include "ldm/inpaint.hpp"
 #include "ldm/load.hpp"
 #include "ldm/pipeline.hpp"
+#include "shapes_model.hpp"
 #include "pipeline_ref.hpp"
 #include "reference.hpp"
 #include "test_data.hpp"
 #include "tmp_path.hpp"
 
 using namespace ldm;
+using ldm::test::shapes_model;
 using ldm::test::data_path;
 using Catch::Contains;
 using ldm::test::Reference;
@@ -38,11 +40,6 @@ Tensor rgb_of_mask(const Tensor& mask) {  // [1, 1, H, W] -> [1, 3, H, W]
   Tensor r = Tensor::empty({1, 3, mask.dim(2), mask.dim(3)});
   for (int64_t c = 0; c < 3; ++c) std::copy(mask.begin(), mask.end(), r.data() + c * mask.numel());
   return r;
-}
-
-const StableDiffusion& shapes_model() {
-  static const StableDiffusion sd = load_stable_diffusion("models/ldm-shapes");  // tests run in the source folder
-  return sd;
 }
 
 }  // namespace

@@ -28,21 +28,8 @@ namespace {
 using ldm::test::out_dir;
 using ldm::test::require_pictures;
 
-// The tiny models of lesson 9 (VAE f = 8, U-Net 32/64 channels, CLIP 2 x 32), built once.
-lessons::train_step::Models& tiny() {
-  static lessons::train_step::Models m = lessons::train_step::tiny_models();
-  return m;
-}
-
-// A CLIP tokenizer in memory: letters only, no merges (every word splits into its letters).
-CLIPTokenizer letter_tokenizer() {
-  CLIPTokenizer::Vocab v{{"<|startoftext|>", 0}, {"<|endoftext|>", 1}};
-  for (char c = 'a'; c <= 'z'; ++c) {
-    v[std::string(1, c)] = int(v.size());
-    v[std::string(1, c) + "</w>"] = int(v.size());
-  }
-  return CLIPTokenizer(v, {});
-}
+using ldm::test::letter_tokenizer;
+using ldm::test::tiny_lesson_models;
 
 }  // namespace
 
@@ -66,7 +53,7 @@ TEST_CASE("lessons: viridis and the plot helpers") {
 
 TEST_CASE("lesson 1: U-Net cost arithmetic matches the models' parameter counts") {
   CHECK(lessons::pixel_space::unet_cost(UNetConfig{}, 64, 64).params == 859520964);
-  const UNet2DConditionModel& u = tiny().unet;
+  const UNet2DConditionModel& u = tiny_lesson_models().unet;
   CHECK(lessons::pixel_space::unet_cost(u.config, 8, 8, 7).params == u.num_parameters());
   // Convolutions and linear layers scale with the pixels, self-attention with their square.
   const auto a = lessons::pixel_space::unet_cost(UNetConfig{}, 32, 32), b = lessons::pixel_space::unet_cost(UNetConfig{}, 64, 64);
@@ -119,7 +106,7 @@ TEST_CASE("lesson 2: with synthetic weights the text and the pictures say so") {
   Tensor images;
   std::vector<std::string> labels;
   lessons::vae_latent_space::dataset_pictures(&images, &labels);
-  const auto r = lessons::vae_latent_space::run(tiny().vae, lessons::vae_latent_space::resize_batch(images, 32), labels,
+  const auto r = lessons::vae_latent_space::run(tiny_lesson_models().vae, lessons::vae_latent_space::resize_batch(images, 32), labels,
                                                 /*synthetic=*/true, o, log);
   CHECK(r.latent_shape == Shape{4, 4, 4, 4});
   CHECK_THAT(log.str(), Catch::Contains("synthetic weights"));
@@ -150,7 +137,7 @@ TEST_CASE("lesson 4: cross-attention probabilities reproduce Attention::forward"
   std::ostringstream log;
   WeightStore w(std::make_shared<SyntheticSource>());
   const auto r =
-      lessons::cross_attention::run(letter_tokenizer(), tiny().clip, tiny().vae, w, tiny().unet.config, o, log);
+      lessons::cross_attention::run(letter_tokenizer(), tiny_lesson_models().clip, tiny_lesson_models().vae, w, tiny_lesson_models().unet.config, o, log);
   CHECK_THAT(log.str(), Catch::Contains("synthetic weights"));
   CHECK(r.q_shape == Shape{1, 16, 32});
   CHECK(r.k_shape == Shape{1, 77, 32});
@@ -192,7 +179,7 @@ TEST_CASE("lesson 5: the U-Net walk is the forward, and its parameters add up") 
   o.latent_size = 8;
   o.out_dir = out_dir("05");
   std::ostringstream log;
-  const auto r = lessons::unet_blocks::run(tiny().unet, o, log);
+  const auto r = lessons::unet_blocks::run(tiny_lesson_models().unet, o, log);
   CHECK(r.total_params == r.model_params);
   CHECK(r.max_diff < 1e-5);
   CHECK(r.skips == 6);  // conv_in + 2 resnets + the downsampler, then 2 resnets

@@ -24,24 +24,12 @@ namespace {
 using ldm::test::out_dir;
 using ldm::test::require_pictures;
 
-// A CLIP tokenizer in memory: letters only, no merges (every word splits into its letters).
-CLIPTokenizer letter_tokenizer() {
-  CLIPTokenizer::Vocab v{{"<|startoftext|>", 0}, {"<|endoftext|>", 1}};
-  for (char c = 'a'; c <= 'z'; ++c) {
-    v[std::string(1, c)] = int(v.size());
-    v[std::string(1, c) + "</w>"] = int(v.size());
-  }
-  return CLIPTokenizer(v, {});
-}
+using ldm::test::letter_tokenizer;
+using ldm::test::tiny_lesson_models;
 
-// Lesson 9's tiny models, and the same as a pipeline, built once.
-const lessons::train_step::Models& tiny() {
-  static const lessons::train_step::Models m = lessons::train_step::tiny_models();
-  return m;
-}
-
+// Lesson 9's tiny models as a pipeline, built once.
 const StableDiffusion& tiny_sd() {
-  static const StableDiffusion sd = cpu_pipeline(tiny().clip, tiny().unet, tiny().vae, letter_tokenizer());
+  static const StableDiffusion sd = cpu_pipeline(tiny_lesson_models().clip, tiny_lesson_models().unet, tiny_lesson_models().vae, letter_tokenizer());
   return sd;
 }
 
@@ -332,7 +320,7 @@ TEST_CASE("lesson 4 with the tiny models: token maps of every cross-attention wh
   m.steps = 2;
   m.shown = {0, 1};
   const std::vector<std::string> words{"<start>", "a", "red", "circle", "<end>"};
-  const auto r = lessons::cross_attention::token_maps(tiny_sd(), tiny().unet, "a red circle", words, 32, m);
+  const auto r = lessons::cross_attention::token_maps(tiny_sd(), tiny_lesson_models().unet, "a red circle", words, 32, m);
   CHECK(!r.analysed);  // 32x32
   REQUIRE(r.maps.size() == 2);
   REQUIRE(r.maps[0].size() == 6);  // the tiny U-Net: 2 in down_blocks.0, 1 in the mid block, 3 in up_blocks.1

@@ -18,6 +18,7 @@
 using namespace ldm;
 using ldm::test::get;
 using ldm::test::grad_ref;
+using ldm::test::grad_config;
 using ldm::test::synthetic;
 using ldm::test::kBlockGradTol;
 using ldm::test::kBlockOutTol;
@@ -25,7 +26,6 @@ using ldm::test::require_close;
 
 namespace {
 
-const nlohmann::json& config(const std::string& c) { return grad_ref().meta(c).at("config"); }
 
 // parameters() against a diffusers file's key list {name: shape} (../shared/reference/sd15_keys.json):
 // the same names, each with its shape.
@@ -51,7 +51,7 @@ nlohmann::json sd15_keys() {
 TEST_CASE("models backward: UNet2DConditionModel, one timestep per batch item", "[models][backward]") {
   // unet_linear: SD2.x's use_linear_projection, proj_in / proj_out gradients [out, in] as in its file
   for (const std::string c : {"unet_tiny", "unet_b", "unet_linear"}) {
-    auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(config(c)));
+    auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(grad_config(c)));
     const Tensor sample = get(c, "sample"), context = get(c, "context"), ts = get(c, "timesteps");
     const std::vector<float> t(ts.begin(), ts.end());
     REQUIRE(t.size() == size_t(sample.dim(0)));
@@ -85,7 +85,7 @@ TEST_CASE("models backward: UNet2DConditionModel, one timestep per batch item", 
 TEST_CASE("models backward: a training checkpoint keeps a Linear proj_in in its checkpoint shape [out, in]",
           "[models][backward][checkpoint]") {
   const std::string c = "unet_linear", name = "down_blocks.0.attentions.0.proj_in.weight";
-  auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(config(c)));
+  auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(grad_config(c)));
   std::vector<Parameter> params = parameters_of(unet);
   AdamW opt;
   EMAModel ema;
@@ -102,7 +102,7 @@ TEST_CASE("models backward: a training checkpoint keeps a Linear proj_in in its 
   }
   AdamW opt2;
   EMAModel ema2;
-  auto unet2 = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(config(c)));
+  auto unet2 = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(grad_config(c)));
   std::vector<Parameter> params2 = parameters_of(unet2);
   CHECK(load_training_checkpoint(path, params2, opt2, &ema2, nullptr) == 1);
   for (size_t i = 0; i < params.size(); ++i) {
@@ -117,7 +117,7 @@ TEST_CASE("models backward: a training checkpoint keeps a Linear proj_in in its 
 TEST_CASE("models backward: a wrong gradient shape, and a second backward without a forward, are errors",
           "[models][backward]") {
   const std::string c = "unet_b";
-  auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(config(c)));
+  auto unet = synthetic<UNet2DConditionModel>("", UNetConfig::from_json(grad_config(c)));
   const Tensor ts = get(c, "timesteps");
   UNet2DConditionModel::Saved s;
   const std::vector<float> t(ts.begin(), ts.end());
@@ -130,7 +130,7 @@ TEST_CASE("models backward: a wrong gradient shape, and a second backward withou
 
 TEST_CASE("models backward: AutoencoderKL encoder (+quant_conv) and decoder (+post_quant_conv)", "[models][backward]") {
   for (const std::string v : {"vae_tiny", "vae_b"}) {
-    auto vae = synthetic<AutoencoderKL>("", VAEConfig::from_json(config(v + "_encode")));
+    auto vae = synthetic<AutoencoderKL>("", VAEConfig::from_json(grad_config(v + "_encode")));
     const std::vector<Parameter> params = parameters_of(vae);
 
     const std::string e = v + "_encode";
@@ -159,7 +159,7 @@ TEST_CASE("models backward: AutoencoderKL encoder (+quant_conv) and decoder (+po
 
 TEST_CASE("models backward: CLIPTextModel from last_hidden_state", "[models][backward]") {
   for (const std::string c : {"clip_tiny", "clip_b"}) {
-    auto clip = synthetic<CLIPTextModel>("text_model", CLIPTextConfig::from_json(config(c)));
+    auto clip = synthetic<CLIPTextModel>("text_model", CLIPTextConfig::from_json(grad_config(c)));
     const std::vector<int64_t> ids = grad_ref().file.load_i64(c + ".input_ids");
     CLIPTextModel::Saved s;
     require_close(clip.forward(ids, 2, s), get(c, "last_hidden_state"), kBlockOutTol, c + ".last_hidden_state");

@@ -18,19 +18,12 @@
 #include "reference.hpp"
 
 using namespace ldm;
+using ldm::test::random_tensor;
 using ldm::test::require_close;
 
 namespace {
 
-constexpr double kTol = 1e-6;  // float32 against a double loop: ~sqrt(K) * 6e-8 at these sizes
-
-Tensor random_tensor(Shape shape, unsigned seed, float lo = -1.0f, float hi = 1.0f) {
-  Tensor t = Tensor::empty(std::move(shape));
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  for (float& v : t) v = u(gen);
-  return t;
-}
+constexpr double kLoopTol = 1e-6;  // float32 against a double loop: ~sqrt(K) * 6e-8 at these sizes
 
 // Row-major matrix helpers for the naive references.
 double at(const Tensor& t, int64_t i) { return double(t[i]); }
@@ -181,7 +174,7 @@ TEST_CASE("nn: gemm, all four transposes, tile edges, alpha and beta") {
                                  (beta == 0.0f   ? " beta 0"
                                   : beta == 1.0f ? " beta 1"
                                                  : " beta 0.5");
-        require_close(C, from_double({M, N}, ref), kTol, what);
+        require_close(C, from_double({M, N}, ref), kLoopTol, what);
         Tensor Cs = C0.clone();
         gemm_serial(ta, tb, M, N, K, alpha, A.data(), ta ? M : K, B.data(), tb ? K : N, beta, Cs.data(), N);
         REQUIRE(test::max_abs_diff(Cs, C) == 0.0);  // the threaded and serial paths agree bit for bit
@@ -220,7 +213,7 @@ TEST_CASE("nn: Linear with and without bias") {
         }
       const std::string what =
           "linear " + std::to_string(in) + " -> " + std::to_string(out) + (has_bias ? " + bias" : "");
-      require_close(lin.forward(x), from_double({2, 77, out}, ref), kTol, what);
+      require_close(lin.forward(x), from_double({2, 77, out}, ref), kLoopTol, what);
     }
   }
   Linear lin;
@@ -247,10 +240,10 @@ TEST_CASE("nn: Winograd F(2x2,3x3) conv2d against a direct convolution") {
     Tensor x = random_tensor(xs, 1), w = random_tensor(ws, 2, -0.1f, 0.1f);
     Tensor b = random_tensor({c.O}, 3);
     const Tensor expected = naive_conv2d(x, w, b, 1, Padding::same(1));
-    require_close(conv2d(x, w, b, 1, Padding::same(1)), expected, kTol, c.what);
-    require_close(conv2d(x, w, b, 1, Padding::same(1), ConvAlgo::f23), expected, kTol, c.what);
+    require_close(conv2d(x, w, b, 1, Padding::same(1)), expected, kLoopTol, c.what);
+    require_close(conv2d(x, w, b, 1, Padding::same(1), ConvAlgo::f23), expected, kLoopTol, c.what);
     // the direct path on the same case
-    require_close(conv2d(x, w, b, 1, Padding::same(1), ConvAlgo::direct), expected, kTol, c.what);
+    require_close(conv2d(x, w, b, 1, Padding::same(1), ConvAlgo::direct), expected, kLoopTol, c.what);
   }
 }
 
@@ -301,7 +294,7 @@ TEST_CASE("nn: ConvAlgo picks the algorithm where it fits, by one rule") {
   conv.load(store, "conv", 64, 64, 3, 1, 1);
   REQUIRE(conv.algo == A::direct);
   Tensor x = random_tensor({1, 64, 32, 32}, 1);
-  require_close(conv.forward(x), naive_conv2d(x, conv.weight, conv.bias, 1, Padding::same(1)), kTol, "direct");
+  require_close(conv.forward(x), naive_conv2d(x, conv.weight, conv.bias, 1, Padding::same(1)), kLoopTol, "direct");
   REQUIRE(conv.winograd_tile == 0);  // no Winograd transform made
 }
 
@@ -312,7 +305,7 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
   // wide enough for two bands.
   // Its transforms scale by up to 25 and by 1/6, 1/12, 1/24, so it rounds several times more
   // than a direct sum (about 1.4e-6 relative L2 here, against 2e-7): it is held to the
-  // project's tolerance for ops and blocks (../shared/README.md), not to kTol.
+  // project's tolerance for ops and blocks (../shared/README.md), not to kLoopTol.
   constexpr double kF43Tol = 1e-5;
   struct Case {
     const char* what;
@@ -348,11 +341,11 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
   conv.padding = Padding::same(1);
   Tensor x = random_tensor({1, 64, 32, 32}, 1);
   const Tensor expected = naive_conv2d(x, conv.weight, Tensor(), 1, Padding::same(1));
-  require_close(conv.forward(x), expected, kTol, "F(2x2)");
+  require_close(conv.forward(x), expected, kLoopTol, "F(2x2)");
   REQUIRE(conv.winograd_tile == 2);
   conv.auto_f43 = true;
   conv.algo = ConvAlgo::f23;
-  require_close(conv.forward(x), expected, kTol, "F(2x2) asked for");
+  require_close(conv.forward(x), expected, kLoopTol, "F(2x2) asked for");
   REQUIRE(conv.winograd_tile == 2);
   // F(4x4)'s working memory besides U stays bounded (bands of tile rows) on the VAE's largest image.
   const int64_t scratch = conv2d_scratch_bytes({1, 128, 512, 512}, {128, 128, 3, 3}, 1, Padding::same(1), ConvAlgo::f43);
@@ -387,7 +380,7 @@ TEST_CASE("nn: conv2d against a direct convolution") {
        }) {
     Tensor x = random_tensor({c.B, c.C, c.H, c.W}, 1), w = random_tensor({c.O, c.C, c.k, c.k}, 2);
     Tensor b = c.bias ? random_tensor({c.O}, 3) : Tensor();
-    require_close(conv2d(x, w, b, c.stride, c.pad), naive_conv2d(x, w, b, c.stride, c.pad), kTol, c.what);
+    require_close(conv2d(x, w, b, c.stride, c.pad), naive_conv2d(x, w, b, c.stride, c.pad), kLoopTol, c.what);
   }
   Tensor x = random_tensor({1, 3, 4, 4}, 1), w = random_tensor({2, 4, 3, 3}, 2);
   REQUIRE_THROWS_WITH(conv2d(x, w, Tensor(), 1, Padding::same(1)), Catch::Contains("input channels"));
@@ -401,7 +394,7 @@ TEST_CASE("nn: GroupNorm, eps 1e-5 and 1e-6, with and without fused SiLU") {
     for (bool silu : {false, true}) {
       const std::string what =
           std::string("group_norm eps ") + (eps == 1e-5f ? "1e-5" : "1e-6") + (silu ? " + silu" : "");
-      require_close(group_norm(x, w, b, 32, eps, silu), naive_group_norm(x, w, b, 32, eps, silu), kTol, what);
+      require_close(group_norm(x, w, b, 32, eps, silu), naive_group_norm(x, w, b, 32, eps, silu), kLoopTol, what);
     }
   }
   // A nearly constant group: the variance is tiny, eps decides the scale, and subtracting a
@@ -409,7 +402,7 @@ TEST_CASE("nn: GroupNorm, eps 1e-5 and 1e-6, with and without fused SiLU") {
   Tensor flat = Tensor::full({1, 4, 3, 3}, 0.25f);
   flat[0] = 0.2501f;
   Tensor w4 = random_tensor({4}, 4), b4 = random_tensor({4}, 5);
-  require_close(group_norm(flat, w4, b4, 2, 1e-6f), naive_group_norm(flat, w4, b4, 2, 1e-6, false), kTol,
+  require_close(group_norm(flat, w4, b4, 2, 1e-6f), naive_group_norm(flat, w4, b4, 2, 1e-6, false), kLoopTol,
                 "group_norm, near-constant group");
   GroupNorm gn;
   gn.weight = w;
@@ -432,7 +425,7 @@ TEST_CASE("nn: LayerNorm over the last dimension") {
     for (int64_t i = 0; i < 320; ++i)
       ref[size_t(r * 320 + i)] = (at(x, r * 320 + i) - mean) / std::sqrt(var + 1e-5) * ln.weight[i] + ln.bias[i];
   }
-  require_close(ln.forward(x), from_double(x.shape(), ref), kTol, "layer_norm");
+  require_close(ln.forward(x), from_double(x.shape(), ref), kLoopTol, "layer_norm");
   REQUIRE_THROWS_WITH(ln.forward(Tensor({2, 3, 300})), Catch::Contains("expected last dimension 320"));
 }
 
@@ -444,7 +437,7 @@ TEST_CASE("nn: activations SiLU, GELU (exact, tanh), quick_gelu, GEGLU") {
   auto check = [&](void (*op)(Tensor&), auto f, const char* what) {
     Tensor y = x.clone();
     op(y);
-    require_close(y, naive_map(x, f), kTol, what);
+    require_close(y, naive_map(x, f), kLoopTol, what);
   };
   check(
       silu_, [](double v) { return v / (1 + std::exp(-v)); }, "silu_");
@@ -454,7 +447,7 @@ TEST_CASE("nn: activations SiLU, GELU (exact, tanh), quick_gelu, GEGLU") {
       gelu_tanh_, [k](double v) { return 0.5 * v * (1 + std::tanh(k * (v + 0.044715 * v * v * v))); }, "gelu_tanh_");
   check(
       quick_gelu_, [](double v) { return v / (1 + std::exp(-1.702 * v)); }, "quick_gelu_");
-  require_close(silu(x), naive_map(x, [](double v) { return v / (1 + std::exp(-v)); }), kTol, "silu (copy)");
+  require_close(silu(x), naive_map(x, [](double v) { return v / (1 + std::exp(-v)); }), kLoopTol, "silu (copy)");
 
   Tensor h = random_tensor({2, 5, 2 * 37}, 2, -4.0f, 4.0f);  // [..., 2F] -> [..., F]
   std::vector<double> ref(size_t(2 * 5 * 37));
@@ -463,7 +456,7 @@ TEST_CASE("nn: activations SiLU, GELU (exact, tanh), quick_gelu, GEGLU") {
       const double a = h[r * 74 + i], g = h[r * 74 + 37 + i];
       ref[size_t(r * 37 + i)] = a * 0.5 * g * (1 + std::erf(g / std::sqrt(2.0)));
     }
-  require_close(geglu(h), from_double({2, 5, 37}, ref), kTol, "geglu");
+  require_close(geglu(h), from_double({2, 5, 37}, ref), kLoopTol, "geglu");
 }
 
 TEST_CASE("nn: softmax over the last dimension") {
@@ -478,7 +471,7 @@ TEST_CASE("nn: softmax over the last dimension") {
   }
   Tensor y = x.clone();
   softmax_(y);
-  require_close(y, from_double(x.shape(), ref), kTol, "softmax_");
+  require_close(y, from_double(x.shape(), ref), kLoopTol, "softmax_");
 }
 
 TEST_CASE("nn: scaled_dot_product_attention, self / cross / multi-head / causal") {
@@ -499,7 +492,7 @@ TEST_CASE("nn: scaled_dot_product_attention, self / cross / multi-head / causal"
     Tensor q = random_tensor({c.B, c.Lq, c.D}, 1, -2.0f, 2.0f), k = random_tensor({c.B, c.Lk, c.D}, 2, -2.0f, 2.0f);
     Tensor v = random_tensor({c.B, c.Lk, c.Dv}, 3);
     require_close(scaled_dot_product_attention(q, k, v, c.heads, c.causal), naive_attention(q, k, v, c.heads, c.causal),
-                  kTol, c.what);
+                  kLoopTol, c.what);
   }
   REQUIRE_THROWS_WITH(scaled_dot_product_attention(Tensor({1, 4, 10}), Tensor({1, 4, 10}), Tensor({1, 4, 10}), 3),
                       Catch::Contains("do not split"));

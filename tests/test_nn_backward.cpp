@@ -31,18 +31,18 @@ namespace {
 
 constexpr double kOutTol = 1e-5, kGradTol = 1e-4;
 
-const test::Reference& ref() {
+const test::Reference& primitives_ref() {
   static const test::Reference r = [] {
     const std::string f = __FILE__;
     return test::Reference(f.substr(0, f.rfind('/')) + "/data/grad_primitives.safetensors");
   }();
   return r;
 }
-Tensor get(const std::string& c, const std::string& name) { return ref().get(c, name); }
+Tensor ref_get(const std::string& c, const std::string& name) { return primitives_ref().get(c, name); }
 
 std::vector<std::string> cases_of(const std::string& op) {
   std::vector<std::string> r;
-  for (auto it = ref().cases.begin(); it != ref().cases.end(); ++it)
+  for (auto it = primitives_ref().cases.begin(); it != primitives_ref().cases.end(); ++it)
     if (it.value().at("op") == op) r.push_back(it.key());
   REQUIRE(!r.empty());
   return r;
@@ -54,10 +54,10 @@ struct Worst {
   double out = 0, grad = 0;
   ~Worst() { std::printf("%-16s worst rel L2: output %.2e, gradients %.2e\n", op.c_str(), out, grad); }
   void out_close(const std::string& c, const Tensor& got) {
-    out = std::max(out, test::require_close(got, get(c, "out"), kOutTol, c + ".out"));
+    out = std::max(out, test::require_close(got, ref_get(c, "out"), kOutTol, c + ".out"));
   }
   void grad_close(const std::string& c, const std::string& name, const Tensor& got) {
-    grad = std::max(grad, test::require_close(got, get(c, "grad." + name), kGradTol, c + ".grad." + name));
+    grad = std::max(grad, test::require_close(got, ref_get(c, "grad." + name), kGradTol, c + ".grad." + name));
   }
 };
 
@@ -105,10 +105,10 @@ TEST_CASE("backward: Linear, with and without bias", "[nn][backward]") {
   Worst w{"linear"};
   for (const std::string& c : cases_of("linear")) {
     Linear lin;
-    lin.weight = get(c, "weight");
-    if (ref().meta(c).at("bias")) lin.bias = get(c, "bias");
+    lin.weight = ref_get(c, "weight");
+    if (primitives_ref().meta(c).at("bias")) lin.bias = ref_get(c, "bias");
     lin.out_features = lin.weight.dim(0), lin.in_features = lin.weight.dim(1);
-    const Tensor x = get(c, "x"), go = get(c, "grad_out");
+    const Tensor x = ref_get(c, "x"), go = ref_get(c, "grad_out");
     w.out_close(c, lin.forward(x));
     const Tensor dx = lin.backward(x, go);
     w.grad_close(c, "x", dx);
@@ -126,15 +126,15 @@ TEST_CASE("backward: Linear, with and without bias", "[nn][backward]") {
 TEST_CASE("backward: parameter gradients accumulate over calls", "[nn][backward]") {
   const std::string c = "linear.odd";
   Linear lin;
-  lin.weight = get(c, "weight"), lin.bias = get(c, "bias");
+  lin.weight = ref_get(c, "weight"), lin.bias = ref_get(c, "bias");
   lin.out_features = lin.weight.dim(0), lin.in_features = lin.weight.dim(1);
-  const Tensor x = get(c, "x"), go = get(c, "grad_out");
+  const Tensor x = ref_get(c, "x"), go = ref_get(c, "grad_out");
   lin.backward(x, go);
   lin.backward(x, go);  // a layer used twice in one forward: its gradient is the sum
-  Tensor twice = get(c, "grad.weight");
+  Tensor twice = ref_get(c, "grad.weight");
   scale_(twice, 2.0f);
   test::require_close(lin.grad_weight, twice, kGradTol, c + " grad.weight after two backwards");
-  twice = get(c, "grad.bias");
+  twice = ref_get(c, "grad.bias");
   scale_(twice, 2.0f);
   test::require_close(lin.grad_bias, twice, kGradTol, c + " grad.bias after two backwards");
 }
@@ -142,14 +142,14 @@ TEST_CASE("backward: parameter gradients accumulate over calls", "[nn][backward]
 TEST_CASE("backward: conv2d, 1x1, 3x3, stride 2 with the VAE's asymmetric pad, Winograd forward", "[nn][backward]") {
   Worst w{"conv2d"};
   for (const std::string& c : cases_of("conv2d")) {
-    const auto& m = ref().meta(c);
+    const auto& m = primitives_ref().meta(c);
     Conv2d conv;
-    conv.weight = get(c, "weight");
-    if (m.at("bias")) conv.bias = get(c, "bias");
+    conv.weight = ref_get(c, "weight");
+    if (m.at("bias")) conv.bias = ref_get(c, "bias");
     conv.stride = m.at("stride");
     const auto p = m.at("pad");
     conv.padding = Padding{p[0], p[1], p[2], p[3]};
-    const Tensor x = get(c, "x"), go = get(c, "grad_out");
+    const Tensor x = ref_get(c, "x"), go = ref_get(c, "grad_out");
     w.out_close(c, conv.forward(x));
     const Tensor dx = conv.backward(x, go);
     w.grad_close(c, "x", dx);
@@ -237,12 +237,12 @@ TEST_CASE("backward: a training step's new conv weights reach the next Winograd 
 TEST_CASE("backward: GroupNorm, with and without the fused SiLU", "[nn][backward]") {
   Worst w{"group_norm"};
   for (const std::string& c : cases_of("group_norm")) {
-    const auto& m = ref().meta(c);
+    const auto& m = primitives_ref().meta(c);
     GroupNorm gn;
-    gn.weight = get(c, "weight"), gn.bias = get(c, "bias");
+    gn.weight = ref_get(c, "weight"), gn.bias = ref_get(c, "bias");
     gn.groups = m.at("groups"), gn.eps = m.at("eps");
     const bool silu = m.at("silu");
-    const Tensor x = get(c, "x"), go = get(c, "grad_out");
+    const Tensor x = ref_get(c, "x"), go = ref_get(c, "grad_out");
     w.out_close(c, gn.forward(x, silu));
     const Tensor dx = gn.backward(x, go, silu);
     w.grad_close(c, "x", dx);
@@ -261,8 +261,8 @@ TEST_CASE("backward: LayerNorm", "[nn][backward]") {
   Worst w{"layer_norm"};
   for (const std::string& c : cases_of("layer_norm")) {
     LayerNorm ln;
-    ln.weight = get(c, "weight"), ln.bias = get(c, "bias"), ln.eps = ref().meta(c).at("eps");
-    const Tensor x = get(c, "x"), go = get(c, "grad_out");
+    ln.weight = ref_get(c, "weight"), ln.bias = ref_get(c, "bias"), ln.eps = primitives_ref().meta(c).at("eps");
+    const Tensor x = ref_get(c, "x"), go = ref_get(c, "grad_out");
     w.out_close(c, ln.forward(x));
     const Tensor dx = ln.backward(x, go);
     w.grad_close(c, "x", dx);
@@ -299,7 +299,7 @@ TEST_CASE("backward: SiLU, GELU (exact and tanh), quick_gelu, GEGLU, softmax", "
   for (const auto& [op, in, f, bw] : ops) {
     Worst w{op};
     for (const std::string& c : cases_of(op)) {
-      const Tensor x = get(c, in), go = get(c, "grad_out");
+      const Tensor x = ref_get(c, in), go = ref_get(c, "grad_out");
       w.out_close(c, f(x));
       const Tensor dx = bw(x, go);
       w.grad_close(c, in, dx);
@@ -311,10 +311,10 @@ TEST_CASE("backward: SiLU, GELU (exact and tanh), quick_gelu, GEGLU, softmax", "
 TEST_CASE("backward: scaled dot-product attention, several heads and query blocks, causal", "[nn][backward]") {
   Worst w{"attention"};
   for (const std::string& c : cases_of("attention")) {
-    const auto& m = ref().meta(c);
+    const auto& m = primitives_ref().meta(c);
     const int64_t heads = m.at("heads");
     const bool causal = m.at("causal");
-    const Tensor q = get(c, "q"), k = get(c, "k"), v = get(c, "v"), go = get(c, "grad_out");
+    const Tensor q = ref_get(c, "q"), k = ref_get(c, "k"), v = ref_get(c, "v"), go = ref_get(c, "grad_out");
     w.out_close(c, scaled_dot_product_attention(q, k, v, heads, causal));
     const AttentionGrad g = scaled_dot_product_attention_backward(q, k, v, go, heads, causal);
     w.grad_close(c, "q", g.q);
@@ -330,7 +330,7 @@ TEST_CASE("backward: nearest upsample, channel concat / split, channel bias", "[
   {
     Worst w{"upsample"};
     const std::string c = "upsample.a";
-    const Tensor x = get(c, "x"), go = get(c, "grad_out");
+    const Tensor x = ref_get(c, "x"), go = ref_get(c, "grad_out");
     w.out_close(c, upsample_nearest2x(x));
     const Tensor dx = upsample_nearest2x_backward(go);
     w.grad_close(c, "x", dx);
@@ -339,7 +339,7 @@ TEST_CASE("backward: nearest upsample, channel concat / split, channel bias", "[
   {
     Worst w{"cat"};
     const std::string c = "cat.a";
-    const Tensor a = get(c, "a"), b = get(c, "b"), go = get(c, "grad_out");
+    const Tensor a = ref_get(c, "a"), b = ref_get(c, "b"), go = ref_get(c, "grad_out");
     w.out_close(c, cat_channels(a, b));
     const auto [da, db] = split_channels(go, a.dim(1));
     w.grad_close(c, "a", da);
@@ -349,7 +349,7 @@ TEST_CASE("backward: nearest upsample, channel concat / split, channel bias", "[
   {
     Worst w{"channel_bias"};
     const std::string c = "channel_bias.a";
-    const Tensor x = get(c, "x"), v = get(c, "v"), go = get(c, "grad_out");
+    const Tensor x = ref_get(c, "x"), v = ref_get(c, "v"), go = ref_get(c, "grad_out");
     auto f = [&](const Tensor& vp) {
       Tensor y = x.clone();
       add_channel_bias_(y, vp);
@@ -366,12 +366,12 @@ TEST_CASE("backward: nearest upsample, channel concat / split, channel bias", "[
 TEST_CASE("backward: token and position embeddings (scatter-add over repeated ids)", "[nn][backward]") {
   Worst w{"embedding"};
   const std::string c = "embedding.a";
-  const std::vector<int64_t> ids = ref().file.load_i64(c + ".ids");
-  const Tensor go = get(c, "grad_out");
+  const std::vector<int64_t> ids = primitives_ref().file.load_i64(c + ".ids");
+  const Tensor go = ref_get(c, "grad_out");
   const int64_t B = go.dim(0), L = go.dim(1);
   CLIPTextEmbeddings e;
-  e.token_embedding.weight = get(c, "token_weight");
-  e.position_embedding.weight = get(c, "position_weight");
+  e.token_embedding.weight = ref_get(c, "token_weight");
+  e.position_embedding.weight = ref_get(c, "position_weight");
   w.out_close(c, e.forward(ids, B, L));
   e.backward(ids, B, L, go);
   w.grad_close(c, "token_weight", e.token_embedding.grad_weight);
@@ -388,10 +388,10 @@ TEST_CASE("backward: timestep embedding MLP (linear, SiLU, linear)", "[nn][backw
   const std::string c = "timestep_mlp.a";
   TimestepEmbedding te;
   for (auto [lin, name] : {std::pair{&te.linear_1, "linear_1"}, std::pair{&te.linear_2, "linear_2"}}) {
-    lin->weight = get(c, std::string(name) + ".weight"), lin->bias = get(c, std::string(name) + ".bias");
+    lin->weight = ref_get(c, std::string(name) + ".weight"), lin->bias = ref_get(c, std::string(name) + ".bias");
     lin->out_features = lin->weight.dim(0), lin->in_features = lin->weight.dim(1);
   }
-  const Tensor x = get(c, "x"), go = get(c, "grad_out");
+  const Tensor x = ref_get(c, "x"), go = ref_get(c, "grad_out");
   TimestepEmbedding::Saved saved;
   w.out_close(c, te.forward(x, saved));
   const Tensor dx = te.backward(saved, go);
@@ -411,7 +411,7 @@ TEST_CASE("backward: DiagonalGaussian sample with a given noise, KL to N(0, I), 
   {
     Worst w{"gaussian_sample"};
     const std::string c = "gaussian_sample.a";
-    const Tensor moments = get(c, "moments"), noise = get(c, "noise"), go = get(c, "grad_out");
+    const Tensor moments = ref_get(c, "moments"), noise = ref_get(c, "noise"), go = ref_get(c, "grad_out");
     auto f = [&](const Tensor& mo) { return DiagonalGaussian::from_moments(mo).sample(noise); };
     w.out_close(c, f(moments));
     const DiagonalGaussian g = DiagonalGaussian::from_moments(moments);
@@ -428,7 +428,7 @@ TEST_CASE("backward: DiagonalGaussian sample with a given noise, KL to N(0, I), 
   {
     Worst w{"gaussian_kl"};
     const std::string c = "gaussian_kl.a";
-    const Tensor moments = get(c, "moments"), go = get(c, "grad_out");
+    const Tensor moments = ref_get(c, "moments"), go = ref_get(c, "grad_out");
     auto f = [](const Tensor& mo) { return DiagonalGaussian::from_moments(mo).kl(); };
     w.out_close(c, f(moments));
     const DiagonalGaussian g = DiagonalGaussian::from_moments(moments);
@@ -445,7 +445,7 @@ TEST_CASE("backward: MSE and L1 losses (mean reduction)", "[nn][backward]") {
                               std::tuple<std::string, Loss, LossBw>{"l1", l1_loss, l1_loss_backward}}) {
     Worst w{op};
     const std::string c = op + ".a";
-    const Tensor x = get(c, "x"), target = get(c, "target"), go = get(c, "grad_out");
+    const Tensor x = ref_get(c, "x"), target = ref_get(c, "target"), go = ref_get(c, "grad_out");
     auto f = [&, loss = loss](const Tensor& xp) { return Tensor::from({1}, {loss(xp, target)}); };
     w.out_close(c, f(x));
     const Tensor dx = bw(x, target, go[0]);

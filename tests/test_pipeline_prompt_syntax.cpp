@@ -11,15 +11,14 @@
 #include "ldm/core/rng_ldm.hpp"
 #include "ldm/load.hpp"
 #include "ldm/pipeline.hpp"
+#include "reference.hpp"
+#include "shapes_model.hpp"
 
 using namespace ldm;
+using ldm::test::same_bits;
+using ldm::test::shapes_model;
 
 namespace {
-
-const StableDiffusion& shapes_model() {
-  static const StableDiffusion sd = load_stable_diffusion("models/ldm-shapes");  // tests run in the source folder
-  return sd;
-}
 
 Tensor latents_of(const std::string& prompt, PromptSyntax syntax, const std::string& negative = "") {
   GenerationParams p;
@@ -34,31 +33,27 @@ Tensor latents_of(const std::string& prompt, PromptSyntax syntax, const std::str
   return generate(shapes_model(), p, gen).latents;
 }
 
-bool same(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), size_t(a.numel()) * sizeof(float)) == 0;
-}
-
 }  // namespace
 
 TEST_CASE("generate: a plain prompt is read the same by A1111's syntax and diffusers'", "[prompt]") {
   const std::string prompt = "a large red circle at the top left on a black background";
-  CHECK(same(latents_of(prompt, PromptSyntax::a1111), latents_of(prompt, PromptSyntax::plain)));
-  CHECK(same(latents_of(prompt, PromptSyntax::a1111, "a blue square"),
+  CHECK(same_bits(latents_of(prompt, PromptSyntax::a1111), latents_of(prompt, PromptSyntax::plain)));
+  CHECK(same_bits(latents_of(prompt, PromptSyntax::a1111, "a blue square"),
              latents_of(prompt, PromptSyntax::plain, "a blue square")));
 }
 
 TEST_CASE("generate: emphasis, BREAK and long prompts change the context; unequal lengths are padded", "[prompt]") {
   const std::string prompt = "a large red circle at the top left on a black background";
   const Tensor base = latents_of(prompt, PromptSyntax::a1111);
-  CHECK_FALSE(same(latents_of("a large (red:1.4) circle at the top left on a black background", PromptSyntax::a1111),
+  CHECK_FALSE(same_bits(latents_of("a large (red:1.4) circle at the top left on a black background", PromptSyntax::a1111),
                    base));
-  CHECK_FALSE(same(latents_of("a large red circle BREAK at the top left on a black background", PromptSyntax::a1111),
+  CHECK_FALSE(same_bits(latents_of("a large red circle BREAK at the top left on a black background", PromptSyntax::a1111),
                    base));
   std::string long_prompt = prompt;
   for (int i = 0; i < 9; ++i) long_prompt += ", " + prompt;  // ~120 tokens: two chunks
   const Tensor long_a1111 = latents_of(long_prompt, PromptSyntax::a1111);  // prompt 154 tokens, negative "" 77: padded
   CHECK(long_a1111.shape() == base.shape());
-  CHECK_FALSE(same(long_a1111, latents_of(long_prompt, PromptSyntax::plain)));  // plain truncates at 77
+  CHECK_FALSE(same_bits(long_a1111, latents_of(long_prompt, PromptSyntax::plain)));  // plain truncates at 77
   // the negative prompt the longer one: the prompt is padded
   CHECK(latents_of(prompt, PromptSyntax::a1111, long_prompt).shape() == base.shape());
 }

@@ -10,15 +10,14 @@
 #include "ldm/core/rng_ldm.hpp"
 #include "ldm/load.hpp"
 #include "ldm/pipeline.hpp"
+#include "reference.hpp"
+#include "shapes_model.hpp"
 
 using namespace ldm;
+using ldm::test::same_bits;
+using ldm::test::shapes_model;
 
 namespace {
-
-const StableDiffusion& shapes_model() {
-  static const StableDiffusion sd = load_stable_diffusion("models/ldm-shapes");  // tests run in the source folder
-  return sd;
-}
 
 GenerationParams small_params() {
   GenerationParams p;
@@ -30,10 +29,6 @@ GenerationParams small_params() {
   p.width = p.height = 64;
   p.batch = 2;
   return p;
-}
-
-bool same(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), size_t(a.numel()) * sizeof(float)) == 0;
 }
 
 // A runner that counts its calls, around the model's own.
@@ -88,8 +83,8 @@ TEST_CASE("pipeline steps: called in turn they give generate()'s result bit for 
     const Tensor image = decode_latents(sd, z0);
     CHECK(image.shape() == Shape{p.batch, 64, 64, 3});
 
-    CHECK(same(z0, whole.latents));
-    CHECK(same(image, whole.image));
+    CHECK(same_bits(z0, whole.latents));
+    CHECK(same_bits(image, whole.image));
   }
 }
 
@@ -100,8 +95,8 @@ TEST_CASE("pipeline steps: encode_prompt without guidance is the prompt's contex
   const Tensor context = encode_prompt(sd, p);
   REQUIRE(context.shape() == Shape{p.batch, 77, sd.text_encoder_config.hidden_size});
   const Tensor one = encode_text_prompt(sd, p.prompt, {}, p.prompt_syntax, p.clip_skip);
-  CHECK(same(context.slice0(0, 1), one));
-  CHECK(same(context.slice0(1, 2), one));
+  CHECK(same_bits(context.slice0(0, 1), one));
+  CHECK(same_bits(context.slice0(1, 2), one));
 }
 
 TEST_CASE("pipeline steps: check_inputs refuses bad parameters before any network runs", "[pipeline]") {

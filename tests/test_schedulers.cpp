@@ -16,7 +16,7 @@ using namespace ldm;
 
 namespace {
 
-constexpr double kTol = 1e-5;  // ../shared/README.md: schedules and trajectories
+constexpr double kScheduleTol = 1e-5;  // ../shared/README.md: schedules and trajectories
 const char* kFile = "ref_schedulers.safetensors";
 
 Tensor as_tensor(const std::vector<double>& v) {
@@ -71,15 +71,15 @@ TEST_CASE("schedulers: DDPM training schedule and add_noise") {
   const NoiseSchedule& ns = s->schedule();
   Tensor betas = Tensor::empty({ns.size()}), acp = Tensor::empty({ns.size()});
   for (int i = 0; i < ns.size(); ++i) betas[i] = ns.betas(i), acp[i] = ns.alphas_cumprod(i);
-  test::require_close(betas, ref.get("ddpm_schedule", "betas"), kTol, "ddpm_schedule.betas");
-  test::require_close(acp, ref.get("ddpm_schedule", "alphas_cumprod"), kTol, "ddpm_schedule.alphas_cumprod");
+  test::require_close(betas, ref.get("ddpm_schedule", "betas"), kScheduleTol, "ddpm_schedule.betas");
+  test::require_close(acp, ref.get("ddpm_schedule", "alphas_cumprod"), kScheduleTol, "ddpm_schedule.alphas_cumprod");
 
   const Tensor original = ref.get("ddpm_schedule", "original"), noise = ref.get("ddpm_schedule", "noise");
   const Tensor noisy_ref = ref.get("ddpm_schedule", "noisy");  // [4, 4, 8, 8], one timestep per batch entry
   const auto ts = meta.at("add_noise_timesteps").get<std::vector<int>>();
   for (size_t b = 0; b < ts.size(); ++b) {
     Tensor got = s->add_noise(original, noise, ts[b]);
-    test::require_close(got, noisy_ref.slice0(int64_t(b), int64_t(b) + 1), kTol,
+    test::require_close(got, noisy_ref.slice0(int64_t(b), int64_t(b) + 1), kScheduleTol,
                         "ddpm_schedule.noisy t=" + std::to_string(ts[b]));
   }
 }
@@ -94,12 +94,12 @@ TEST_CASE("schedulers: timesteps, sigmas and init_noise_sigma for 1, 4, 10, 25, 
       INFO(name << " with " << n << " steps");
       s->set_timesteps(n);
       const std::string key = "_" + std::to_string(n);
-      test::require_close(as_tensor(s->timesteps()), ref.get(name, "timesteps" + key), kTol,
+      test::require_close(as_tensor(s->timesteps()), ref.get(name, "timesteps" + key), kScheduleTol,
                           name + ".timesteps" + key);
       if (ref.file.contains(name + ".sigmas" + key))
-        test::require_close(as_tensor(s->sigmas()), ref.get(name, "sigmas" + key), kTol, name + ".sigmas" + key);
+        test::require_close(as_tensor(s->sigmas()), ref.get(name, "sigmas" + key), kScheduleTol, name + ".sigmas" + key);
       const double want = meta.at("steps").at(std::to_string(n)).at("init_noise_sigma").get<double>();
-      CHECK(std::fabs(s->init_noise_sigma() - want) <= kTol * want);
+      CHECK(std::fabs(s->init_noise_sigma() - want) <= kScheduleTol * want);
     }
   }
 }
@@ -132,10 +132,10 @@ TEST_CASE("schedulers: 10-step trajectories of the stand-in model") {
       std::copy(x.begin(), x.end(), traj.slice0(k + 1, k + 2).begin());
       worst = std::max(worst, test::rel_l2(x, traj_ref.slice0(k + 1, k + 2)));
     }
-    test::require_close(inputs, input_ref, kTol, name + ".model_input_10");
-    test::require_close(traj, traj_ref, kTol, name + ".trajectory_10");
+    test::require_close(inputs, input_ref, kScheduleTol, name + ".model_input_10");
+    test::require_close(traj, traj_ref, kScheduleTol, name + ".trajectory_10");
     std::printf("  %-40s worst single step rel L2 %.3e\n", (name + ".trajectory_10").c_str(), worst);
-    CHECK(worst <= kTol);
+    CHECK(worst <= kScheduleTol);
   }
 }
 

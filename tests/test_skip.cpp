@@ -17,7 +17,7 @@
 
 namespace {
 
-struct Run {
+struct ProbeRun {
   int status;
   std::string out;  // without whitespace: Catch wraps its messages at 80 columns
 };
@@ -31,7 +31,7 @@ std::string squeezed(const std::string& s) {
 
 // This executable on the probe cases of `tags`, with `env` (VAR=value ...) and
 // LDM_REQUIRE_SHARED unset unless env sets it.
-Run run_probe(const std::string& env, const std::string& tags) {
+ProbeRun run_probe(const std::string& env, const std::string& tags) {
   ldm::test::TmpPath log("skip_probe.log");
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   const std::string cmd = "env -u LDM_REQUIRE_SHARED " + env + " " + self + " '" + tags + "' > " + log.path + " 2>&1";
@@ -55,7 +55,7 @@ TEST_CASE("skip probe: fails", "[.][probe-fail]") { CHECK(1 + 1 == 3); }
 
 TEST_CASE("skip: without ../shared a test reports Skipped (77), never Passed; failures still fail") {
   const std::string none = "LDM_SHARED=/nonexistent";
-  Run r = run_probe(none, "[probe-reference]");
+  ProbeRun r = run_probe(none, "[probe-reference]");
   INFO(r.out);
   CHECK(r.status == 77);
   CHECK_THAT(r.out, Catch::Contains(squeezed("../shared/reference not found (looked in '/nonexistent'")) &&
@@ -77,7 +77,7 @@ TEST_CASE("skip: without ../shared a test reports Skipped (77), never Passed; fa
 
 TEST_CASE("skip: with ../shared the reference probe runs and passes") {
   LDM_REQUIRE_SHARED(shared, "reference");
-  const Run r = run_probe("LDM_SHARED=" + ldm::shared_dir() + " LDM_REQUIRE_SHARED=1", "[probe-reference]");
+  const ProbeRun r = run_probe("LDM_SHARED=" + ldm::shared_dir() + " LDM_REQUIRE_SHARED=1", "[probe-reference]");
   INFO(r.out);
   CHECK(r.status == 0);
 }

@@ -20,13 +20,14 @@
 #include "tmp_path.hpp"
 
 using namespace ldm;
+using ldm::test::same_bits;
 using Catch::Matchers::Contains;
 
 namespace {
 
 constexpr double kOptimTol = 1e-6;  // float32 against torch's float32: summation order only
 
-const test::Reference& ref() {
+const test::Reference& optim_ref() {
   static const test::Reference r = [] {
     const std::string f = __FILE__;
     return test::Reference(f.substr(0, f.rfind('/')) + "/data/optim_reference.safetensors");
@@ -34,19 +35,15 @@ const test::Reference& ref() {
   return r;
 }
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), size_t(a.numel()) * sizeof(float)) == 0;
-}
-
 }  // namespace
 
 TEST_CASE("AdamW matches torch.optim.AdamW for 10 steps", "[train][adamw]") {
   for (const std::string c : {"adamw.default", "adamw.strong"}) {
-    const auto& meta = ref().meta(c);
+    const auto& meta = optim_ref().meta(c);
     const int n = meta.at("params");
     std::vector<Tensor> weights(static_cast<size_t>(n)), grads(static_cast<size_t>(n));
     std::vector<Parameter> params;
-    for (int i = 0; i < n; ++i) weights[size_t(i)] = ref().get(c, "p" + std::to_string(i) + ".init").clone();
+    for (int i = 0; i < n; ++i) weights[size_t(i)] = optim_ref().get(c, "p" + std::to_string(i) + ".init").clone();
     for (int i = 0; i < n; ++i) params.push_back({"p" + std::to_string(i), &weights[size_t(i)], &grads[size_t(i)]});
     AdamW opt;
     opt.beta1 = meta.at("betas")[0];
@@ -58,13 +55,13 @@ TEST_CASE("AdamW matches torch.optim.AdamW for 10 steps", "[train][adamw]") {
       opt.lr = meta.at("lr")[size_t(k)];
       for (int i = 0; i < n; ++i) {
         const Shape& shape = weights[size_t(i)].shape();
-        const Tensor g = ref().get(c, "p" + std::to_string(i) + ".grad").slice0(k, k + 1).reshape(shape);
+        const Tensor g = optim_ref().get(c, "p" + std::to_string(i) + ".grad").slice0(k, k + 1).reshape(shape);
         grads[size_t(i)] = std::isnan(g[0]) ? Tensor() : g;  // NaN: torch's grad was None this step
       }
       opt.step(params);
       for (int i = 0; i < n; ++i) {
         const Tensor& w = weights[size_t(i)];
-        const Tensor expected = ref().get(c, "p" + std::to_string(i) + ".after").slice0(k, k + 1).reshape(w.shape());
+        const Tensor expected = optim_ref().get(c, "p" + std::to_string(i) + ".after").slice0(k, k + 1).reshape(w.shape());
         const double e = test::rel_l2(w, expected);
         INFO(c << " step " << k + 1 << " parameter " << i << ": relative L2 " << e << "\n"
                << test::mismatch_report(w, expected, 1e-7, 1e-6));
@@ -85,19 +82,19 @@ TEST_CASE("AdamW names the parameter whose gradient has the wrong shape", "[trai
 
 TEST_CASE("clip_grad_norm matches torch.nn.utils.clip_grad_norm_", "[train][clip]") {
   for (const std::string c : {"clip.clipped", "clip.under"}) {
-    const auto& meta = ref().meta(c);
+    const auto& meta = optim_ref().meta(c);
     const int n = meta.at("grads");
     std::vector<Tensor> grads(static_cast<size_t>(n)), weights(static_cast<size_t>(n));
     std::vector<Parameter> params;
-    for (int i = 0; i < n; ++i) grads[size_t(i)] = ref().get(c, "g" + std::to_string(i)).clone();
+    for (int i = 0; i < n; ++i) grads[size_t(i)] = optim_ref().get(c, "g" + std::to_string(i)).clone();
     Tensor none;  // a parameter no gradient reached is left out of the norm
     params.push_back({"frozen", &weights[0], &none});
     for (int i = 0; i < n; ++i) params.push_back({"g" + std::to_string(i), &weights[size_t(i)], &grads[size_t(i)]});
     const double total = clip_grad_norm(params, meta.at("max_norm"));
-    const double expected = ref().get(c, "total_norm")[0];
+    const double expected = optim_ref().get(c, "total_norm")[0];
     CHECK(std::fabs(total - expected) <= kOptimTol * expected);
     for (int i = 0; i < n; ++i)
-      CHECK(test::rel_l2(grads[size_t(i)], ref().get(c, "clipped.g" + std::to_string(i))) <= kOptimTol);
+      CHECK(test::rel_l2(grads[size_t(i)], optim_ref().get(c, "clipped.g" + std::to_string(i))) <= kOptimTol);
     CHECK(!none.defined());
     std::printf("%-16s total norm %.8f (torch %.8f)\n", c.c_str(), total, expected);
   }
@@ -105,7 +102,7 @@ TEST_CASE("clip_grad_norm matches torch.nn.utils.clip_grad_norm_", "[train][clip
 
 TEST_CASE("the cosine schedule with warm-up gives LambdaLR's rates", "[train][lr]") {
   for (const std::string c : {"lr.diffusers", "lr.floor", "lr.warmup_only"}) {
-    const auto& meta = ref().meta(c);
+    const auto& meta = optim_ref().meta(c);
     CosineScheduleWithWarmup sched;
     sched.num_warmup_steps = meta.at("num_warmup_steps");
     sched.num_training_steps = meta.at("num_training_steps");

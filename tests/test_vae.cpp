@@ -13,32 +13,26 @@
 #include "ldm/core/memory.hpp"
 #include "ldm/models/vae.hpp"
 #include "reference.hpp"
+#include "synthetic.hpp"
 
 using namespace ldm;
 using ldm::test::Reference;
+using ldm::test::synthetic;
 using ldm::test::require_close;
 
 namespace {
 constexpr double kTolTiny = 1e-5;  // ../shared/README.md: tiny models
 constexpr double kTolFull = 1e-4;  // ../shared/README.md: full-size models in float32
 
-AutoencoderKL synthetic_vae(const VAEConfig& c) {
-  WeightStore w(std::make_shared<SyntheticSource>());
-  AutoencoderKL vae;
-  vae.load(w, "", c);
-  w.finish();
-  return vae;
-}
-
 // The full-size synthetic VAE, configured from the reference's own config, built on first use.
 const AutoencoderKL& full_vae(const Reference& ref) {
-  static const AutoencoderKL vae = synthetic_vae(VAEConfig::from_json(ref.meta("vae_decode_64").at("config")));
+  static const AutoencoderKL vae = synthetic<AutoencoderKL>("", VAEConfig::from_json(ref.meta("vae_decode_64").at("config")));
   return vae;
 }
 
 // Wall and CPU time of a stretch of work (CPU time counts every thread; on a busy machine it
 // shows what the work cost when wall time does not).
-struct Timer {
+struct WallCpuTimer {
   std::chrono::steady_clock::time_point wall = std::chrono::steady_clock::now();
   std::clock_t cpu = std::clock();
   double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - wall).count(); }
@@ -104,7 +98,7 @@ TEST_CASE("vae: DiagonalGaussian splits moments, clamps logvar, samples mean + s
 TEST_CASE("vae: tiny AutoencoderKL encode (mean, logvar) and decode") {
   LDM_REQUIRE_REFERENCE(path, "ref_blocks.safetensors");
   Reference ref(path);
-  AutoencoderKL vae = synthetic_vae(VAEConfig::from_json(ref.meta("tiny_vae").at("config")));
+  AutoencoderKL vae = synthetic<AutoencoderKL>("", VAEConfig::from_json(ref.meta("tiny_vae").at("config")));
   DiagonalGaussian post = vae.encode(ref.get("tiny_vae", "image"));
   require_close(post.mean, ref.get("tiny_vae", "mean"), kTolTiny, "tiny_vae mean");
   require_close(post.logvar, ref.get("tiny_vae", "logvar"), kTolTiny, "tiny_vae logvar");
@@ -132,7 +126,7 @@ TEST_CASE("vae: tiny AutoencoderKL encode (mean, logvar) and decode") {
 TEST_CASE("vae: a wrong channel count is a clear error") {
   VAEConfig c;
   c.block_out_channels = {32, 64};
-  AutoencoderKL vae = synthetic_vae(c);
+  AutoencoderKL vae = synthetic<AutoencoderKL>("", c);
   CHECK_THROWS_WITH(
       vae.decode(Tensor({1, 3, 16, 16})),
       Catch::Contains("expected a latent [B, 4, h, w], got [1, 3, 16, 16]") && Catch::Contains("decode takes latents"));
@@ -190,12 +184,12 @@ constexpr double kGflopDecode64 = 2514.5, kGflopDecode32 = 622.2, kGflopEncode25
 TEST_CASE("vae: full-size SD1.5 decode 64x64 -> 512x512", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_vae_full.safetensors");
   Reference ref(path);
-  Timer build;
+  WallCpuTimer build;
   const AutoencoderKL& vae = full_vae(ref);
   std::printf("  full-size VAE built in %.2f s\n", build.seconds());
   Tensor latent = ref.get("vae_decode_64", "latent");
   const double before = rss_mib();
-  Timer t;
+  WallCpuTimer t;
   Tensor image = vae.decode(latent);
   const std::string time = t.report(kGflopDecode64);
   require_close(image, ref.get("vae_decode_64", "image"), kTolFull, "vae_decode_64 image");
@@ -210,7 +204,7 @@ TEST_CASE("vae: full-size SD1.5 decode 32x32 -> 256x256", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_vae_full.safetensors");
   Reference ref(path);
   const AutoencoderKL& vae = full_vae(ref);
-  Timer t;
+  WallCpuTimer t;
   Tensor image = vae.decode(ref.get("vae_decode_32", "latent"));
   std::printf("  vae_decode_32: %s\n", t.report(kGflopDecode32).c_str());
   require_close(image, ref.get("vae_decode_32", "image"), kTolFull, "vae_decode_32 image");
@@ -220,7 +214,7 @@ TEST_CASE("vae: full-size SD1.5 encode 256x256 -> 32x32", "[full]") {
   LDM_REQUIRE_REFERENCE(path, "ref_vae_full.safetensors");
   Reference ref(path);
   const AutoencoderKL& vae = full_vae(ref);
-  Timer t;
+  WallCpuTimer t;
   DiagonalGaussian post = vae.encode(ref.get("vae_encode_256", "image"));
   std::printf("  vae_encode_256: %s\n", t.report(kGflopEncode256).c_str());
   require_close(post.mean, ref.get("vae_encode_256", "mean"), kTolFull, "vae_encode_256 mean");

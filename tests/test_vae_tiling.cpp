@@ -18,11 +18,13 @@
 #include "ldm/pipeline.hpp"
 #include "cli_run.hpp"
 #include "reference.hpp"
+#include "synthetic.hpp"
 #include "test_data.hpp"
 
 using namespace ldm;
 using ldm::test::data_path;
 using ldm::test::Reference;
+using ldm::test::synthetic;
 using ldm::test::require_close;
 
 namespace {
@@ -30,14 +32,6 @@ namespace {
 const Reference& tiling_reference() {
   static const Reference ref(data_path("vae_tiling_reference.safetensors"));
   return ref;
-}
-
-AutoencoderKL synthetic_vae(const VAEConfig& c) {
-  WeightStore w(std::make_shared<SyntheticSource>());
-  AutoencoderKL vae;
-  vae.load(w, "", c);
-  w.finish();
-  return vae;
 }
 
 double rel_l2_of(const Tensor& a, const Tensor& b) { return ldm::test::rel_l2(a, b); }
@@ -48,7 +42,7 @@ Shape shape_of(const nlohmann::json& j) { return j.get<std::vector<int64_t>>(); 
 void check_case(const std::string& name, double tol) {
   const Reference& ref = tiling_reference();
   const nlohmann::json& m = ref.meta(name);
-  const AutoencoderKL vae = synthetic_vae(VAEConfig::from_json(m.at("config")));
+  const AutoencoderKL vae = synthetic<AutoencoderKL>("", VAEConfig::from_json(m.at("config")));
   const VaeTiling t = VaeTiling::of(vae.config);
   const Tensor latent = synth::tensor(m.at("latent_key").get<std::string>(), shape_of(m.at("latent_shape")));
   const Tensor image = synth::tensor(m.at("image_key").get<std::string>(), shape_of(m.at("image_shape")));
