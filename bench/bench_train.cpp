@@ -10,6 +10,7 @@
 //   build/bench/bench_train --benchmark_filter=memory            # the SD1.5 U-Net step's memory alone
 //   build/bench/bench_train --conv=direct                        # forwards without Winograd (auto, direct, f23, f43)
 //   OMP_NUM_THREADS=1 build/bench/bench_train                    # one core: steadier on a shared machine
+//   build/bench/bench_train --malloc=default                     # glibc's allocator policy, not `ldm train`'s
 //
 // Cases (each name is <case>/<phase>):
 //   unet_test       the tests' unet_tiny: [32, 64], 2 layers, 8 heads, batch 2, 16x16, context [2, 7, 32]
@@ -65,6 +66,7 @@
 #include <vector>
 
 #include "bench_common.hpp"
+#include "ldm/core/memory.hpp"
 #include "ldm/core/synth.hpp"
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/losses.hpp"
@@ -556,6 +558,16 @@ int main(int argc, char** argv) {
   register_case(std::make_unique<CLIPCase>("clip_sd15", CLIPTextConfig{}, 1, true));
 
   if (!take_conv_option(argc, argv, g_conv, "bench_train")) return 1;
+  // Freed memory kept for reuse, as `ldm train` runs (ldm/core/memory.hpp), unless --malloc=default.
+  bool keep_freed = true;
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--malloc=default") keep_freed = false;
+    else argv[kept++] = argv[i];
+  }
+  argc = kept;
+  if (keep_freed) keep_freed_memory();
+  std::printf("memory: --malloc=%s\n", keep_freed ? "keep (freed memory reused, as ldm train runs)" : "default (glibc's policy)");
   std::printf("convolutions: --conv=%s (a 3x3 backward's dX follows the forward's rule, its dW is Winograd's\n"
               "adjoint where it pays; direct: im2col + GEMM both ways)\n",
               conv_algo_name(g_conv));

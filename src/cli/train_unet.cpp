@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "ldm/core/memory.hpp"
 #include "ldm/core/rng_ldm.hpp"
 #include "ldm/data/shapes.hpp"
 #include "ldm/data/shapes_analyser.hpp"
@@ -140,6 +141,7 @@ std::string sample_grid(const StableDiffusion& sd, const TrainUNetOptions& o, co
 }
 
 void run_train_unet(const TrainUNetOptions& o) {
+  keep_freed_memory();  // every step frees and allocates the same tensors: no fresh pages each time
   const OptimOptions& op = o.optim;
   const std::string train_dir = o.run + "/train", ckpt = train_dir + "/unet_checkpoint.safetensors";
   make_folder(train_dir);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "ldm/core/memory.hpp"
 #include "ldm/core/rng_ldm.hpp"
 #include "ldm/data/shapes.hpp"
 #include "ldm/models/vae.hpp"
@@ -155,6 +156,7 @@ void save_reconstructions(const AutoencoderKL& vae, uint64_t seed, const std::st
 }
 
 void run_train_vae(const TrainVAEOptions& o) {
+  keep_freed_memory();  // every step frees and allocates the same tensors: no fresh pages each time
   const OptimOptions& op = o.optim;
   const nlohmann::json config_json = run_config(o.run, "vae");
   const VAEConfig cfg = VAEConfig::from_json(config_json, o.run + "/vae/config.json");
