@@ -353,7 +353,7 @@ inline Tensor conv2d_backward(const Tensor& x, const Tensor& weight, const Tenso
   // Blocks of (images [b0, b0 + g), pixels [p0, p0 + n)): g images whole when an image's col is
   // small, else one image in pixel chunks.
   const int64_t chunk = std::max<int64_t>(16, detail::kConvBackwardChunk / int64_t(sizeof(float) * s.K));
-  const int64_t g_max = std::max<int64_t>(1, chunk / s.P), n_max = std::min(chunk, s.P);
+  const int64_t g_max = std::clamp<int64_t>(chunk / s.P, 1, s.B), n_max = std::min(chunk, s.P);  // col: only what is used
   std::vector<float> col(size_t(s.K * n_max * g_max)), dcol, dyblock;
   if (!transposed_is_conv) dcol.resize(col.size());
   for (int64_t b0 = 0; b0 < s.B; b0 += g_max) {
