@@ -174,25 +174,32 @@ inline benchmark::Counter gflops_rate(double flops, const benchmark::State& stat
   return benchmark::Counter(flops * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
-// Takes our own --conv=NAME out of argv (before Google Benchmark reads the rest) into `conv`.
-// False, with the message printed, for an unknown algorithm name.
-inline bool take_conv_option(int& argc, char** argv, ConvAlgo& conv, const char* program) {
+// Takes every argument that starts with `prefix` out of argv (before Google Benchmark reads the
+// rest), handing each one's remainder to `take`, and keeps the others in order.
+template <class Take>
+void take_option(int& argc, char** argv, const std::string& prefix, Take take) {
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a.rfind("--conv=", 0) != 0) {
-      argv[kept++] = argv[i];
-      continue;
-    }
-    try {
-      conv = parse_conv_algo(a.substr(7));
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "%s: %s\n", program, e.what());
-      return false;
-    }
+    if (a.rfind(prefix, 0) == 0) take(a.substr(prefix.size()));
+    else argv[kept++] = argv[i];
   }
   argc = kept;
-  return true;
+}
+
+// Takes our own --conv=NAME out of argv into `conv`. False, with the message printed, for an
+// unknown algorithm name.
+inline bool take_conv_option(int& argc, char** argv, ConvAlgo& conv, const char* program) {
+  bool ok = true;
+  take_option(argc, argv, "--conv=", [&](const std::string& name) {
+    try {
+      conv = parse_conv_algo(name);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: %s\n", program, e.what());
+      ok = false;
+    }
+  });
+  return ok;
 }
 
 }  // namespace ldm::bench

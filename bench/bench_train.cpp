@@ -559,13 +559,12 @@ int main(int argc, char** argv) {
 
   if (!take_conv_option(argc, argv, g_conv, "bench_train")) return 1;
   // Freed memory kept for reuse, as `ldm train` runs (ldm/core/memory.hpp), unless --malloc=default.
-  bool keep_freed = true;
-  int kept = 1;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--malloc=default") keep_freed = false;
-    else argv[kept++] = argv[i];
-  }
-  argc = kept;
+  bool keep_freed = true, malloc_ok = true;
+  take_option(argc, argv, "--malloc=", [&](const std::string& policy) {
+    if (policy == "default") keep_freed = false;
+    else if (policy != "keep") malloc_ok = false;
+  });
+  if (!malloc_ok) return std::fprintf(stderr, "bench_train: --malloc= takes keep or default\n"), 1;
   if (keep_freed) keep_freed_memory();
   std::printf("memory: --malloc=%s\n", keep_freed ? "keep (freed memory reused, as ldm train runs)" : "default (glibc's policy)");
   std::printf("convolutions: --conv=%s (a 3x3 backward's dX follows the forward's rule, its dW is Winograd's\n"

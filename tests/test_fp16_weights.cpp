@@ -7,12 +7,13 @@
 #include "ldm/models/unet.hpp"
 #include "ldm/models/vae.hpp"
 #include "reference.hpp"
+#include "synthetic.hpp"
 
 using namespace ldm;
 
 namespace {
 WeightStore synthetic_fp16_weights() {
-  WeightStore w(std::make_shared<SyntheticSource>());
+  WeightStore w = ldm::test::synthetic_weights();
   w.set_keep_fp16(true);
   return w;
 }

@@ -35,7 +35,9 @@ struct ConvShape {
   bool pointwise;  // 1x1, stride 1, no padding: the input already is the [C, H*W] col matrix
   bool batched;    // small images (the U-Net's 8x8 and 16x16): one GEMM for the whole batch,
                    // so that the weights are packed once, not once per image
-  bool winograd;   // 3x3, stride 1, padding 1, enough channels: where Winograd may run, either way
+  bool same3x3;    // 3x3, stride 1, padding 1: the output has the input's size, and the data
+                   // gradient is itself such a convolution (of the flipped, transposed kernel)
+  bool winograd;   // same3x3 with enough channels: where Winograd may run, either way
   ConvAlgo algo;   // what the forward runs: direct, f23 or f43 (Winograd, winograd.hpp)
 };
 
@@ -60,11 +62,12 @@ inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding 
   s.pointwise = s.kh == 1 && s.kw == 1 && stride == 1 && pad.top == 0 && pad.left == 0 && pad.bottom == 0 &&
                 pad.right == 0;
   s.batched = !s.pointwise && s.B > 1 && s.P < 1024;
-  // The one eligibility rule of Winograd: 3x3, stride 1, padding 1, and enough channels (with
-  // few, the transforms' memory traffic outweighs the saved multiplications), on images whose
-  // sides the tiles divide.
-  s.winograd = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 && pad.bottom == 1 &&
-               pad.right == 1 && s.C >= kWinogradMinChannels && s.O >= kWinogradMinChannels;
+  s.same3x3 = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 && pad.bottom == 1 &&
+              pad.right == 1;
+  // The one eligibility rule of Winograd: a same3x3 convolution with enough channels (with few,
+  // the transforms' memory traffic outweighs the saved multiplications), on images whose sides
+  // the tiles divide.
+  s.winograd = s.same3x3 && s.C >= kWinogradMinChannels && s.O >= kWinogradMinChannels;
   const bool f23 = s.winograd && winograd_fits(s.H, s.W), f43 = s.winograd && winograd_f43_fits(s.H, s.W);
   const ConvAlgo f23_or_direct = f23 ? ConvAlgo::f23 : ConvAlgo::direct;
   switch (asked) {
@@ -340,8 +343,7 @@ inline Tensor conv2d_backward(const Tensor& x, const Tensor& weight, const Tenso
     }
     return dx;
   }
-  const bool transposed_is_conv = s.kh == 3 && s.kw == 3 && stride == 1 && pad.top == 1 && pad.left == 1 &&
-                                  pad.bottom == 1 && pad.right == 1;
+  const bool transposed_is_conv = s.same3x3;
   Tensor dx = transposed_is_conv ? conv2d(dy, detail::flipped_transposed_3x3(weight), Tensor(), 1, pad, algo)
                                  : Tensor(x.shape());  // zeros: col2im adds into it
   if (s.winograd && algo != ConvAlgo::direct && winograd_grad_weight_fits(s.H, s.W, s.C, s.O) &&
