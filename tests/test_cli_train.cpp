@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -146,6 +147,19 @@ TEST_CASE("ldm train vae --decoder-only: the decoder learns, the encoder and sca
   CHECK(encoder_changed == 0);
   CHECK(decoder_changed > 0);
 
+  // A second decoder stage under its own --name keeps the first one's checkpoint and log.
+  const auto first_checkpoint = fs::last_write_time(run.path + "/train/vae_decoder_checkpoint.safetensors");
+  r = ldm_run(kVae + "--run " + run.path + " --steps 2 --decoder-only --name vae_decoder2");
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("vae_decoder2      2/2"));
+  for (const char* f : {"train/vae_decoder2_checkpoint.safetensors", "train/vae_decoder2_loss.png",
+                        "train/vae_decoder2_samples_000002.png"})
+    CHECK(fs::exists(run.path + "/" + f));
+  CHECK(fs::last_write_time(run.path + "/train/vae_decoder_checkpoint.safetensors") == first_checkpoint);
+  r = ldm_run(kVae + "--run " + run.path + " --steps 2 --decoder-only --name ../x");
+  CHECK(r.status != 0);
+  CHECK_THAT(r.err, Catch::Contains("--name takes lower-case letters"));
+
   // The U-Net's timestep options are checked before its (slow) latent cache is built.
   r = ldm_run(kUnet + "--run " + run.path + " --steps 1 --timestep-bias-strategy later --timestep-bias-portion 2");
   CHECK(r.status == 1);
@@ -166,4 +180,42 @@ TEST_CASE("ldm train: a run folder that is not ready gets a clear error") {
   r = ldm_run("train vae --run " + run.path + " --steps 1 --resume");
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Catch::Contains("--resume: no checkpoint"));
+}
+
+TEST_CASE("ldm train unet --init-from: a fine-tune starts from the model's weights, under its own names") {
+  TmpPath run("train_unet_finetune");
+  new_run(run.path);
+  for (const char* f : {"config.json", "diffusion_pytorch_model.safetensors"})
+    fs::copy_file("models/ldm-shapes/vae/" + std::string(f), run.path + "/vae/" + f,
+                  fs::copy_options::overwrite_existing);
+  // lr 0: the weights written at the end are the model's own (EMA of unchanging weights).
+  const std::string finetune = "train unet --seed 4 --batch 2 --latent-cache 8 --sample-count 2 --sample-steps 2 "
+                               "--sample-every 2 --checkpoint-every 2 --dtype fp32 --warmup 0 --lr 0 --steps 2 --run " +
+                               run.path;
+  Run r = ldm_run(finetune + " --init-from " + run.path + "/vae");
+  CHECK(r.status == 1);
+  CHECK_THAT(r.err, Catch::Contains("unet/diffusion_pytorch_model.safetensors' does not exist: give a model folder"));
+
+  r = ldm_run(finetune + " --init-from models/ldm-shapes");
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("unet_finetune      2/2") && Catch::Contains("samples: background"));
+  for (const char* f : {"train/unet_finetune_checkpoint.safetensors", "train/unet_finetune_loss.png",
+                        "train/unet_finetune_samples_000002.png"})
+    CHECK(fs::exists(run.path + "/" + f));
+  CHECK(!fs::exists(run.path + "/train/unet_checkpoint.safetensors"));
+  for (const char* part : {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"}) {
+    const ldm::SafeTensors model("models/ldm-shapes/" + std::string(part)), tuned(run.path + "/" + part);
+    REQUIRE(model.names() == tuned.names());
+    double worst = 0;  // |tuned - model| / max |model| over each tensor
+    for (const std::string& n : model.names()) {
+      const ldm::Tensor u = model.load(n), v = tuned.load(n);
+      REQUIRE(u.shape() == v.shape());
+      double diff = 0, scale = 1e-30;
+      for (int64_t i = 0; i < u.numel(); ++i)
+        diff = std::max(diff, double(std::abs(u[i] - v[i]))), scale = std::max(scale, double(std::abs(u[i])));
+      worst = std::max(worst, diff / scale);
+    }
+    INFO(part);
+    CHECK(worst < 1e-6);
+  }
 }

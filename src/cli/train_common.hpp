@@ -70,9 +70,17 @@ struct OptimOptions {
   uint64_t seed = 0;        // weights' initial values, data stream, noise
   int64_t log_every = 10, sample_every = 250, checkpoint_every = 250;
   bool resume = false;      // continue from RUN/train/<part>_checkpoint.safetensors
+  std::string name;         // <part>: names the checkpoint, loss log and sample grids ("": the command's own)
 };
 
 inline void add_optim_options(CLI::App* c, OptimOptions& o) {
+  c->add_option("--name", o.name,
+                "name of this stage's checkpoint, loss log and sample grids in RUN/train (default: vae, vae_decoder, "
+                "unet or unet_finetune), so that two stages of one kind keep theirs apart")
+      ->check([](const std::string& n) {
+        const bool ok = !n.empty() && n.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") == std::string::npos;
+        return ok ? std::string() : "--name takes lower-case letters, digits, _ and -";
+      });
   c->add_option("--steps", o.steps, "optimizer steps")->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   c->add_option("--batch", o.batch, "examples per step")->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(4096)));
   c->add_option("--lr", o.lr, "peak learning rate (AdamW)")->capture_default_str()->check(CLI::Range(0.0, 1.0));

@@ -11,6 +11,8 @@
 // Captions leave parts out at random and are empty for a fraction of the examples, so that
 // classifier-free guidance works. The posteriors of --latent-cache pictures are computed once
 // at the start (the VAE is frozen); each step draws fresh noise, timesteps and captions.
+// --init-from MODEL fine-tunes instead: the U-Net and text encoder start from a trained model
+// folder's weights (its checkpoint, loss curve and sample grids are named unet_finetune_*).
 // Every --sample-every steps the EMA weights draw a grid of held-out full captions, and the
 // shapes analyser reads them back: a running prompt-adherence figure.
 // At the end the EMA weights are written to RUN/unet and RUN/text_encoder (--dtype).
@@ -56,6 +58,7 @@ struct TrainUNetOptions {
   int sample_count = 16, sample_steps = 20;
   float sample_guidance = 2.0f;  // what configs/ldm-shapes/generation_defaults.json recommends
   std::string dtype = "fp16";  // of the final weights
+  std::string init_from;       // a model folder whose unet/ and text_encoder/ weights start the training
 };
 
 // A stream of uniform integers for the training timesteps, apart from the data's streams.
@@ -143,7 +146,10 @@ std::string sample_grid(const StableDiffusion& sd, const TrainUNetOptions& o, co
 void run_train_unet(const TrainUNetOptions& o) {
   keep_freed_memory();  // every step frees and allocates the same tensors: no fresh pages each time
   const OptimOptions& op = o.optim;
-  const std::string train_dir = o.run + "/train", ckpt = train_dir + "/unet_checkpoint.safetensors";
+  // The part being trained: names its checkpoint, loss curve and sample grids (a fine-tune keeps
+  // the from-scratch run's apart).
+  const std::string part = !op.name.empty() ? op.name : o.init_from.empty() ? "unet" : "unet_finetune";
+  const std::string train_dir = o.run + "/train", ckpt = train_dir + "/" + part + "_checkpoint.safetensors";
   make_folder(train_dir);
   const UNetConfig ucfg = UNetConfig::from_json(run_config(o.run, "unet"), o.run + "/unet/config.json");
   const CLIPTextConfig tcfg = CLIPTextConfig::from_json(run_config(o.run, "text_encoder"), o.run + "/text_encoder/config.json");
@@ -169,11 +175,21 @@ void run_train_unet(const TrainUNetOptions& o) {
 
   UNet2DConditionModel unet;
   CLIPTextModel text_encoder;
-  {
+  if (o.init_from.empty()) {
     WeightStore w(std::make_shared<InitSource>(op.seed));
     unet.load(w, "", ucfg);
     text_encoder.load(w, "text_model", tcfg);
     w.finish();
+  } else {  // fine-tuning: a trained model's weights (fp16 or fp32) as the start
+    for (const char* file : {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"})
+      LDM_CHECK(path_exists(o.init_from + "/" + file), "--init-from: '", o.init_from, "/", file,
+                "' does not exist: give a model folder with unet/ and text_encoder/ weights");
+    WeightStore wu(std::make_shared<SafeTensorsSource>(o.init_from + "/unet/diffusion_pytorch_model.safetensors"));
+    unet.load(wu, "", ucfg);
+    wu.finish();
+    WeightStore wt(std::make_shared<SafeTensorsSource>(o.init_from + "/text_encoder/model.safetensors"));
+    text_encoder.load(wt, "text_model", tcfg);
+    wt.finish();
   }
   std::vector<Parameter> unet_params = parameters_of(unet), text_params = parameters_of(text_encoder, "text_model");
   std::vector<Parameter> params = unet_params;
@@ -204,7 +220,7 @@ void run_train_unet(const TrainUNetOptions& o) {
                "unet: U-Net %.2f M + text encoder %.2f M parameters, %lld steps of batch %lld, lr %.2g, %s, run %s\n",
                double(count(unet_params)) / 1e6, double(count(text_params)) / 1e6, (long long)op.steps,
                (long long)op.batch, op.lr, scfg.prediction_type.c_str(), o.run.c_str());
-  TrainLog log(train_dir, "unet", op.steps, step);
+  TrainLog log(train_dir, part, op.steps, step);
 
   for (; step < op.steps; ++step) {
     const std::vector<int64_t> idx = order.batch(step, op.batch);
@@ -274,8 +290,8 @@ void run_train_unet(const TrainUNetOptions& o) {
                                               ema_copy<UNet2DConditionModel>(ema, unet_params, "", ucfg), vae, tokenizer,
                                               scfg);  // the EMA weights, for sampling
       char name[64];
-      std::snprintf(name, sizeof name, "/unet_samples_%06lld.png", (long long)(step + 1));
-      extra = "samples: " + sample_grid(sd, o, train_dir + name);
+      std::snprintf(name, sizeof name, "_samples_%06lld.png", (long long)(step + 1));
+      extra = "samples: " + sample_grid(sd, o, train_dir + "/" + part + name);
     }
     if ((step + 1) % op.log_every == 0 || last || !extra.empty()) log.print(step, extra);
     if ((step + 1) % op.checkpoint_every == 0 || last)
@@ -338,6 +354,9 @@ void add_train_unet(CLI::App& train) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   c->add_option("--sample-guidance", o.sample_guidance, "guidance scale of the sample grids")->capture_default_str();
+  c->add_option("--init-from", o.init_from,
+                "fine-tune: start from this model folder's unet/ and text_encoder/ weights instead of random ones")
+      ->check(CLI::ExistingDirectory);
   c->add_option("--dtype", o.dtype, "dtype of the final weights")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp16", "fp32"}));
