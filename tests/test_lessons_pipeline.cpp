@@ -114,7 +114,10 @@ TEST_CASE("lesson 6 on ldm-shapes: adherence peaks at a small w and falls when w
   CHECK(r.adherence[1] >= r.adherence[0]);         // some guidance helps
   CHECK(r.adherence[2] < r.adherence[1] - 0.1);    // too much hurts
   CHECK(r.clipped[2] > r.clipped[1]);              // and burns the colours out
-  CHECK_THAT(log.str(), Catch::Contains("Adherence peaks at w = 2") && !Catch::Contains("synthetic weights"));
+  // w = 2 at the peak, alone or tied with w = 1 (the shipped model draws these 12 all right at both)
+  CHECK_THAT(log.str(), (Catch::Contains("Adherence peaks at w = 2 (") ||
+                         Catch::Contains("Adherence peaks at w = 1 and 2 (")) &&
+                            !Catch::Contains("synthetic weights"));
   require_pictures(r.pictures, 3);
 }
 TEST_CASE("lesson 7: slerp keeps the length that lerp loses") {

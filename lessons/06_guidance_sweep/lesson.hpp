@@ -229,12 +229,16 @@ inline Result run(const StableDiffusion& sd, bool synthetic, const Options& o, s
   if (!synthetic && scorable) {
     const size_t best = size_t(std::max_element(r.adherence.begin(), r.adherence.end()) - r.adherence.begin());
     const size_t last = o.scales.size() - 1;
+    std::string peaks;  // every w at the peak: "2", or "1 and 2" for a tie
+    for (size_t i = 0; i < o.scales.size(); ++i)
+      if (r.adherence[i] == r.adherence[best])
+        peaks += (peaks.empty() ? "" : " and ") + viz::format_number(o.scales[i]);
     std::snprintf(line, sizeof line,
                   "Adherence peaks at w = %s (%s of the stated attributes drawn, %s of the pictures entirely\n"
                   "right) and falls to %s at w = %s: beyond the peak the larger eps_w overshoots at every step.\n"
                   "From w = %s to w = %s the clipped pixels go from %s to %s and the mean saturation from %s\n"
                   "to %s: %s\nThat is where quality degrades, for this model.\n",
-                  viz::format_number(o.scales[best]).c_str(), percent(r.adherence[best]).c_str(),
+                  peaks.c_str(), percent(r.adherence[best]).c_str(),
                   percent(r.all_right[best]).c_str(), percent(r.adherence[last]).c_str(),
                   viz::format_number(o.scales[last]).c_str(), viz::format_number(o.scales[0]).c_str(),
                   viz::format_number(o.scales[last]).c_str(), percent(r.clipped[0]).c_str(),
