@@ -195,6 +195,7 @@ TEST_CASE("ldm train unet --init-from: a fine-tune starts from the model's weigh
   Run r = ldm_run(finetune + " --init-from " + run.path + "/vae");
   CHECK(r.status == 1);
   CHECK_THAT(r.err, Catch::Contains("unet/diffusion_pytorch_model.safetensors' does not exist: give a model folder"));
+  CHECK_THAT(r.err, !Catch::Contains("encoding the dataset"));  // said before the latent cache is built
 
   r = ldm_run(finetune + " --init-from models/ldm-shapes");
   REQUIRE(r.status == 0);

@@ -171,6 +171,10 @@ void run_train_unet(const TrainUNetOptions& o) {
   }
   const int64_t T = scfg.num_train_timesteps, L = tcfg.max_position_embeddings;
   const TimestepSampler draw_timestep(o.timestep_bias.weights(int(T)));  // checks the options before the long part
+  if (!o.init_from.empty())  // also before the long part
+    for (const char* file : {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"})
+      LDM_CHECK(path_exists(o.init_from + "/" + file), "--init-from: '", o.init_from, "/", file,
+                "' does not exist: give a model folder with unet/ and text_encoder/ weights");
   const LatentCache cache = encode_dataset(vae, op.seed, o.latent_cache);
 
   UNet2DConditionModel unet;
@@ -181,9 +185,6 @@ void run_train_unet(const TrainUNetOptions& o) {
     text_encoder.load(w, "text_model", tcfg);
     w.finish();
   } else {  // fine-tuning: a trained model's weights (fp16 or fp32) as the start
-    for (const char* file : {"unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"})
-      LDM_CHECK(path_exists(o.init_from + "/" + file), "--init-from: '", o.init_from, "/", file,
-                "' does not exist: give a model folder with unet/ and text_encoder/ weights");
     WeightStore wu(std::make_shared<SafeTensorsSource>(o.init_from + "/unet/diffusion_pytorch_model.safetensors"));
     unet.load(wu, "", ucfg);
     wu.finish();
