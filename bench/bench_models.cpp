@@ -6,6 +6,7 @@
 //   build/bench/bench_models --benchmark_filter=UNet            # one model per process: its peak RSS
 //   build/bench/bench_models --benchmark_filter=VAE
 //   build/bench/bench_models --conv=direct                      # auto (default), direct, f23, f43
+//   build/bench/bench_models --profile --benchmark_filter=UNet  # and a per-op table of one run
 //
 // Each model is loaded once (not timed), run once untimed as a warm-up, then timed in
 // Iterations(1) x Repetitions(3) of real (wall) time; docs/performance_models.md quotes the
@@ -29,14 +30,22 @@
 // comparable with it. VAE decode 64 -> 512: 2.515 TFLOP (conv MACs per the SD1.5 config plus
 // the mid-block's single-head attention over 4096 pixels). CLIP: 26.6 GFLOP for batch 2.
 // The counts are printed at start-up.
+//
+// --profile: after the warm-up, one more untimed run of each model with an OpProfile installed
+// (ldm/core/op_profile.hpp): per op and shape its calls, time, share of the run, GFLOP/s, and
+// that rate against a plain GEMM's on this machine (2048 x 640 x 640, the U-Net's 32x32
+// projections: the median of 5), so the layers far below the GEMM's throughput stand out.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <memory>
 #include <string>
 
 #include "bench_common.hpp"
+#include "ldm/core/clock.hpp"
+#include "ldm/core/op_profile.hpp"
 #include "ldm/core/synth.hpp"
 #include "ldm/core/weights.hpp"
 
@@ -52,6 +61,40 @@ constexpr double kUNetIssueFlops = 1.68e12;  // the issue's count for one CFG st
 std::shared_ptr<void> g_model;
 std::string g_model_name;
 ConvAlgo g_conv = ConvAlgo::automatic;  // --conv: the U-Net's and the VAE's convolutions
+bool g_profile = false;                  // --profile: a per-op table after the warm-up
+
+// GFLOP/s of a plain GEMM of 2048 x 640 x 640 (C = A B^T), median of 5: what the profile's
+// "of GEMM" column is relative to.
+double gemm_gflops() {
+  const int64_t M = 2048, N = 640, K = 640;
+  const Tensor a = synth::tensor("profile.gemm.a", {M, K}), b = synth::tensor("profile.gemm.b", {N, K});
+  Tensor c = Tensor::empty({M, N});
+  std::vector<double> t;
+  for (int i = 0; i < 6; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    gemm(false, true, M, N, K, 1.0f, a.data(), K, b.data(), K, 0.0f, c.data(), N);
+    if (i > 0) t.push_back(seconds_since(t0));  // the first call warms up
+  }
+  std::sort(t.begin(), t.end());
+  return 2.0 * double(M * N * K) / t[t.size() / 2] * 1e-9;
+}
+
+// With --profile: one run of f under an OpProfile, its table printed.
+template <typename F>
+void print_profile(const char* what, F f) {
+  if (!g_profile) return;
+  static const double gemm_rate = gemm_gflops();
+  OpProfile profile;
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    OpProfile::Scope on(profile);
+    benchmark::DoNotOptimize(f().data());
+  }
+  const double total = seconds_since(t0);
+  std::printf("\n%s, one run: %.3f s; a plain GEMM 2048 x 640 x 640 runs at %.0f GFLOP/s here\n%s\n", what, total,
+              gemm_rate, profile.table(total, gemm_rate).c_str());
+  std::fflush(stdout);
+}
 
 template <typename M>
 const M& model(const std::string& name, const std::function<void(M&)>& load) {
@@ -91,7 +134,10 @@ void BM_UNetStep(benchmark::State& state) {
   const Tensor x = synth::tensor("input.unet_64.sample", {B, 4, S, S});
   const Tensor ctx = synth::tensor("input.unet_64.context", {B, L, 768});
   static bool warm = false;
-  if (!warm) benchmark::DoNotOptimize(unet.forward(x, 981.0f, ctx).data()), warm = true;
+  if (!warm) {
+    benchmark::DoNotOptimize(unet.forward(x, 981.0f, ctx).data()), warm = true;
+    print_profile("U-Net CFG step", [&] { return unet.forward(x, 981.0f, ctx); });
+  }
   timed(state, kUNetIssueFlops * double(S * S) / (64.0 * 64.0), [&] { return unet.forward(x, 981.0f, ctx); });
 }
 
@@ -106,7 +152,10 @@ void BM_VAEDecode(benchmark::State& state) {
   });
   const Tensor z = synth::tensor("input.vae_64.latent", {1, 4, s, s});
   static bool warm = false;
-  if (!warm) benchmark::DoNotOptimize(vae.decode(z).data()), warm = true;
+  if (!warm) {
+    benchmark::DoNotOptimize(vae.decode(z).data()), warm = true;
+    print_profile("VAE decode", [&] { return vae.decode(z); });
+  }
   timed(state, flops_vae_decode(VAEConfig{}, s), [&] { return vae.decode(z); });
 }
 
@@ -122,7 +171,10 @@ void BM_CLIPText(benchmark::State& state) {
   ids[0] = ids[size_t(L)] = 49406;                  // <|startoftext|>
   for (int64_t i = 1; i <= 10; ++i) ids[size_t(i)] = 320 + i;  // a 10-token prompt in row 0
   static bool warm = false;
-  if (!warm) benchmark::DoNotOptimize(clip.encode(ids, B).data()), warm = true;
+  if (!warm) {
+    benchmark::DoNotOptimize(clip.encode(ids, B).data()), warm = true;
+    print_profile("CLIP text encoder", [&] { return clip.encode(ids, B); });
+  }
   timed(state, flops_clip(CLIPTextConfig{}, B, L), [&] { return clip.encode(ids, B); });
 }
 
@@ -138,6 +190,9 @@ BENCHMARK(BM_CLIPText)->Apply(configure)->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {
   if (!take_conv_option(argc, argv, g_conv, "bench_models")) return 1;
+  bool unknown = false;
+  take_option(argc, argv, "--profile", [&](const std::string& rest) { (rest.empty() ? g_profile : unknown) = true; });
+  if (unknown) return std::fprintf(stderr, "bench_models: unknown option (--profile takes no value)\n"), 1;
   std::printf("convolutions: --conv=%s\n", conv_algo_name(g_conv));
   std::printf("FLOPs counted (2 per multiply-add):\n");
   std::printf("  U-Net CFG step, batch 2, 64x64, 77 tokens: %.4g TFLOP (this count), %.4g TFLOP (issue; used)\n",

@@ -6,6 +6,7 @@
 #pragma once
 #include <unsupported/Eigen/SpecialFunctions>
 
+#include "ldm/core/op_profile.hpp"
 #include "ldm/core/tensor.hpp"
 
 namespace ldm {
@@ -100,6 +101,7 @@ inline Tensor quick_gelu_backward(const Tensor& x, const Tensor& dy) {
 // [..., 2F] -> [..., F]
 inline Tensor geglu(const Tensor& h) {
   const int64_t F = h.dim(-1) / 2, rows = h.numel() / h.dim(-1);
+  const OpTimer timer("geglu", [&] { return h.shape_str(); }, 0);
   Shape shape = h.shape();
   shape.back() = F;
   Tensor out = Tensor::empty(shape);

@@ -16,6 +16,7 @@
 #include <limits>
 #include <vector>
 
+#include "ldm/core/op_profile.hpp"
 #include "ldm/core/tensor.hpp"
 #include "ldm/nn/activations.hpp"  // not needed here; kept for the files that reach it through this one
 #include "ldm/nn/gemm.hpp"
@@ -36,6 +37,11 @@ inline Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, con
             " heads");
   LDM_CHECK(Lk > 0, "attention: no keys to attend to (k ", k.shape_str(), ")");
   const int64_t d = D / heads, dv = Dv / heads;
+  const OpTimer timer(
+      "attention",
+      [&] { return "[" + std::to_string(B) + ", " + std::to_string(Lq) + " x " + std::to_string(Lk) + ", " +
+                   std::to_string(D) + "] " + std::to_string(heads) + " heads"; },
+      2.0 * double(B) * double(Lq) * double(Lk) * double(D + Dv));  // Q K^T and P V
   const float scale = 1.0f / std::sqrt(float(d));
   Tensor out = Tensor::empty({B, Lq, Dv});
   const int64_t qblocks = (Lq + kQueryBlock - 1) / kQueryBlock;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "ldm/core/op_profile.hpp"
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/conv_algo.hpp"
 #include "ldm/nn/gemm.hpp"
@@ -421,6 +422,14 @@ struct Conv2d {
     // float32 weights: Winograd's transformed weights made once and kept (fp16: made per call).
     const detail::ConvShape s =
         detail::conv_shape(x.shape(), weight_shape(), stride, padding, algo, auto_f43 && weight.defined());
+    const OpTimer timer(
+        s.pointwise ? "conv1x1" : !s.same3x3 ? "conv" : s.algo == ConvAlgo::f43 ? "conv3x3 f43"
+                                                    : s.algo == ConvAlgo::f23 ? "conv3x3 f23" : "conv3x3 direct",
+        [&] {
+          return x.shape_str() + " -> " + std::to_string(s.O) + (s.same3x3 || s.pointwise ? "" : " k" +
+                 std::to_string(s.kh) + " /" + std::to_string(stride)) + (weight.defined() ? "" : " fp16");
+        },
+        2.0 * double(s.B) * double(s.O) * double(s.P) * double(s.K));
     if (s.algo == ConvAlgo::direct || !weight.defined()) return conv2d(x, weights(), bias, stride, padding, s.algo);
     const int tile = s.algo == ConvAlgo::f43 ? 4 : 2;
     if (!winograd_u || winograd_tile != tile || winograd_source != weight.data()) {

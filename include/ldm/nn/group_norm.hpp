@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "ldm/core/op_profile.hpp"
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/grad.hpp"
 #include "ldm/train/parameter.hpp"
@@ -122,6 +123,7 @@ struct GroupNorm {
   // [B, C, ...] -> same
   Tensor forward(const Tensor& x, bool fuse_silu = false) const {
     LDM_CHECK(x.dim(1) == weight.dim(0), "GroupNorm: expected ", weight.dim(0), " channels, got ", x.shape_str());
+    const OpTimer timer(fuse_silu ? "group_norm+silu" : "group_norm", [&] { return x.shape_str(); }, 0);
     return group_norm(x, weight, bias, groups, eps, fuse_silu);
   }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <string>
 
+#include "ldm/core/op_profile.hpp"
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/grad.hpp"
 #include "ldm/train/parameter.hpp"
@@ -24,6 +25,7 @@ struct LayerNorm {
   Tensor forward(const Tensor& x) const {
     const int64_t D = weight.dim(0), rows = x.numel() / D;
     LDM_CHECK(x.dim(-1) == D, "LayerNorm: expected last dimension ", D, ", got ", x.shape_str());
+    const OpTimer timer("layer_norm", [&] { return x.shape_str(); }, 0);
     Tensor y = Tensor::empty(x.shape());
     Eigen::Map<const Eigen::ArrayXf> g(weight.data(), D), b(bias.data(), D);
 #pragma omp parallel for if (rows * D > (1 << 15))

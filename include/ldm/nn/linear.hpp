@@ -2,6 +2,7 @@
 #pragma once
 #include <string>
 
+#include "ldm/core/op_profile.hpp"
 #include "ldm/core/weights.hpp"
 #include "ldm/nn/gemm.hpp"
 #include "ldm/nn/grad.hpp"
@@ -34,6 +35,9 @@ struct Linear {
   Tensor forward(const Tensor& x) const {
     LDM_CHECK(x.dim(-1) == in_features, "Linear: expected last dimension ", in_features, ", got input ", x.shape_str());
     const int64_t rows = x.numel() / in_features;
+    const OpTimer timer(
+        "linear", [&] { return x.shape_str() + " -> " + std::to_string(out_features) + (weight.defined() ? "" : " fp16"); },
+        2.0 * double(rows) * double(out_features) * double(in_features));
     Shape shape = x.shape();
     shape.back() = out_features;
     Tensor y = Tensor::empty(shape);
