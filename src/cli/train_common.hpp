@@ -71,6 +71,9 @@ struct OptimOptions {
   int64_t log_every = 10, sample_every = 250, checkpoint_every = 250;
   bool resume = false;      // continue from RUN/train/<part>_checkpoint.safetensors
   std::string name;         // <part>: names the checkpoint, loss log and sample grids ("": the command's own)
+
+  // The stage's <part>: --name, or the command's own name for it.
+  std::string part(const std::string& command_default) const { return name.empty() ? command_default : name; }
 };
 
 inline void add_optim_options(CLI::App* c, OptimOptions& o) {

@@ -148,7 +148,7 @@ void run_train_unet(const TrainUNetOptions& o) {
   const OptimOptions& op = o.optim;
   // The part being trained: names its checkpoint, loss curve and sample grids (a fine-tune keeps
   // the from-scratch run's apart).
-  const std::string part = !op.name.empty() ? op.name : o.init_from.empty() ? "unet" : "unet_finetune";
+  const std::string part = op.part(o.init_from.empty() ? "unet" : "unet_finetune");
   const std::string train_dir = o.run + "/train", ckpt = train_dir + "/" + part + "_checkpoint.safetensors";
   make_folder(train_dir);
   const UNetConfig ucfg = UNetConfig::from_json(run_config(o.run, "unet"), o.run + "/unet/config.json");

@@ -171,7 +171,7 @@ void run_train_vae(const TrainVAEOptions& o) {
               o.eval_only ? "--eval-only evaluates" : "--decoder-only fine-tunes", " a trained VAE (ldm train vae --run ",
               o.run, " first)");
   // The part being trained: names its checkpoint, loss curve and sample grids.
-  const std::string part = !op.name.empty() ? op.name : o.decoder_only ? "vae_decoder" : "vae";
+  const std::string part = op.part(o.decoder_only ? "vae_decoder" : "vae");
   const std::string ckpt = train_dir + "/" + part + "_checkpoint.safetensors";
 
   AutoencoderKL vae;
