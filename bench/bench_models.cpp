@@ -76,13 +76,12 @@ double gemm_gflops() {
     if (i > 0) t.push_back(seconds_since(t0));  // the first call warms up
   }
   std::sort(t.begin(), t.end());
-  return 2.0 * double(M * N * K) / t[t.size() / 2] * 1e-9;
+  return linear_flops(M, K, N) / t[t.size() / 2] * 1e-9;
 }
 
 // With --profile: one run of f under an OpProfile, its table printed.
 template <typename F>
-void print_profile(const char* what, F f) {
-  if (!g_profile) return;
+void print_profile(const char* what, const F& f) {
   static const double gemm_rate = gemm_gflops();
   OpProfile profile;
   const auto t0 = std::chrono::steady_clock::now();
@@ -94,6 +93,16 @@ void print_profile(const char* what, F f) {
   std::printf("\n%s, one run: %.3f s; a plain GEMM 2048 x 640 x 640 runs at %.0f GFLOP/s here\n%s\n", what, total,
               gemm_rate, profile.table(total, gemm_rate).c_str());
   std::fflush(stdout);
+}
+
+// The first time only: one untimed run of f (the warm-up: Winograd transforms made, pages
+// touched), then with --profile one more under the profiler.
+template <typename F>
+void warm_up(bool& warm, const char* what, const F& f) {
+  if (warm) return;
+  warm = true;
+  benchmark::DoNotOptimize(f().data());
+  if (g_profile) print_profile(what, f);
 }
 
 template <typename M>
@@ -133,12 +142,10 @@ void BM_UNetStep(benchmark::State& state) {
   });
   const Tensor x = synth::tensor("input.unet_64.sample", {B, 4, S, S});
   const Tensor ctx = synth::tensor("input.unet_64.context", {B, L, 768});
+  const auto step = [&] { return unet.forward(x, 981.0f, ctx); };
   static bool warm = false;
-  if (!warm) {
-    benchmark::DoNotOptimize(unet.forward(x, 981.0f, ctx).data()), warm = true;
-    print_profile("U-Net CFG step", [&] { return unet.forward(x, 981.0f, ctx); });
-  }
-  timed(state, kUNetIssueFlops * double(S * S) / (64.0 * 64.0), [&] { return unet.forward(x, 981.0f, ctx); });
+  warm_up(warm, "U-Net CFG step", step);
+  timed(state, kUNetIssueFlops * double(S * S) / (64.0 * 64.0), step);
 }
 
 // Decode of one latent [1, 4, 64, 64] -> image [1, 3, 512, 512].
@@ -151,12 +158,10 @@ void BM_VAEDecode(benchmark::State& state) {
     w.finish();
   });
   const Tensor z = synth::tensor("input.vae_64.latent", {1, 4, s, s});
+  const auto decode = [&] { return vae.decode(z); };
   static bool warm = false;
-  if (!warm) {
-    benchmark::DoNotOptimize(vae.decode(z).data()), warm = true;
-    print_profile("VAE decode", [&] { return vae.decode(z); });
-  }
-  timed(state, flops_vae_decode(VAEConfig{}, s), [&] { return vae.decode(z); });
+  warm_up(warm, "VAE decode", decode);
+  timed(state, flops_vae_decode(VAEConfig{}, s), decode);
 }
 
 // Prompt and empty prompt of one CFG step: ids [2, 77].
@@ -170,12 +175,10 @@ void BM_CLIPText(benchmark::State& state) {
   std::vector<int64_t> ids(size_t(B * L), 49407);  // <|endoftext|> padding
   ids[0] = ids[size_t(L)] = 49406;                  // <|startoftext|>
   for (int64_t i = 1; i <= 10; ++i) ids[size_t(i)] = 320 + i;  // a 10-token prompt in row 0
+  const auto encode = [&] { return clip.encode(ids, B); };
   static bool warm = false;
-  if (!warm) {
-    benchmark::DoNotOptimize(clip.encode(ids, B).data()), warm = true;
-    print_profile("CLIP text encoder", [&] { return clip.encode(ids, B); });
-  }
-  timed(state, flops_clip(CLIPTextConfig{}, B, L), [&] { return clip.encode(ids, B); });
+  warm_up(warm, "CLIP text encoder", encode);
+  timed(state, flops_clip(CLIPTextConfig{}, B, L), encode);
 }
 
 void configure(benchmark::internal::Benchmark* b) {

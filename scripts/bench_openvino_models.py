@@ -20,7 +20,6 @@ input (fp32 should agree to ~1e-4 of the output's scale). Not part of the librar
 import argparse
 import gc
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -92,31 +91,12 @@ def bench(name, threads, reps, max_load, max_wait):
     print(f"  warm-up {time.perf_counter() - s:.3f} s, output {tuple(out.shape)}, "
           f"max |ov - torch| {np.abs(out - reference).max():.3g} (output max |.| {np.abs(reference).max():.3g})",
           flush=True)
-    la0 = peer.wait_quiet(max_load, max_wait)
-    reset = peer.reset_peak_rss()
-    times = []
-    c0, w0 = time.process_time(), time.perf_counter()
-    for _ in range(reps):
-        s = time.perf_counter()
-        request.infer(feed)
-        times.append(time.perf_counter() - s)
-    cores = (time.process_time() - c0) / (time.perf_counter() - w0)
-    peak = peer.peak_rss_gb() if reset else peer.maxrss_gb()
-    med = statistics.median(times)
-    print(f"  {name}: median {med:.3f} s (min {min(times):.3f}, max {max(times):.3f}; "
-          f"{', '.join(f'{t:.3f}' for t in times)}), {peer.FLOPS[name] / med / 1e9:.1f} GFLOP/s, "
-          f"peak RSS {peak:.2f} GB during the runs, lifetime {peer.maxrss_gb():.2f} GB; "
-          f"{cores:.2f} cores busy (CPU s / wall s); load average {la0:.2f} before, {peer.load_avg():.2f} after",
-          flush=True)
+    peer.time_runs(name, lambda: request.infer(feed), reps, max_load, max_wait)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--models", default="unet,vae")
-    ap.add_argument("--max-load", type=float, default=None, help="wait until the 1-min load average is below this")
-    ap.add_argument("--max-wait", type=float, default=600.0)
+    peer.add_common_args(ap, "unet,vae")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)  # the conversion's own PyTorch runs
     import openvino as ov

@@ -134,6 +134,35 @@ def build(name):
     raise SystemExit(f"unknown model {name!r} (unet, vae, clip)")
 
 
+def time_runs(name, fn, reps, max_load, max_wait):
+    """Waits for a quiet machine (--max-load), runs fn() `reps` times (its result dropped at
+    once) and prints the median, min and max wall seconds, GFLOP/s, peak RSS, cores and load."""
+    la0 = wait_quiet(max_load, max_wait)
+    reset = reset_peak_rss()
+    times = []
+    c0, w0 = time.process_time(), time.perf_counter()
+    for _ in range(reps):
+        s = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - s)
+    cores = (time.process_time() - c0) / (time.perf_counter() - w0)
+    peak = peak_rss_gb() if reset else maxrss_gb()
+    med = statistics.median(times)
+    print(f"  {name}: median {med:.3f} s (min {min(times):.3f}, max {max(times):.3f}; "
+          f"{', '.join(f'{t:.3f}' for t in times)}), {FLOPS[name] / med / 1e9:.1f} GFLOP/s, "
+          f"peak RSS {peak:.2f} GB during the runs, lifetime {maxrss_gb():.2f} GB; "
+          f"{cores:.2f} cores busy (CPU s / wall s); load average {la0:.2f} before, {load_avg():.2f} after", flush=True)
+
+
+def add_common_args(ap, models):
+    """The options this script and its peers (bench_openvino_models.py) share."""
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--models", default=models)
+    ap.add_argument("--max-load", type=float, default=None, help="wait until the 1-min load average is below this")
+    ap.add_argument("--max-wait", type=float, default=600.0)
+
+
 def bench(name, reps, max_load, max_wait):
     t0 = time.time()
     m, fn = build(name)
@@ -145,33 +174,13 @@ def bench(name, reps, max_load, max_wait):
         warm = time.perf_counter() - s
         print(f"  warm-up {warm:.3f} s, output {tuple(out.shape)}", flush=True)
         del out
-        la0 = wait_quiet(max_load, max_wait)
-        reset = reset_peak_rss()
-        times = []
-        c0, w0 = time.process_time(), time.perf_counter()
-        for _ in range(reps):
-            s = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - s)
-            del out
-        cores = (time.process_time() - c0) / (time.perf_counter() - w0)
-        peak = peak_rss_gb() if reset else maxrss_gb()
-    la1 = load_avg()
-    med = statistics.median(times)
-    print(f"  {name}: median {med:.3f} s (min {min(times):.3f}, max {max(times):.3f}; "
-          f"{', '.join(f'{t:.3f}' for t in times)}), {FLOPS[name] / med / 1e9:.1f} GFLOP/s, "
-          f"peak RSS {peak:.2f} GB during the runs, lifetime {maxrss_gb():.2f} GB; "
-          f"{cores:.2f} cores busy (CPU s / wall s); load average {la0:.2f} before, {la1:.2f} after", flush=True)
+        time_runs(name, fn, reps, max_load, max_wait)
     del m, fn
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--models", default="unet,vae,clip")
-    ap.add_argument("--max-load", type=float, default=None, help="wait until the 1-min load average is below this")
-    ap.add_argument("--max-wait", type=float, default=600.0)
+    add_common_args(ap, "unet,vae,clip")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import diffusers
