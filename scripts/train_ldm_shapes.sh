@@ -4,7 +4,7 @@
 #   1. the VAE (ldm train vae), its scaling_factor set from the trained encoder's latent std;
 #   2. the U-Net and the CLIP text encoder jointly (ldm train unet), the VAE frozen;
 #   3. both fine-tuned on the low noise levels (ldm train unet --init-from), where outlines are drawn;
-#   4. the VAE's decoder fine-tuned, its encoder frozen (ldm train vae --decoder-only), twice;
+#   4. the VAE's decoder fine-tuned, its encoder frozen (ldm train vae --decoder-only);
 #   5. the run's configs, tokenizer, generation defaults and fp16 weights copied into the model folder.
 #
 #   scripts/train_ldm_shapes.sh [RUN_DIR] [MODEL_DIR]     (defaults: runs/ldm-shapes, models/ldm-shapes)
@@ -38,7 +38,7 @@ if [[ ! -f $run/vae/diffusion_pytorch_model.safetensors ]]; then
   # --isotropy-weight spreads the latents over three directions instead of one (docs/training.md):
   # the colours stop being points on one brightness line, and the U-Net tells them apart.
   # shellcheck disable=SC2046
-  "$ldm" train vae --run "$run" --seed 1 --steps "${VAE_STEPS:-1000}" --batch 32 --lr 1e-3 --warmup 100 \
+  "$ldm" train vae --run "$run" --seed 1 --steps "${VAE_STEPS:-900}" --batch 32 --lr 1e-3 --warmup 100 \
     --isotropy-weight 1e-3 \
     --sample-every 250 --checkpoint-every 250 $(resume vae)
 fi
@@ -48,7 +48,7 @@ vae_done=$(date +%s)
 # and 12x the weight on the noisiest quarter of the timesteps (80% of the examples): that is where the
 # layout is decided from the caption alone, and where the position words are learnt (docs/training.md).
 # shellcheck disable=SC2046
-"$ldm" train unet --run "$run" --seed 2 --steps "${UNET_STEPS:-4500}" --batch 64 --lr 1e-3 --warmup 200 \
+"$ldm" train unet --run "$run" --seed 2 --steps "${UNET_STEPS:-2600}" --batch 64 --lr 1e-3 --warmup 200 \
   --snr-gamma 0 --timestep-bias-strategy later --timestep-bias-portion 0.25 --timestep-bias-multiplier 12 \
   --sample-every 500 --checkpoint-every 500 $(resume unet)
 unet_done=$(date +%s)
@@ -57,23 +57,19 @@ unet_done=$(date +%s)
 # the outline of a small shape is decided: stage 2 gave those noise levels 6% of its examples, and
 # drew small circles and squares as the same rounded square (docs/training.md).
 # shellcheck disable=SC2046
-"$ldm" train unet --run "$run" --init-from "$run" --seed 5 --steps "${FINETUNE_STEPS:-1600}" --batch 64 --lr 3e-4 \
+"$ldm" train unet --run "$run" --init-from "$run" --seed 5 --steps "${FINETUNE_STEPS:-1800}" --batch 64 --lr 3e-4 \
   --warmup 50 --ema-decay 0.99 --snr-gamma 0 \
   --timestep-bias-strategy range --timestep-bias-begin 0 --timestep-bias-end 400 --timestep-bias-multiplier 5 \
   --sample-every 400 --checkpoint-every 400 $(resume unet_finetune)
 finetune_done=$(date +%s)
 
 # The VAE's decoder fine-tuned with its encoder frozen (as SD's ft-MSE decoder was): the latents the
-# U-Net learnt do not change, and small shapes get their corners back; a second, gentler stage
-# (its own --name) draws small circles round (docs/training.md). (The committed VAE of
-# REUSE_VAE=1 has had both stages already.)
+# U-Net learnt do not change, and small shapes get their corners back (docs/training.md). (The
+# committed VAE of REUSE_VAE=1 has had this stage already.)
 if [[ -z ${REUSE_VAE:-} ]]; then
   # shellcheck disable=SC2046
-  "$ldm" train vae --run "$run" --decoder-only --seed 3 --steps "${DECODER_STEPS:-600}" --batch 32 --lr 3e-4 \
-    --warmup 50 --sample-every 200 --checkpoint-every 200 $(resume vae_decoder)
-  # shellcheck disable=SC2046
-  "$ldm" train vae --run "$run" --decoder-only --name vae_decoder2 --seed 4 --steps "${DECODER2_STEPS:-900}" --batch 32 \
-    --lr 2e-4 --warmup 50 --sample-every 300 --checkpoint-every 300 $(resume vae_decoder2)
+  "$ldm" train vae --run "$run" --decoder-only --seed 3 --steps "${DECODER_STEPS:-1100}" --batch 32 --lr 3e-4 \
+    --warmup 50 --sample-every 275 --checkpoint-every 275 $(resume vae_decoder)
 fi
 end=$(date +%s)
 

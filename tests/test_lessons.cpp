@@ -4,6 +4,7 @@
 // helpers the pictures are drawn with.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
@@ -166,16 +167,16 @@ TEST_CASE("lesson 4 on ldm-shapes: the decoder's cross-attention gathers on the 
   const int red = lessons::cross_attention::token_index(r.words, "red");
   REQUIRE(red == 3);
   // The last cross-attention (up_blocks.2.attentions.1, 8x8): "red" gathers on the circle's cells
-  // from the first step (t = 999) to the last (the shipped model: 1.84x its share, then 3.51x).
+  // from the first step (t = 999) to the last (the shipped model: 3.09x its share, then 2.88x).
   CHECK(m.maps.back().back().where == "up_blocks.2.attentions.1");
-  CHECK(m.concentration.front().back()[size_t(red)] > 1.5);
-  // ... and at t = 999 it stands out from the other words there (1.84x against "circle" 1.44x,
-  // "the" 1.27x), as the lesson's README says.
+  CHECK(m.concentration.front().back()[size_t(red)] > 2.0);
+  CHECK(m.concentration.back().back()[size_t(red)] > 2.0);
+  // ... but not word by word: at the last step "the" gathers there as much as "circle" (3.29x
+  // against 3.24x), as the lesson's README says.
   const int circle = lessons::cross_attention::token_index(r.words, "circle"),
             the = lessons::cross_attention::token_index(r.words, "the");
-  CHECK(m.concentration.front().back()[size_t(red)] > m.concentration.front().back()[size_t(circle)] + 0.2);
-  CHECK(m.concentration.front().back()[size_t(red)] > m.concentration.front().back()[size_t(the)] + 0.2);
-  CHECK(m.concentration.back().back()[size_t(red)] > 2.0);
+  CHECK(m.concentration.back().back()[size_t(circle)] > 2.0);
+  CHECK(std::abs(m.concentration.back().back()[size_t(the)] - m.concentration.back().back()[size_t(circle)]) < 0.5);
   CHECK_THAT(log.str(), !Catch::Contains("synthetic weights"));
   require_pictures(r.pictures, 4);
 }
