@@ -157,6 +157,11 @@ std::vector<std::string> SingleFileSource::names() const {
   return r;
 }
 
+void SingleFileSource::release_pages() const {
+  for (const auto& n : file_->names())
+    if (starts_with(n, prefix_)) file_->release_pages(n);
+}
+
 std::string SingleFileSource::describe() const {
   return str("single-file checkpoint '", file_->path(), "' (", component_name(component_), ": ",
              prefix_.empty() ? std::string("all tensors") : prefix_ + "*", ")");

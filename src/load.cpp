@@ -30,6 +30,10 @@ void check_device(const LoadOptions& o) {
 namespace {
 // A component's config.json, or {} (SD1.5 defaults) where the model has none (synthetic:sd15).
 nlohmann::json config_or_defaults(const nlohmann::json& j) { return j.is_null() ? nlohmann::json::object() : j; }
+// Lets the process's copy of a source's file pages go (WeightSource::release_pages).
+void release_pages(const std::shared_ptr<const WeightSource>& s) {
+  if (s) s->release_pages();
+}
 // How errors name a config: its file, or what it is where there is no file.
 std::string config_what(const std::string& path, const char* what) { return path.empty() ? what : "'" + path + "'"; }
 
@@ -73,6 +77,7 @@ UNet2DConditionModel load_unet(const ModelFiles& files, const LoadOptions& o) {
   UNet2DConditionModel unet;
   unet.load(w, "", cfg);
   w.finish();
+  release_pages(files.unet);  // the pages the load read (fp16 conversion, a LoRA merge) map back when used
   return unet;
 }
 
@@ -82,6 +87,7 @@ AutoencoderKL load_vae(const ModelFiles& files, const LoadOptions& o) {
   AutoencoderKL vae;
   vae.load(w, "", cfg);
   w.finish();
+  release_pages(files.vae);
   return vae;
 }
 
@@ -91,6 +97,7 @@ CLIPTextModel load_text_encoder(const ModelFiles& files, const LoadOptions& o) {
   CLIPTextModel clip;
   clip.load(w, "text_model", cfg);
   w.finish();
+  release_pages(files.text_encoder);
   return clip;
 }
 
@@ -110,6 +117,7 @@ std::shared_ptr<cuda::UNet2DConditionModel> load_cuda_unet(const ModelFiles& fil
   auto unet = std::make_shared<cuda::UNet2DConditionModel>();
   unet->load(w, "", cfg, cuda::parse_dtype(o.precision));
   w.finish();
+  release_pages(files.unet);  // the GPU holds the weights now
   return unet;
 }
 
@@ -119,6 +127,7 @@ std::shared_ptr<cuda::AutoencoderKL> load_cuda_vae(const ModelFiles& files, cons
   auto vae = std::make_shared<cuda::AutoencoderKL>();
   vae->load(w, "", cfg, cuda::parse_dtype(o.precision));
   w.finish();
+  release_pages(files.vae);
   return vae;
 }
 
@@ -129,6 +138,7 @@ std::shared_ptr<cuda::CLIPTextModel> load_cuda_text_encoder(const ModelFiles& fi
   auto clip = std::make_shared<cuda::CLIPTextModel>();
   clip->load(w, "text_model", cfg, cuda::parse_dtype(o.precision));
   w.finish();
+  release_pages(files.text_encoder);
   return clip;
 }
 #endif
@@ -156,7 +166,8 @@ StableDiffusion load_stable_diffusion(const ModelFiles& files, const LoadOptions
                                                         o.cuda_graphs);
 #endif
   } else {
-    sd.runner = std::make_shared<CpuModelRunner>(load_text_encoder(files, o), load_unet(files, o), load_vae(files, o));
+    sd.runner = std::make_shared<CpuModelRunner>(load_text_encoder(files, o), load_unet(files, o), load_vae(files, o),
+                                                 WeightFiles{files.text_encoder, files.unet, files.vae});
   }
   return sd;
 }

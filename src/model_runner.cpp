@@ -6,16 +6,33 @@ namespace ldm {
 
 std::string CpuModelRunner::device() const { return "cpu"; }
 
+void CpuModelRunner::switch_to(Network network) {
+  if (network == active_) return;
+  active_ = network;
+  const std::pair<Network, const std::shared_ptr<const WeightSource>*> all[] = {
+      {Network::text_encoder, &files_.text_encoder}, {Network::unet, &files_.unet}, {Network::vae, &files_.vae}};
+  for (const auto& [n, source] : all)
+    if (n != network && *source) (*source)->release_pages();
+}
+
 Tensor CpuModelRunner::encode_text(const std::vector<int64_t>& ids, int64_t batch, int clip_skip) {
+  switch_to(Network::text_encoder);
   return text_encoder_.encode(ids, batch, clip_skip);
 }
 
 Tensor CpuModelRunner::unet(const Tensor& sample, float timestep, const Tensor& context) {
+  switch_to(Network::unet);
   return unet_.forward(sample, timestep, context);
 }
 
-Tensor CpuModelRunner::vae_decode(const Tensor& latent) { return vae_.decode(latent); }
+Tensor CpuModelRunner::vae_decode(const Tensor& latent) {
+  switch_to(Network::vae);
+  return vae_.decode(latent);
+}
 
-DiagonalGaussian CpuModelRunner::vae_encode(const Tensor& image) { return vae_.encode(image); }
+DiagonalGaussian CpuModelRunner::vae_encode(const Tensor& image) {
+  switch_to(Network::vae);
+  return vae_.encode(image);
+}
 
 }  // namespace ldm

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <new>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -70,11 +72,32 @@ namespace {
 // The reference implementation's limit: a larger header is a corrupt or hostile file.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
+// The address ranges of every mapped file (begin -> end), for release_file_pages.
+struct MappedRanges {
+  std::mutex mutex;
+  std::map<uintptr_t, uintptr_t> ranges;
+};
+MappedRanges& mapped_ranges() {
+  static MappedRanges* r = new MappedRanges;  // never destroyed: mappings may outlive static destruction
+  return *r;
+}
+
 struct Mapping {
   void* addr = nullptr;
   size_t size = 0;
+  void add_to_ranges() {
+    MappedRanges& r = mapped_ranges();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    r.ranges[reinterpret_cast<uintptr_t>(addr)] = reinterpret_cast<uintptr_t>(addr) + size;
+  }
   ~Mapping() {
-    if (addr && addr != MAP_FAILED) munmap(addr, size);
+    if (!addr || addr == MAP_FAILED) return;
+    {
+      MappedRanges& r = mapped_ranges();
+      std::lock_guard<std::mutex> lock(r.mutex);
+      r.ranges.erase(reinterpret_cast<uintptr_t>(addr));
+    }
+    munmap(addr, size);
   }
 };
 
@@ -160,6 +183,7 @@ SafeTensors::SafeTensors(const std::string& path) : path_(path) {
   const int mmap_errno = errno;
   ::close(fd);
   LDM_CHECK(map->addr != MAP_FAILED, "cannot mmap ", where, ": ", std::strerror(mmap_errno));
+  map->add_to_ranges();
   const auto* bytes = static_cast<const uint8_t*>(map->addr);
 
   uint64_t header_len = 0;
@@ -276,6 +300,36 @@ Tensor SafeTensors::view(const std::string& name) const {
   if (ti.dtype != DType::F32 || !aligned) return load(name);
   // The mapping is PROT_READ: a write through this view would fault, which is the point.
   return Tensor::wrap(const_cast<float*>(reinterpret_cast<const float*>(data_ + ti.begin)), ti.shape, map_);
+}
+
+namespace {
+// MADV_DONTNEED on the pages that hold [begin, end), rounded out to whole pages (a neighbour
+// sharing a page only has to map it back).
+void release_range(const uint8_t* begin, const uint8_t* end) {
+  if (end <= begin) return;
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = reinterpret_cast<uintptr_t>(begin) & ~(page - 1);
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(end) + page - 1) & ~(page - 1);
+  madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);  // advice: a failure only keeps the pages
+}
+}  // namespace
+
+void SafeTensors::release_pages(const std::string& name) const {
+  const TensorInfo& ti = info(name);
+  release_range(data_ + ti.begin, data_ + ti.end);
+}
+
+void SafeTensors::release_pages() const { release_range(data_, data_ + data_size_); }
+
+void release_file_pages(const void* p, size_t bytes) {
+  const auto begin = reinterpret_cast<uintptr_t>(p), end = begin + bytes;
+  MappedRanges& r = mapped_ranges();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.ranges.upper_bound(begin);  // the first mapping after p; the one before may hold it
+  if (it == r.ranges.begin()) return;
+  --it;
+  if (begin >= it->first && end <= it->second)
+    release_range(static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + bytes);
 }
 
 std::vector<int64_t> SafeTensors::load_i64(const std::string& name) const {

@@ -231,7 +231,7 @@ TEST_CASE("checkpoint models: a full-size F16 single file loads to within 2e-2 o
   check_checkpoint(file, DType::F16, "single file F16", tw.seconds());
 }
 
-TEST_CASE("load options: LoadOptions::conv reaches every Conv2d; under auto only the U-Net's resnets and upsamplers may take F(4x4)") {
+TEST_CASE("load options: LoadOptions::conv reaches every Conv2d; under auto only the U-Net's resnets and upsamplers and the VAE decoder's wide layers may take F(4x4)") {
   // The VAE from load_vae, with each algorithm.
   const ModelFiles files = open_model("synthetic:sd15");
   for (ConvAlgo algo : {ConvAlgo::automatic, ConvAlgo::direct, ConvAlgo::f23, ConvAlgo::f43}) {
@@ -243,9 +243,22 @@ TEST_CASE("load options: LoadOptions::conv reaches every Conv2d; under auto only
                             &vae.encoder.down_blocks[0].downsampler->conv, &vae.decoder.up_blocks[0].resnets[0].conv2,
                             &vae.decoder.conv_out, &vae.post_quant_conv}) {
       CHECK(c->algo == algo);
-      CHECK_FALSE(c->auto_f43);
     }
+    // The encoder, the decoder's layers to and from few channels and the 1x1 convolutions: never.
+    for (const Conv2d* c : {&vae.encoder.conv_in, &vae.encoder.down_blocks[0].resnets[0].conv1,
+                            &vae.encoder.down_blocks[0].downsampler->conv, &vae.decoder.conv_in,
+                            &vae.decoder.conv_out, &vae.post_quant_conv})
+      CHECK_FALSE(c->auto_f43);
+    // The decoder's 3x3 convolutions of 128-512 channels: the mid block, the up blocks' resnets
+    // (512 channels at the first, 128 at the last) and their upsamplers.
+    for (const Conv2d* c : {&vae.decoder.mid_block.resnets[0].conv1, &vae.decoder.up_blocks[0].resnets[0].conv2,
+                            &vae.decoder.up_blocks[2].upsampler->conv, &vae.decoder.up_blocks[3].resnets[2].conv1})
+      CHECK(c->auto_f43);
   }
+  // A decoder of 32-64 channels (ldm-shapes'): none, so that it infers and trains as before.
+  const AutoencoderKL small = load_vae(open_model("models/ldm-shapes"));
+  CHECK_FALSE(small.decoder.up_blocks[0].resnets[0].conv1.auto_f43);
+  CHECK_FALSE(small.decoder.mid_block.resnets[0].conv2.auto_f43);
   // A small U-Net (2 levels): every convolution gets the store's algorithm; the owner's leave
   // for F(4x4) under auto goes to the resnets and the upsampler only.
   UNetConfig cfg;

@@ -217,6 +217,7 @@ class LoraSource : public WeightSource {
   }
   std::vector<std::string> names() const override { return base_->names(); }
   std::string describe() const override { return base_->describe() + " with LoRA"; }
+  void release_pages() const override { base_->release_pages(); }
   size_t num_deltas() const { return deltas_.size(); }
 
  private:

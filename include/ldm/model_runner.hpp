@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ldm/core/tensor.hpp"
+#include "ldm/core/weights.hpp"
 #include "ldm/models/clip_text.hpp"
 #include "ldm/models/unet.hpp"
 #include "ldm/models/vae.hpp"
@@ -42,12 +43,21 @@ class ModelRunner {
   virtual DiagonalGaussian vae_encode(const Tensor& image) = 0;
 };
 
+// Where each network's weights were read from (ModelFiles::source), so that the runner can let
+// the file pages of the networks not in use go: float32 weights are views of the mapped files
+// (core/weights.hpp), and a 512x512 txt2img holds only one network's at a time — the text
+// encoder's while encoding, the U-Net's while sampling, the VAE's while decoding — instead of
+// all three (4.3 GB for SD1.5). The pages stay in the page cache and map back when read again.
+struct WeightFiles {
+  std::shared_ptr<const WeightSource> text_encoder, unet, vae;  // null: nothing to let go
+};
+
 // The CPU models, called exactly as the pipeline always called them. Owns them (a model's
 // tensors share their storage, so handing in a copy costs no weights).
 class CpuModelRunner : public ModelRunner {
  public:
-  CpuModelRunner(CLIPTextModel text_encoder, UNet2DConditionModel unet, AutoencoderKL vae)
-      : text_encoder_(std::move(text_encoder)), unet_(std::move(unet)), vae_(std::move(vae)) {}
+  CpuModelRunner(CLIPTextModel text_encoder, UNet2DConditionModel unet, AutoencoderKL vae, WeightFiles files = {})
+      : text_encoder_(std::move(text_encoder)), unet_(std::move(unet)), vae_(std::move(vae)), files_(std::move(files)) {}
 
   // Defined in src/model_runner.cpp: the models' forwards are compiled once, there, not in every
   // file that holds a pipeline (a file that includes this header costs seconds, not half a minute).
@@ -63,9 +73,15 @@ class CpuModelRunner : public ModelRunner {
   const AutoencoderKL& vae_model() const { return vae_; }
 
  private:
+  // Before a call to `network`: when it is not the one called last, the others' file pages go.
+  enum class Network { none, text_encoder, unet, vae };
+  void switch_to(Network network);
+
   CLIPTextModel text_encoder_;
   UNet2DConditionModel unet_;
   AutoencoderKL vae_;
+  WeightFiles files_;
+  Network active_ = Network::none;
 };
 
 }  // namespace ldm

@@ -66,6 +66,7 @@ class SingleFileSource : public WeightSource {
   Tensor load(const std::string& name, const Shape& expected) const override;
   std::vector<std::string> names() const override;  // diffusers names of the component's tensors
   std::string describe() const override;
+  void release_pages() const override;  // the component's tensors only
   // The file's name for a diffusers name ("" when the file has none).
   std::string locate(const std::string& name) const;
 
@@ -85,6 +86,7 @@ class DiffusersFileSource : public WeightSource {
   Tensor load(const std::string& name, const Shape& expected) const override;
   std::vector<std::string> names() const override;
   std::string describe() const override;
+  void release_pages() const override { file_->release_pages(); }
   std::string locate(const std::string& name) const;
 
  private:

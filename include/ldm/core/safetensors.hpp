@@ -55,6 +55,14 @@ class SafeTensors {
   // necessarily aligned for it: read them with memcpy).
   const uint8_t* raw(const std::string& name) const;
 
+  // Lets the process's copy of a tensor's pages go (of every tensor: release_pages()). The file
+  // stays in the page cache, where the kernel may reclaim it, and a later read of a view maps the
+  // same bytes back: for weights not in use (ldm/model_runner.hpp), which the peak memory of a
+  // process (its RSS) then does not count. Safe at any time: the mapping is read-only and never
+  // written, so nothing but those pages' residence is lost.
+  void release_pages(const std::string& name) const;
+  void release_pages() const;
+
  private:
   std::string path_;
   std::shared_ptr<void> map_;  // the mmap, released when the last view of it goes
@@ -63,6 +71,11 @@ class SafeTensors {
   std::map<std::string, TensorInfo> index_;
   std::map<std::string, std::string> metadata_;
 };
+
+// Lets the pages of [p, p + bytes) go as SafeTensors::release_pages does, when they lie in a
+// mapped safetensors file; nothing for any other memory. For a layer that keeps a derived copy
+// of a weight and never reads the weight again (Conv2d and its Winograd transform).
+void release_file_pages(const void* p, size_t bytes);
 
 // The order in which writers lay tensors out: larger dtypes first (stable otherwise), so that
 // after the header, padded to 8 bytes, every tensor starts aligned for its dtype (as the
