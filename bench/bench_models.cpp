@@ -7,6 +7,7 @@
 //   build/bench/bench_models --benchmark_filter=VAE
 //   build/bench/bench_models --conv=direct                      # auto (default), direct, f23, f43
 //   build/bench/bench_models --profile --benchmark_filter=UNet  # and a per-op table of one run
+//   build/bench/bench_models --fp16-weights                     # weights kept in fp16 (LoadOptions::fp16_weights)
 //
 // Each model is loaded once (not timed), run once untimed as a warm-up, then timed in
 // Iterations(1) x Repetitions(3) of real (wall) time; docs/performance_models.md quotes the
@@ -62,6 +63,15 @@ std::shared_ptr<void> g_model;
 std::string g_model_name;
 ConvAlgo g_conv = ConvAlgo::automatic;  // --conv: the U-Net's and the VAE's convolutions
 bool g_profile = false;                  // --profile: a per-op table after the warm-up
+bool g_fp16 = false;                     // --fp16-weights: every model's large matrices kept in fp16
+
+// The synthetic weights, as the options ask for them.
+WeightStore weights() {
+  WeightStore w(std::make_shared<SyntheticSource>());
+  w.set_conv_algo(g_conv);
+  w.set_keep_fp16(g_fp16);
+  return w;
+}
 
 // GFLOP/s of a plain GEMM of 2048 x 640 x 640 (C = A B^T), median of 5: what the profile's
 // "of GEMM" column is relative to.
@@ -135,8 +145,7 @@ void timed(benchmark::State& state, double flops, F f) {
 void BM_UNetStep(benchmark::State& state) {
   const int64_t B = 2, S = state.range(0), L = 77;
   const auto& unet = model<UNet2DConditionModel>("unet", [](UNet2DConditionModel& u) {
-    WeightStore w(std::make_shared<SyntheticSource>());
-    w.set_conv_algo(g_conv);
+    WeightStore w = weights();
     u.load(w, "", UNetConfig{});
     w.finish();
   });
@@ -152,8 +161,7 @@ void BM_UNetStep(benchmark::State& state) {
 void BM_VAEDecode(benchmark::State& state) {
   const int64_t s = state.range(0);
   const auto& vae = model<AutoencoderKL>("vae", [](AutoencoderKL& v) {
-    WeightStore w(std::make_shared<SyntheticSource>());
-    w.set_conv_algo(g_conv);
+    WeightStore w = weights();
     v.load(w, "", VAEConfig{});
     w.finish();
   });
@@ -168,7 +176,7 @@ void BM_VAEDecode(benchmark::State& state) {
 void BM_CLIPText(benchmark::State& state) {
   const int64_t B = 2, L = 77;
   const auto& clip = model<CLIPTextModel>("clip", [](CLIPTextModel& c) {
-    WeightStore w(std::make_shared<SyntheticSource>());
+    WeightStore w = weights();
     c.load(w, "text_model", CLIPTextConfig{});
     w.finish();
   });
@@ -195,8 +203,9 @@ int main(int argc, char** argv) {
   if (!take_conv_option(argc, argv, g_conv, "bench_models")) return 1;
   bool unknown = false;
   take_option(argc, argv, "--profile", [&](const std::string& rest) { (rest.empty() ? g_profile : unknown) = true; });
-  if (unknown) return std::fprintf(stderr, "bench_models: unknown option (--profile takes no value)\n"), 1;
-  std::printf("convolutions: --conv=%s\n", conv_algo_name(g_conv));
+  take_option(argc, argv, "--fp16-weights", [&](const std::string& rest) { (rest.empty() ? g_fp16 : unknown) = true; });
+  if (unknown) return std::fprintf(stderr, "bench_models: unknown option (--profile, --fp16-weights take no value)\n"), 1;
+  std::printf("convolutions: --conv=%s; weights: %s\n", conv_algo_name(g_conv), g_fp16 ? "fp16 (--fp16-weights)" : "fp32");
   std::printf("FLOPs counted (2 per multiply-add):\n");
   std::printf("  U-Net CFG step, batch 2, 64x64, 77 tokens: %.4g TFLOP (this count), %.4g TFLOP (issue; used)\n",
               flops_unet(UNetConfig{}, 2, 64, 77) * 1e-12, kUNetIssueFlops * 1e-12);

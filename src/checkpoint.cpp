@@ -13,6 +13,7 @@
 #include <set>
 
 #include "ldm/core/files.hpp"
+#include "ldm/models/clip_tokenizer.hpp"
 #include "ldm/core/half.hpp"
 
 namespace ldm {
@@ -175,6 +176,11 @@ std::string DiffusersFileSource::locate(const std::string& name) const {
     std::string old = rename_vae_attention(name, true);
     if (old != name && file_->contains(old)) return old;
   }
+  // transformers >= 5 saves CLIPTextModel's weights without the text_model. prefix.
+  if (component_ == Component::TextEncoder && starts_with(name, "text_model.")) {
+    std::string bare = name.substr(std::strlen("text_model."));
+    if (file_->contains(bare)) return bare;
+  }
   return "";
 }
 
@@ -194,8 +200,11 @@ Tensor DiffusersFileSource::load(const std::string& name, const Shape&) const {
 std::vector<std::string> DiffusersFileSource::names() const {
   std::vector<std::string> r;
   for (const auto& n : file_->names()) {
-    if (n == "text_model.embeddings.position_ids") continue;
-    r.push_back(component_ == Component::VAE ? rename_vae_attention(n, false) : n);
+    // The names as the loader asks for them (locate's inverse): text_model. restored, the VAE's
+    // attention projections under their current names.
+    std::string d = component_ == Component::VAE ? rename_vae_attention(n, false) : n;
+    if (component_ == Component::TextEncoder && !starts_with(d, "text_model.")) d = "text_model." + d;
+    if (d != "text_model.embeddings.position_ids") r.push_back(std::move(d));
   }
   return r;
 }
@@ -345,7 +354,7 @@ ModelFiles open_diffusers_folder(const std::string& dir, const std::string& vari
   m.scheduler_config = read_optional_json(scheduler_path, "scheduler config");
   if (exists(scheduler_path)) m.scheduler_config_path = scheduler_path;
   const std::string tok = path_join(dir, "tokenizer");
-  if (exists(path_join(tok, "vocab.json")) && exists(path_join(tok, "merges.txt"))) m.tokenizer_dir = tok;
+  if (CLIPTokenizer::files_in(tok)) m.tokenizer_dir = tok;
   const std::string defaults_path = path_join(dir, "generation_defaults.json");
   m.generation_defaults = read_optional_json(defaults_path, "generation defaults");
   if (exists(defaults_path)) {

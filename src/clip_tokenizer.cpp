@@ -1,6 +1,8 @@
 // transformers.CLIPTokenizer / OpenAI CLIP simple_tokenizer.SimpleTokenizer
 #include "ldm/models/clip_tokenizer.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <array>
 #include <mutex>
@@ -45,13 +47,24 @@ const ByteMap& byte_map() {
 
 std::string read_tokenizer_file(const std::string& path) { return read_file(path, "CLIP tokenizer file"); }
 
-CLIPTokenizer::Vocab parse_vocab(const std::string& path) {
-  nlohmann::json j;
+bool exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0;
+}
+std::string path_join(const std::string& dir, const std::string& name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+nlohmann::json parse_json_file(const std::string& path) {
   try {
-    j = nlohmann::json::parse(read_tokenizer_file(path));
+    return nlohmann::json::parse(read_tokenizer_file(path));
   } catch (const nlohmann::json::exception& e) {
     LDM_FAIL("CLIPTokenizer: ", path, " is not valid JSON: ", json_error_reason(e));
   }
+}
+
+// {token: id}; `path` (with where in it) names the table in errors.
+CLIPTokenizer::Vocab parse_vocab(const nlohmann::json& j, const std::string& path) {
   LDM_CHECK(j.is_object(), "CLIPTokenizer: ", path, " must be a JSON object {token: id}");
   CLIPTokenizer::Vocab vocab;
   vocab.reserve(j.size());
@@ -64,6 +77,8 @@ CLIPTokenizer::Vocab parse_vocab(const std::string& path) {
   }
   return vocab;
 }
+
+CLIPTokenizer::Vocab parse_vocab(const std::string& path) { return parse_vocab(parse_json_file(path), path); }
 
 CLIPTokenizer::Merges parse_merges(const std::string& path) {
   const std::string text = read_tokenizer_file(path);
@@ -85,6 +100,39 @@ CLIPTokenizer::Merges parse_merges(const std::string& path) {
     merges.emplace_back(line.substr(0, space), line.substr(space + 1));
   }
   return merges;
+}
+
+// tokenizer.json (Hugging Face tokenizers): {"model": {"type": "BPE", "vocab": {token: id},
+// "merges": ["left right", ...] or [["left", "right"], ...]}, ...}; the other sections (the
+// normalizer, pre-tokenizer, ...) describe CLIP's text cleaning, which this class does itself.
+std::pair<CLIPTokenizer::Vocab, CLIPTokenizer::Merges> parse_tokenizer_json(const std::string& path) {
+  const nlohmann::json j = parse_json_file(path);
+  LDM_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), "CLIPTokenizer: ", path,
+            " has no \"model\" object (not a Hugging Face tokenizer.json?)");
+  const nlohmann::json& m = j["model"];
+  const std::string type = m.contains("type") && m["type"].is_string() ? m["type"].get<std::string>() : "?";
+  LDM_CHECK(type == "BPE", "CLIPTokenizer: ", path, " holds a ", type, " model; CLIP's tokenizer is BPE");
+  LDM_CHECK(m.contains("vocab") && m.contains("merges") && m["merges"].is_array(), "CLIPTokenizer: ", path,
+            ": the BPE model lacks \"vocab\" or a \"merges\" list");
+  CLIPTokenizer::Vocab vocab = parse_vocab(m["vocab"], path + " (model.vocab)");
+  CLIPTokenizer::Merges merges;
+  merges.reserve(m["merges"].size());
+  for (size_t i = 0; i < m["merges"].size(); ++i) {
+    const nlohmann::json& e = m["merges"][i];
+    if (e.is_string()) {
+      const std::string line = e.get<std::string>();
+      const size_t space = line.find(' ');
+      LDM_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
+                    line.find(' ', space + 1) == std::string::npos,
+                "CLIPTokenizer: ", path, " model.merges[", i, "]: expected 'left right', got '", line, "'");
+      merges.emplace_back(line.substr(0, space), line.substr(space + 1));
+    } else {
+      LDM_CHECK(e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string(), "CLIPTokenizer: ", path,
+                " model.merges[", i, "]: expected \"left right\" or [\"left\", \"right\"], got ", e.dump());
+      merges.emplace_back(e[0].get<std::string>(), e[1].get<std::string>());
+    }
+  }
+  return {std::move(vocab), std::move(merges)};
 }
 
 // html.unescape: named (&amp; &eacute; and legacy &amp without ';') and numeric references.
@@ -254,10 +302,21 @@ struct CLIPTokenizer::Cache {
   std::unordered_map<std::string, std::vector<int>> ids;  // pre-token -> ids
 };
 
+bool CLIPTokenizer::files_in(const std::string& dir) {
+  return (exists(path_join(dir, "vocab.json")) && exists(path_join(dir, "merges.txt"))) ||
+         exists(path_join(dir, "tokenizer.json"));
+}
+
 CLIPTokenizer::CLIPTokenizer(const std::string& dir) {
-  const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
-  encoder_ = parse_vocab(base + "vocab.json");
-  init(parse_merges(base + "merges.txt"));
+  const std::string vocab = path_join(dir, "vocab.json"), merges = path_join(dir, "merges.txt");
+  if (exists(vocab) || exists(merges) || !exists(path_join(dir, "tokenizer.json"))) {
+    encoder_ = parse_vocab(vocab);  // either missing: the error names it
+    init(parse_merges(merges));
+    return;
+  }
+  auto [v, m] = parse_tokenizer_json(path_join(dir, "tokenizer.json"));
+  encoder_ = std::move(v);
+  init(m);
 }
 
 CLIPTokenizer::CLIPTokenizer(Vocab vocab, const Merges& merges) : encoder_(std::move(vocab)) { init(merges); }

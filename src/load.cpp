@@ -155,8 +155,8 @@ StableDiffusion load_stable_diffusion(const ModelFiles& files, const LoadOptions
   const std::string tok = o.tokenizer_dir.empty() ? files.tokenizer_dir : o.tokenizer_dir;
   if (!tok.empty()) sd.tokenizer.emplace(tok);
   LDM_CHECK(sd.tokenizer.has_value(), "the model (", files.description,
-            ") has no tokenizer/ folder: pass --tokenizer DIR (a folder with vocab.json and merges.txt, e.g. an SD1.5 "
-            "download's tokenizer/)");
+            ") has no tokenizer/ folder: pass --tokenizer DIR (a folder with vocab.json and merges.txt, or with "
+            "tokenizer.json, e.g. an SD1.5 download's tokenizer/)");
   if (o.device == "cuda") {
 #ifdef LDM_WITH_CUDA
     auto text_encoder = load_cuda_text_encoder(files, o);

@@ -3,8 +3,10 @@
 // folder, F32 and F16) load back to the synthetic values, problems are reported by name, and
 // every wrong input gets an error that says what was found and what is expected.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -14,6 +16,8 @@
 
 #include "ldm/core/checkpoint.hpp"
 #include "ldm/core/half.hpp"
+#include "ldm/load.hpp"
+#include "ldm/models/clip_tokenizer.hpp"
 #include "reference.hpp"
 #include "tmp_path.hpp"
 
@@ -429,4 +433,44 @@ TEST_CASE("checkpoint: every wrong input gets an error saying what is expected")
     CHECK_THROWS_WITH(open_model(dir), Contains("vae/diffusion_pytorch_model.bin is a PyTorch pickle") &&
                                            Contains("not supported") && Contains("save_pretrained"));
   }
+}
+
+TEST_CASE("open_model: a folder as transformers >= 5 saves it (tokenizer.json only, text encoder names without text_model.) loads as before") {
+  TmpPath dir("transformers5_folder");
+  fs::copy("models/ldm-shapes", dir.path, fs::copy_options::recursive);
+  const std::string te = dir.path + "/text_encoder/model.safetensors";
+  {
+    const SafeTensors file("models/ldm-shapes/text_encoder/model.safetensors");
+    SafeTensorsWriter out;
+    for (const auto& n : file.names()) {
+      REQUIRE(n.rfind("text_model.", 0) == 0);
+      out.add(n.substr(std::strlen("text_model.")), file.load(n), file.info(n).dtype);
+    }
+    out.save(te);
+  }
+  {
+    nlohmann::json merges = nlohmann::json::array();
+    std::ifstream mf(dir.path + "/tokenizer/merges.txt");
+    for (std::string line; std::getline(mf, line);)
+      if (!line.empty() && line.rfind("#version", 0) != 0) merges.push_back(line);  // "left right"
+    std::ifstream vf(dir.path + "/tokenizer/vocab.json");
+    const nlohmann::json j = {{"model", {{"type", "BPE"}, {"vocab", nlohmann::json::parse(vf)}, {"merges", merges}}}};
+    std::ofstream(dir.path + "/tokenizer/tokenizer.json") << j.dump();
+    fs::remove(dir.path + "/tokenizer/vocab.json");
+    fs::remove(dir.path + "/tokenizer/merges.txt");
+  }
+  const ModelFiles ours = open_model("models/ldm-shapes"), saved = open_model(dir.path);
+  REQUIRE(saved.tokenizer_dir == dir.path + "/tokenizer");
+  const std::string prompt = "a large red circle at the top left on a black background";
+  const std::vector<int> ids = CLIPTokenizer(saved.tokenizer_dir).encode_padded(prompt);
+  CHECK(ids == CLIPTokenizer(ours.tokenizer_dir).encode_padded(prompt));
+
+  // The names as the loader asks for them, and the same encoding, bit for bit.
+  const std::vector<std::string> names = saved.text_encoder->names();
+  CHECK(std::find(names.begin(), names.end(), "text_model.final_layer_norm.weight") != names.end());
+  CHECK(names == ours.text_encoder->names());
+  const std::vector<int64_t> ids64(ids.begin(), ids.end());
+  const Tensor a = load_text_encoder(ours).encode(ids64, 1, 1), b = load_text_encoder(saved).encode(ids64, 1, 1);
+  REQUIRE(a.shape() == b.shape());
+  CHECK(std::memcmp(a.data(), b.data(), size_t(a.numel()) * sizeof(float)) == 0);
 }

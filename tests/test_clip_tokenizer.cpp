@@ -172,3 +172,73 @@ TEST_CASE("CLIP ViT-L/14 tokenizer reproduces the reference ids", "[clip_tokeniz
 
   CHECK(tok.decode(tok.encode("A photo of an astronaut, riding!")) == "a photo of an astronaut , riding ! ");
 }
+
+TEST_CASE("a tokenizer.json alone (what transformers >= 5 saves) reads as vocab.json + merges.txt", "[clip_tokenizer]") {
+  const fs::path dir = fs::temp_directory_path() / "ldm_test_clip_tokenizer_json";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  CHECK_FALSE(CLIPTokenizer::files_in(dir.string()));
+  const std::string vocab = R"({"l": 0, "o": 1, "w</w>": 2, "lo": 3, "low</w>": 4, "l</w>": 5, "<|startoftext|>": 6, "<|endoftext|>": 7})";
+  // Merges as strings (tokenizers < 0.20) and as pairs (later): the same tokenizer.
+  for (const char* merges : {R"(["l o", "lo w</w>"])", R"([["l", "o"], ["lo", "w</w>"]])"}) {
+    INFO(merges);
+    std::ofstream(dir / "tokenizer.json") << R"({"version": "1.0", "added_tokens": [], "model": {"type": "BPE", "vocab": )"
+                                          << vocab << R"(, "merges": )" << merges << "}}";
+    CHECK(CLIPTokenizer::files_in(dir.string()));
+    const CLIPTokenizer tok(dir.string());
+    CHECK(tok.encode("low lol") == std::vector<int>{4, 3, 5});
+    CHECK(tok.encode_padded("low", 4) == std::vector<int>{6, 4, 7, 7});
+  }
+  // Errors name the file and what is wrong.
+  std::ofstream(dir / "tokenizer.json") << R"({"model": {"type": "Unigram", "vocab": []}})";
+  CHECK_THROWS_WITH(CLIPTokenizer(dir.string()), Catch::Contains("tokenizer.json holds a Unigram model"));
+  std::ofstream(dir / "tokenizer.json") << R"({"version": "1.0"})";
+  CHECK_THROWS_WITH(CLIPTokenizer(dir.string()), Catch::Contains("has no \"model\" object"));
+  std::ofstream(dir / "tokenizer.json") << R"({"model": {"type": "BPE", "vocab": )" << vocab
+                                        << R"(, "merges": ["l o", ["lo"]]}})";
+  CHECK_THROWS_WITH(CLIPTokenizer(dir.string()), Catch::Contains("model.merges[1]: expected"));
+  std::ofstream(dir / "tokenizer.json") << R"({"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}})";
+  CHECK_THROWS_WITH(CLIPTokenizer(dir.string()), Catch::Contains("tokenizer.json (model.vocab): id of token 'a'"));
+  // vocab.json and merges.txt, where present, are read instead.
+  std::ofstream(dir / "vocab.json") << R"({"a</w>": 0, "<|startoftext|>": 1, "<|endoftext|>": 2})";
+  std::ofstream(dir / "merges.txt") << "#version: 0.2\n";
+  CHECK(CLIPTokenizer(dir.string()).encode("a") == std::vector<int>{0});
+  fs::remove(dir / "merges.txt");  // one of the two alone: an error naming the missing one
+  CHECK_THROWS_WITH(CLIPTokenizer(dir.string()), Catch::Contains("merges.txt"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("CLIP ViT-L/14 from a tokenizer.json gives the reference ids", "[clip_tokenizer][shared]") {
+  LDM_REQUIRE_SHARED(ref_dir, "clip-tokenizer");
+  // The reference tokenizer's vocab.json and merges.txt, written as the tokenizer.json of a
+  // folder saved by transformers >= 5 (merges as pairs).
+  const fs::path dir = fs::temp_directory_path() / "ldm_test_clip_tokenizer_json_full";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  nlohmann::json merges = nlohmann::json::array();
+  std::ifstream mf(fs::path(ref_dir) / "merges.txt");
+  for (std::string line; std::getline(mf, line);) {
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    const size_t space = line.find(' ');
+    merges.push_back({line.substr(0, space), line.substr(space + 1)});
+  }
+  std::ifstream vf(fs::path(ref_dir) / "vocab.json");
+  const nlohmann::json j = {{"model", {{"type", "BPE"}, {"vocab", nlohmann::json::parse(vf)}, {"merges", merges}}}};
+  std::ofstream(dir / "tokenizer.json") << j.dump();
+  const CLIPTokenizer tok(dir.string());
+  CHECK(tok.vocab_size() == 49408);
+
+  std::ifstream f(fs::path(ref_dir) / "tokenizer_cases.json");
+  const nlohmann::json ref = nlohmann::json::parse(f);
+  const int max_length = ref.at("max_length").get<int>();
+  int passed = 0;
+  for (const auto& c : ref.at("cases")) {
+    INFO("prompt: " << c.at("prompt").get<std::string>());
+    const std::vector<int> got77 = tok.encode_padded(c.at("prompt").get<std::string>(), max_length);
+    CHECK(got77 == c.at("input_ids_77").get<std::vector<int>>());
+    passed += got77 == c.at("input_ids_77").get<std::vector<int>>();
+  }
+  CHECK(passed == static_cast<int>(ref.at("cases").size()));
+  WARN(passed << "/" << ref.at("cases").size() << " reference prompts match from tokenizer.json");
+  fs::remove_all(dir);
+}

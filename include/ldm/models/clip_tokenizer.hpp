@@ -6,7 +6,7 @@
 //        -> BPE merges by rank -> vocabulary ids
 //
 // An SD1.5 `tokenizer/` folder holds vocab.json (token -> id, 49408 entries) and
-// merges.txt (48894 merges, best first). Prompts become 77 ids: BOS, tokens, EOS, EOS padding.
+// merges.txt (48894 merges, best first), or both inside tokenizer.json. Prompts become 77 ids: BOS, tokens, EOS, EOS padding.
 #pragma once
 #include <memory>
 #include <string>
@@ -21,8 +21,12 @@ class CLIPTokenizer {
   using Vocab = std::unordered_map<std::string, int>;             // token -> id
   using Merges = std::vector<std::pair<std::string, std::string>>;  // rank order, best first
 
-  // Reads `dir`/vocab.json and `dir`/merges.txt (a diffusers `tokenizer/` folder).
+  // Reads `dir`/vocab.json and `dir`/merges.txt (a diffusers `tokenizer/` folder), or where
+  // those are absent `dir`/tokenizer.json (the only file transformers >= 5 saves): its BPE
+  // model's vocab and merges, which are the same tables.
   explicit CLIPTokenizer(const std::string& dir);
+  // Whether `dir` holds a tokenizer the constructor reads.
+  static bool files_in(const std::string& dir);
   // From memory; tokens are in byte-mapped form (space is "Ġ"-style, word ends carry "</w>").
   // The vocabulary must contain "<|startoftext|>" and "<|endoftext|>".
   CLIPTokenizer(Vocab vocab, const Merges& merges);
