@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "v16.hpp"
@@ -30,6 +31,7 @@ namespace {
 using simd::load;
 using simd::shuffle;
 using simd::store;
+using simd::to_float;
 using simd::v16;
 using simd::v16i;
 
@@ -95,8 +97,10 @@ void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t 
 }
 
 // Element (i, k) of op(A) is A[i*lda + k], or A[k*lda + i] when transposed; likewise op(B)(k, j).
+// T: float, or uint16_t for a matrix kept in fp16 (converted as it is packed).
+template <typename T>
 struct Operand {
-  const float* p;
+  const T* p;
   int64_t ld;
   bool trans;
 };
@@ -127,8 +131,8 @@ void transpose16(v16* r) {
 
 // A W-wide panel of `rows` (<= W) rows of a row-major matrix, k along each row:
 // dst[k * W + r] = src[r * ld + k] for k < kc, zero for r >= rows. (op(A) = A, op(B) = B^T.)
-template <int W>
-void pack_interleave_rows(const float* src, int64_t ld, int64_t rows, int64_t kc, float* dst) {
+template <int W, typename T>
+void pack_interleave_rows(const T* src, int64_t ld, int64_t rows, int64_t kc, float* dst) {
   int64_t k = 0;
   if (W == 16) {  // 16 x 16 blocks through registers
     for (; k + 16 <= kc; k += 16) {
@@ -139,25 +143,31 @@ void pack_interleave_rows(const float* src, int64_t ld, int64_t rows, int64_t kc
     }
   }
   for (; k < kc; ++k)
-    for (int64_t i = 0; i < W; ++i) dst[k * W + i] = i < rows ? src[i * ld + k] : 0.0f;
+    for (int64_t i = 0; i < W; ++i) dst[k * W + i] = i < rows ? to_float(src[i * ld + k]) : 0.0f;
 }
 
 // A W-wide panel of `cols` (<= W) columns of a row-major matrix, k down the rows:
 // dst[k * W + j] = src[k * ld + j], zero for j >= cols. (op(A) = A^T, op(B) = B.)
-template <int W>
-void pack_copy_rows(const float* src, int64_t ld, int64_t cols, int64_t kc, float* dst) {
-  if (cols == W) {  // a fixed-size copy the compiler inlines (one vector move when W = 16)
-    for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * W, src + k * ld, W * sizeof(float));
-    return;
+template <int W, typename T>
+void pack_copy_rows(const T* src, int64_t ld, int64_t cols, int64_t kc, float* dst) {
+  if (cols == W) {
+    if constexpr (std::is_same_v<T, float>) {  // a fixed-size copy the compiler inlines (one vector move when W = 16)
+      for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * W, src + k * ld, W * sizeof(float));
+      return;
+    } else if constexpr (W == 16) {  // fp16: 16 converted at a time
+      for (int64_t k = 0; k < kc; ++k) store(dst + k * W, load(src + k * ld));
+      return;
+    }
   }
   for (int64_t k = 0; k < kc; ++k) {
-    std::copy_n(src + k * ld, cols, dst + k * W);
+    for (int64_t j = 0; j < cols; ++j) dst[k * W + j] = to_float(src[k * ld + j]);
     std::fill(dst + k * W + cols, dst + (k + 1) * W, 0.0f);
   }
 }
 
 // op(A)[i0 : i0+MR, k0 : k0+kc] -> dst[k * MR + i], rows past M zero.
-void pack_a_panel(const Operand& A, int64_t M, int64_t i0, int64_t k0, int64_t kc, float* dst) {
+template <typename T>
+void pack_a_panel(const Operand<T>& A, int64_t M, int64_t i0, int64_t k0, int64_t kc, float* dst) {
   const int64_t m = std::min<int64_t>(MR, M - i0);
   if (A.trans) {
     pack_copy_rows<MR>(A.p + k0 * A.ld + i0, A.ld, m, kc, dst);
@@ -167,7 +177,8 @@ void pack_a_panel(const Operand& A, int64_t M, int64_t i0, int64_t k0, int64_t k
 }
 
 // op(B)[k0 : k0+kc, j0 : j0+NR] -> dst[k * NR + j], columns past N zero.
-void pack_b_panel(const Operand& B, int64_t N, int64_t j0, int64_t k0, int64_t kc, float* dst) {
+template <typename T>
+void pack_b_panel(const Operand<T>& B, int64_t N, int64_t j0, int64_t k0, int64_t kc, float* dst) {
   const int64_t n = std::min<int64_t>(NR, N - j0);
   if (B.trans) {
     pack_interleave_rows<NR>(B.p + j0 * B.ld + k0, B.ld, n, kc, dst);
@@ -204,8 +215,8 @@ Tasks make_tasks(int64_t M, int64_t N, int threads) {
 }
 
 // pack_b(k0, kc, j0, dst) writes the B panel of columns j0 .. j0+NR, rows k0 .. k0+kc.
-template <typename PackB>
-void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand& A, const PackB& pack_b, float beta, float* C,
+template <typename TA, typename PackB>
+void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand<TA>& A, const PackB& pack_b, float beta, float* C,
          int64_t ldc, int threads, Bias bias = {}) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.0f) {  // C = beta * C + bias
@@ -274,11 +285,12 @@ void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand& A, const P
   }
 }
 
-void run_matrices(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads) {
-  const Operand b{B, ldb, tb};
+template <typename TA, typename TB>
+void run_matrices(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const TA* A, int64_t lda,
+                  const TB* B, int64_t ldb, float beta, float* C, int64_t ldc, int threads, Bias bias = {}) {
+  const Operand<TB> b{B, ldb, tb};
   auto pack_b = [&](int64_t k0, int64_t kc, int64_t j0, float* dst) { pack_b_panel(b, N, j0, k0, kc, dst); };
-  run(M, N, K, alpha, Operand{A, lda, ta}, pack_b, beta, C, ldc, threads);
+  run(M, N, K, alpha, Operand<TA>{A, lda, ta}, pack_b, beta, C, ldc, threads, bias);
 }
 
 // Small products are not worth waking the thread team for.
@@ -307,14 +319,31 @@ void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
 
 void gemm_bias(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* W, int64_t ldw,
                const float* bias, float* C, int64_t ldc) {
-  const Operand w{W, ldw, true};
-  auto pack_b = [&](int64_t k0, int64_t kc, int64_t j0, float* dst) { pack_b_panel(w, N, j0, k0, kc, dst); };
-  run(M, N, K, 1.0f, Operand{A, lda, false}, pack_b, 0.0f, C, ldc, threads_for(M, N, K), Bias{nullptr, bias});
+  run_matrices(false, true, M, N, K, 1.0f, A, lda, W, ldw, 0.0f, C, ldc, threads_for(M, N, K), Bias{nullptr, bias});
 }
 
 void gemm_packed_b(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const GemmPackB& pack_b,
                    const float* row_bias, float* C, int64_t ldc) {
-  run(M, N, K, 1.0f, Operand{A, lda, false}, pack_b, 0.0f, C, ldc, threads_for(M, N, K), Bias{row_bias, nullptr});
+  run(M, N, K, 1.0f, Operand<float>{A, lda, false}, pack_b, 0.0f, C, ldc, threads_for(M, N, K),
+      Bias{row_bias, nullptr});
+}
+
+// ---- one operand in fp16
+
+void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  run_matrices(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
+}
+
+void gemm_bias(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* W, int64_t ldw,
+               const float* bias, float* C, int64_t ldc) {
+  run_matrices(false, true, M, N, K, 1.0f, A, lda, W, ldw, 0.0f, C, ldc, threads_for(M, N, K), Bias{nullptr, bias});
+}
+
+void gemm_packed_b(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const GemmPackB& pack_b,
+                   const float* row_bias, float* C, int64_t ldc) {
+  run(M, N, K, 1.0f, Operand<uint16_t>{A, lda, false}, pack_b, 0.0f, C, ldc, threads_for(M, N, K),
+      Bias{row_bias, nullptr});
 }
 
 }  // namespace ldm

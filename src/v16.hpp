@@ -5,6 +5,12 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "ldm/core/half.hpp"
+
 // Without AVX-512, GCC warns that passing a v16 by value has a different ABI; the functions
 // taking v16 are internal to their files, so no call crosses an ABI boundary.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -20,6 +26,24 @@ inline v16 load(const float* p) {
   return v;
 }
 inline void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+
+// 16 IEEE fp16 values (HalfTensor's storage) as floats: exact, as fp16_to_float converts them.
+inline v16 load(const uint16_t* p) {
+#if defined(__AVX512F__)
+  const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  v16 v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
+#else
+  v16 v;
+  for (int k = 0; k < 16; ++k) v[k] = fp16_to_float(p[k]);
+  return v;
+#endif
+}
+
+// One element as float: itself, or converted from fp16.
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t h) { return fp16_to_float(h); }
 
 // Lane k of the result is lane idx[k] of the 32 lanes x then y. GCC's __builtin_shuffle; clang
 // (the fuzz build) has no shuffle by an index vector, so it picks lane by lane.

@@ -154,8 +154,11 @@ std::vector<float> winograd_weights(const float* w, int64_t O, int64_t C) {
   return U;
 }
 
-void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
-                      const float* bias, float* y) {
+namespace {
+// U: float, or uint16_t for a transform kept in fp16 (the GEMMs convert it as they pack it).
+template <typename TU>
+void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const TU* U, int64_t O, const float* bias,
+             float* y) {
   const Geometry g{C, H, W, W / 2};
   const int64_t tiles_h = H / 2, rows = band_tile_rows(H, W, O);
   // Kept by the calling thread between calls, like the GEMM's panels (fresh pages cost more than
@@ -188,6 +191,16 @@ void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W
         for (int64_t q = 0; q < groups; ++q) output_tiles(g, m, O, n, o, q * 16, ty0, bias ? bias[o] : 0.0f, y_image);
     }
   }
+}
+}  // namespace
+
+void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
+                      const float* bias, float* y) {
+  conv3x3(x, B, C, H, W, U, O, bias, y);
+}
+void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const uint16_t* U, int64_t O,
+                      const float* bias, float* y) {
+  conv3x3(x, B, C, H, W, U, O, bias, y);
 }
 
 // ---- the weight gradient (winograd.hpp): channels-last transforms, 16 GEMMs over tiles

@@ -220,8 +220,11 @@ int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, i
   return int64_t(sizeof(float)) * (36 * C * n + 36 * O * n + band) + gemm_scratch_bytes(O, n, C);
 }
 
-void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
-                          const float* bias, float* y) {
+namespace {
+// U: float, or uint16_t for a transform kept in fp16 (the GEMMs convert it as they pack it).
+template <typename TU>
+void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const TU* U, int64_t O, const float* bias,
+             float* y) {
   const Geometry g{B, C, H, W, W / 4, H / 4};
   const int64_t rows = band_tile_rows(g, O), total_rows = B * g.tiles_h;
   // Kept by the calling thread between calls (fresh pages cost more than the work done in
@@ -246,6 +249,16 @@ void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64
       gemm_serial(true, false, O, n, C, 1.0f, U + k * O * C, O, v + k * C * n, n, 0.0f, m + k * O * n, n);
     output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
   }
+}
+}  // namespace
+
+void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
+                          const float* bias, float* y) {
+  conv3x3(x, B, C, H, W, U, O, bias, y);
+}
+void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const uint16_t* U, int64_t O,
+                          const float* bias, float* y) {
+  conv3x3(x, B, C, H, W, U, O, bias, y);
 }
 
 }  // namespace ldm

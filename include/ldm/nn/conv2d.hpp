@@ -43,8 +43,7 @@ struct ConvShape {
 };
 
 // The sizes, and the algorithm that runs for `asked` (nn/conv_algo.hpp). auto_f43: under
-// ConvAlgo::automatic, the caller keeps F(4x4)'s 4x-sized transform (a U-Net Conv2d with float32
-// weights).
+// ConvAlgo::automatic, the caller keeps F(4x4)'s 4x-sized transform (Conv2d::auto_f43).
 inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding pad,
                             ConvAlgo asked = ConvAlgo::automatic, bool auto_f43 = false) {
   LDM_CHECK(x.size() == 4, "conv2d: expected a 4-d input [B, C, H, W], got ", shape_str(x));
@@ -151,29 +150,12 @@ inline int64_t conv2d_scratch_bytes(const Shape& x, const Shape& weight, int str
   return gemm_scratch_bytes(s.O, s.P, s.pointwise ? s.C : s.K);
 }
 
-// x [B, C, H, W], weight [O, C, kh, kw], bias [O] or undefined -> [B, O, Ho, Wo].
-// algo: see nn/conv_algo.hpp (here `automatic` never takes F(4x4), whose transform is made per
-// call). winograd_u: the Winograd transform of weight for the algorithm that runs, when the
-// caller keeps it (Conv2d does); else made here.
-inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, Padding pad,
-                     ConvAlgo algo = ConvAlgo::automatic, const std::vector<float>* winograd_u = nullptr) {
-  const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad, algo);
-  LDM_CHECK(!bias.defined() || bias.numel() == s.O, "conv2d: bias ", bias.shape_str(), " does not match ", s.O,
-            " output channels");
-  Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
-  const float* b_o = bias.defined() ? bias.data() : nullptr;  // added to row o of each GEMM's output
-  if (s.algo != ConvAlgo::direct) {
-    const bool f43 = s.algo == ConvAlgo::f43;
-    std::vector<float> made;
-    if (!winograd_u) made = f43 ? winograd_f43_weights(weight.data(), s.O, s.C) : winograd_weights(weight.data(), s.O, s.C);
-    const float* u = winograd_u ? winograd_u->data() : made.data();
-    if (f43) {
-      winograd_f43_conv3x3(x.data(), s.B, s.C, s.H, s.W, u, s.O, b_o, y.data());
-    } else {
-      winograd_conv3x3(x.data(), s.B, s.C, s.H, s.W, u, s.O, b_o, y.data());
-    }
-    return y;
-  }
+namespace detail {
+// The direct convolution (im2col panels into the GEMM) of x into y [B, O, Ho, Wo]; w: the
+// weight [O, K] as float, or as fp16 (uint16_t), which the GEMM converts as it packs it.
+template <typename T>
+void conv2d_direct(const ConvShape& s, const float* x, const T* w, const float* b_o, int stride, Padding pad,
+                   float* y) {
   // col panels of the images from x0 on, n pixels in all
   auto col_of = [&](const float* x0, int64_t n) {
     return [&s, x0, n, stride, pad](int64_t k0, int64_t kc, int64_t p0, float* dst) {
@@ -200,20 +182,68 @@ inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   if (s.batched) {  // out[O, B*P] = W[O, K] col[K, B*P], then each image's columns to y[b]
     const int64_t N = s.B * s.P;
     std::vector<float> out(size_t(s.O * N));
-    gemm_packed_b(s.O, N, s.K, weight.data(), s.K, col_of(x.data(), N), b_o, out.data(), N);
+    gemm_packed_b(s.O, N, s.K, w, s.K, col_of(x, N), b_o, out.data(), N);
     for (int64_t b = 0; b < s.B; ++b)
       for (int64_t o = 0; o < s.O; ++o)
-        std::copy_n(out.data() + o * N + b * s.P, s.P, y.data() + (b * s.O + o) * s.P);
-    return y;
+        std::copy_n(out.data() + o * N + b * s.P, s.P, y + (b * s.O + o) * s.P);
+    return;
   }
   for (int64_t b = 0; b < s.B; ++b) {
-    const float* xb = x.data() + b * s.C * s.H * s.W;  // [C, H, W]
-    float* yb = y.data() + b * s.O * s.P;               // [O, P]
+    const float* xb = x + b * s.C * s.H * s.W;  // [C, H, W]
+    float* yb = y + b * s.O * s.P;               // [O, P]
     if (s.pointwise) {  // y[O, P] = W[O, C] x[C, P] + b, B panels copied from x's rows
-      gemm_packed_b(s.O, s.P, s.C, weight.data(), s.C, pointwise_of(xb), b_o, yb, s.P);
+      gemm_packed_b(s.O, s.P, s.C, w, s.C, pointwise_of(xb), b_o, yb, s.P);
     } else {  // y[O, P] = W[O, K] col[K, P] + b
-      gemm_packed_b(s.O, s.P, s.K, weight.data(), s.K, col_of(xb, s.P), b_o, yb, s.P);
+      gemm_packed_b(s.O, s.P, s.K, w, s.K, col_of(xb, s.P), b_o, yb, s.P);
     }
+  }
+}
+}  // namespace detail
+
+// x [B, C, H, W], weight [O, C, kh, kw], bias [O] or undefined -> [B, O, Ho, Wo].
+// algo: see nn/conv_algo.hpp (here `automatic` never takes F(4x4), whose transform is made per
+// call). winograd_u: the Winograd transform of weight for the algorithm that runs, when the
+// caller keeps it (Conv2d does); else made here.
+inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, Padding pad,
+                     ConvAlgo algo = ConvAlgo::automatic, const std::vector<float>* winograd_u = nullptr) {
+  const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad, algo);
+  LDM_CHECK(!bias.defined() || bias.numel() == s.O, "conv2d: bias ", bias.shape_str(), " does not match ", s.O,
+            " output channels");
+  Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
+  const float* b_o = bias.defined() ? bias.data() : nullptr;  // added to row o of each GEMM's output
+  if (s.algo != ConvAlgo::direct) {
+    const bool f43 = s.algo == ConvAlgo::f43;
+    std::vector<float> made;
+    if (!winograd_u) made = f43 ? winograd_f43_weights(weight.data(), s.O, s.C) : winograd_weights(weight.data(), s.O, s.C);
+    const float* u = winograd_u ? winograd_u->data() : made.data();
+    if (f43) {
+      winograd_f43_conv3x3(x.data(), s.B, s.C, s.H, s.W, u, s.O, b_o, y.data());
+    } else {
+      winograd_conv3x3(x.data(), s.B, s.C, s.H, s.W, u, s.O, b_o, y.data());
+    }
+    return y;
+  }
+  detail::conv2d_direct(s, x.data(), weight.data(), b_o, stride, pad, y.data());
+  return y;
+}
+
+// The same with the weight kept in fp16 (a Conv2d loaded with keep_fp16): the direct
+// convolution reads it through the GEMM, converted as it is packed; Winograd runs on
+// winograd_u, the transform kept in fp16, or without one on a float32 copy made for this call.
+inline Tensor conv2d(const Tensor& x, const HalfTensor& weight, const Tensor& bias, int stride, Padding pad,
+                     ConvAlgo algo = ConvAlgo::automatic, const std::vector<uint16_t>* winograd_u = nullptr) {
+  const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape, stride, pad, algo);
+  if (s.algo != ConvAlgo::direct && !winograd_u) return conv2d(x, weight.to_float(), bias, stride, pad, algo);
+  LDM_CHECK(!bias.defined() || bias.numel() == s.O, "conv2d: bias ", bias.shape_str(), " does not match ", s.O,
+            " output channels");
+  Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
+  const float* b_o = bias.defined() ? bias.data() : nullptr;
+  if (s.algo == ConvAlgo::f43) {
+    winograd_f43_conv3x3(x.data(), s.B, s.C, s.H, s.W, winograd_u->data(), s.O, b_o, y.data());
+  } else if (s.algo == ConvAlgo::f23) {
+    winograd_conv3x3(x.data(), s.B, s.C, s.H, s.W, winograd_u->data(), s.O, b_o, y.data());
+  } else {
+    detail::conv2d_direct(s, x.data(), weight.data.get(), b_o, stride, pad, y.data());
   }
   return y;
 }
@@ -394,7 +424,7 @@ struct Conv2d {
   Padding padding;
   ConvAlgo algo = ConvAlgo::automatic;  // set by load() from WeightStore::conv_algo (nn/conv_algo.hpp)
   // Under ConvAlgo::automatic, may keep F(4x4, 3x3)'s transform, 4x the weight's size (set by
-  // the U-Net on its resnets and upsamplers).
+  // the U-Net on its resnets and upsamplers, the VAE decoder on its wide layers).
   bool auto_f43 = false;
 
   void load(WeightStore& w, const std::string& prefix, int64_t in, int64_t out, int64_t kernel, int stride_ = 1,
@@ -420,8 +450,7 @@ struct Conv2d {
   // [B, in, H, W] -> [B, out, Ho, Wo]
   Tensor forward(const Tensor& x) const {
     // float32 weights: Winograd's transformed weights made once and kept (fp16: made per call).
-    const detail::ConvShape s =
-        detail::conv_shape(x.shape(), weight_shape(), stride, padding, algo, auto_f43 && weight.defined());
+    const detail::ConvShape s = detail::conv_shape(x.shape(), weight_shape(), stride, padding, algo, auto_f43);
     const OpTimer timer(
         s.pointwise ? "conv1x1" : !s.same3x3 ? "conv" : s.algo == ConvAlgo::f43 ? "conv3x3 f43"
                                                     : s.algo == ConvAlgo::f23 ? "conv3x3 f23" : "conv3x3 direct",
@@ -430,8 +459,24 @@ struct Conv2d {
                  std::to_string(s.kh) + " /" + std::to_string(stride)) + (weight.defined() ? "" : " fp16");
         },
         2.0 * double(s.B) * double(s.O) * double(s.P) * double(s.K));
-    if (s.algo == ConvAlgo::direct || !weight.defined()) return conv2d(x, weights(), bias, stride, padding, s.algo);
     const int tile = s.algo == ConvAlgo::f43 ? 4 : 2;
+    if (!weight.defined()) {  // fp16 weights: read through the GEMM; a Winograd transform kept in fp16 too
+      if (s.algo != ConvAlgo::direct &&
+          (!winograd_u_f16 || winograd_tile != tile || winograd_source != weight_f16.data.get())) {
+        const Tensor w = weight_f16.to_float();
+        const std::vector<float> u = tile == 4 ? winograd_f43_weights(w.data(), s.O, s.C)
+                                               : winograd_weights(w.data(), s.O, s.C);
+        auto u16 = std::make_shared<std::vector<uint16_t>>(u.size());
+        const int64_t n = int64_t(u.size());
+#pragma omp parallel for if (n > (1 << 16))
+        for (int64_t i = 0; i < n; ++i) (*u16)[size_t(i)] = float_to_fp16(u[size_t(i)]);
+        winograd_u_f16 = std::move(u16);
+        winograd_tile = tile;
+        winograd_source = weight_f16.data.get();
+      }
+      return conv2d(x, weight_f16, bias, stride, padding, s.algo, winograd_u_f16.get());
+    }
+    if (s.algo == ConvAlgo::direct) return conv2d(x, weight, bias, stride, padding, s.algo);
     if (!winograd_u || winograd_tile != tile || winograd_source != weight.data()) {
       winograd_u = std::make_shared<const std::vector<float>>(tile == 4 ? winograd_f43_weights(weight.data(), s.O, s.C)
                                                                         : winograd_weights(weight.data(), s.O, s.C));
@@ -469,8 +514,11 @@ struct Conv2d {
   // all the cores).
   // It is remade when the weight's storage changes (a new tensor) and after each backward.
   mutable std::shared_ptr<const std::vector<float>> winograd_u;
+  // With fp16 weights, the transform is kept in fp16 (converted as the GEMMs pack it): F(4x4)'s
+  // is then 2x the fp16 weight instead of 4x.
+  mutable std::shared_ptr<const std::vector<uint16_t>> winograd_u_f16;
   mutable int winograd_tile = 0;
-  mutable const float* winograd_source = nullptr;  // weight.data() the transform was made from
+  mutable const void* winograd_source = nullptr;  // the weight's storage the transform was made from
 };
 
 }  // namespace ldm

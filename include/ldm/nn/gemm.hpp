@@ -34,6 +34,18 @@ using GemmPackB = std::function<void(int64_t k0, int64_t kc, int64_t j0, float* 
 void gemm_packed_b(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const GemmPackB& pack_b,
                    const float* row_bias, float* C, int64_t ldc);
 
+// The same products with one matrix in IEEE fp16 (HalfTensor's storage): each element is
+// converted to float, exactly, as the GEMM packs it, so a layer whose weights are kept in fp16
+// (--fp16-weights) needs no float32 copy of them. A: a convolution's weight [O, K] or Winograd
+// transform; W: a linear layer's weight. Same results, bit for bit, as the float32 calls given
+// the converted matrix.
+void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm_bias(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* W, int64_t ldw,
+               const float* bias, float* C, int64_t ldc);
+void gemm_packed_b(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const GemmPackB& pack_b,
+                   const float* row_bias, float* C, int64_t ldc);
+
 // Bytes of packed panels a call of this size allocates, over all the threads that run it
 // (each thread keeps its buffers for its next call).
 int64_t gemm_scratch_bytes(int64_t M, int64_t N, int64_t K);

@@ -41,9 +41,14 @@ struct Linear {
     Shape shape = x.shape();
     shape.back() = out_features;
     Tensor y = Tensor::empty(shape);
-    const Tensor W = weights();  // [out, in]
-    gemm_bias(rows, out_features, in_features, x.data(), in_features, W.data(), in_features,
-              bias.defined() ? bias.data() : nullptr, y.data(), out_features);
+    const float* b = bias.defined() ? bias.data() : nullptr;
+    if (weight.defined()) {  // W [out, in]
+      gemm_bias(rows, out_features, in_features, x.data(), in_features, weight.data(), in_features, b, y.data(),
+                out_features);
+    } else {  // fp16: converted as the GEMM packs it, no float32 copy
+      gemm_bias(rows, out_features, in_features, x.data(), in_features, weight_f16.data.get(), in_features, b, y.data(),
+                out_features);
+    }
     return y;
   }
 

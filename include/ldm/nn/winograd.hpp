@@ -47,6 +47,9 @@ std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C);  
 int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O);  // besides U
 void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
                           const float* bias, float* y);
+// The same with U kept in fp16 (Conv2d with fp16 weights): converted as the GEMMs pack it.
+void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const uint16_t* U, int64_t O,
+                          const float* bias, float* y);
 
 // The transformed weights U[16][O][C] = G g G^T of w[O, C, 3, 3]. Conv2d keeps them once made:
 // on this machine's memory bandwidth, transforming a 1280 x 1280 layer costs a sixth of the
@@ -60,6 +63,8 @@ int64_t winograd_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64
 // y[B, O, H, W] = conv3x3(x[B, C, H, W], w, stride 1, padding 1) + bias[O] (may be null), given
 // U = winograd_weights(w).
 void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
+                      const float* bias, float* y);
+void winograd_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const uint16_t* U, int64_t O,
                       const float* bias, float* y);
 
 // Its backward for the weight, by the adjoint of the same transforms (no im2col, 2.25x fewer
