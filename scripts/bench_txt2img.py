@@ -49,12 +49,11 @@ def make_folder(path):
         tokenizer=tokenizer, unet=load_synthetic(UNet2DConditionModel(**SD15_UNET).eval()),
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(path, safe_serialization=True)
-    # transformers >= 5 saves tokenizer.json only; an SD1.5 download also has vocab.json and
-    # merges.txt, which is what ldm.cpp's tokenizer reads.
+    # transformers >= 5 saves tokenizer.json only, and CLIPTextModel's weights without the
+    # 'text_model.' prefix. ldm.cpp reads that layout too; the folder is made to look like an SD1.5
+    # download (vocab.json, merges.txt, prefixed names), the layout users have.
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(os.path.join(tok_dir, name), os.path.join(path, "tokenizer", name))
-    # transformers >= 5 also drops CLIPTextModel's 'text_model.' prefix from the saved names, which
-    # ldm.cpp does not read yet (SD1.5 downloads have it): write them as the downloads name them.
     from safetensors.torch import load_file, save_file
     te = os.path.join(path, "text_encoder", "model.safetensors")
     weights = load_file(te)

@@ -139,7 +139,7 @@ TEST_CASE("weight pages: a Conv2d that keeps its Winograd transform lets its fil
   CHECK(max_diff(conv.weight, weight) == 0.0f);  // the view reads the file's values back
 }
 
-TEST_CASE("weight pages: the CPU runner lets go of the networks it is not running") {
+TEST_CASE("weight pages: the CPU runner lets go of the networks it is not running, and of the U-Net's kept transforms") {
   // Counts release_pages calls; holds no file.
   struct CountingSource : SyntheticSource {
     mutable int releases = 0;
@@ -153,11 +153,14 @@ TEST_CASE("weight pages: the CPU runner lets go of the networks it is not runnin
 
   const Tensor context = runner.encode_text(std::vector<int64_t>(77, 0), 1, 1);
   CHECK(counts() == std::vector<int>{0, 1, 1});
-  const Tensor latent = Tensor::full({1, 4, 8, 8}, 0.1f);
+  const Tensor latent = Tensor::full({1, 4, 32, 32}, 0.1f);  // 32x32: the first level keeps an F(4x4) transform
+  const Conv2d& conv = runner.unet_model().down_blocks[0].resnets[0].conv1;
   runner.unet(latent, 500.0f, context);
+  CHECK(conv.winograd_u != nullptr);
   runner.unet(latent, 400.0f, context);  // the same network: nothing more
   CHECK(counts() == std::vector<int>{1, 1, 2});
   runner.vae_decode(latent);
+  CHECK(conv.winograd_u == nullptr);  // the U-Net's kept transforms went with its pages
   runner.vae_encode(Tensor::full({1, 3, 64, 64}, 0.0f));
   CHECK(counts() == std::vector<int>{2, 2, 2});
   runner.unet(latent, 300.0f, context);

@@ -48,6 +48,7 @@ class ModelRunner {
 // (core/weights.hpp), and a 512x512 txt2img holds only one network's at a time — the text
 // encoder's while encoding, the U-Net's while sampling, the VAE's while decoding — instead of
 // all three (4.3 GB for SD1.5). The pages stay in the page cache and map back when read again.
+// The U-Net's kept Winograd transforms go as well when another network runs (remade after).
 struct WeightFiles {
   std::shared_ptr<const WeightSource> text_encoder, unet, vae;  // null: nothing to let go
 };

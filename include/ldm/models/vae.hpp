@@ -281,7 +281,7 @@ struct Decoder {
 
   // Under ConvAlgo::automatic, the 3x3 convolutions with at least 128 channels in and out may use
   // Winograd F(4x4, 3x3) (nn/conv_algo.hpp): SD1.5's decode 64 -> 512 takes 9.2 -> 6.7 s on the
-  // 2-core AMD EPYC, for 0.57 GB of kept transformed weights (float32 weights only). Smaller
+  // 2-core AMD EPYC, for 0.57 GB of kept transformed weights (half that in fp16 with fp16 weights). Smaller
   // decoders (ldm-shapes': 32-64 channels) keep F(2x2) as before, in inference and training.
   void allow_auto_f43() {
     auto set = [](Conv2d& c) { c.auto_f43 = c.in_channels() >= 128 && c.out_channels() >= 128; };

@@ -449,7 +449,7 @@ struct Conv2d {
 
   // [B, in, H, W] -> [B, out, Ho, Wo]
   Tensor forward(const Tensor& x) const {
-    // float32 weights: Winograd's transformed weights made once and kept (fp16: made per call).
+    // Winograd's transformed weights are made once and kept (in fp16 for fp16 weights).
     const detail::ConvShape s = detail::conv_shape(x.shape(), weight_shape(), stride, padding, algo, auto_f43);
     const OpTimer timer(
         s.pointwise ? "conv1x1" : !s.same3x3 ? "conv" : s.algo == ConvAlgo::f43 ? "conv3x3 f43"
@@ -487,6 +487,13 @@ struct Conv2d {
       release_file_pages(weight.data(), size_t(weight.numel()) * sizeof(float));
     }
     return conv2d(x, weight, bias, stride, padding, s.algo, winograd_u.get());
+  }
+
+  // Lets the kept Winograd transform go; the next forward makes it again.
+  void drop_kept_transform() const {
+    winograd_u.reset();
+    winograd_u_f16.reset();
+    winograd_source = nullptr;
   }
 
   Tensor grad_weight, grad_bias;  // [out, in, k, k], [out]: accumulated by backward (nn/grad.hpp)
