@@ -58,7 +58,8 @@ std::map<std::string, Tensor> rounded(const std::map<std::string, Tensor>& m) {
 }  // namespace
 
 TEST_CASE("gemm with an fp16 operand: bit for bit the float32 GEMM of the converted matrix") {
-  for (auto [M, N, K] : {std::array<int64_t, 3>{37, 45, 300}, {16, 16, 16}, {1, 70, 5}, {130, 33, 513}}) {
+  for (const auto& mnk : {std::array<int64_t, 3>{37, 45, 300}, {16, 16, 16}, {1, 70, 5}, {130, 33, 513}}) {
+    const int64_t M = mnk[0], N = mnk[1], K = mnk[2];  // not a structured binding: lambdas below capture N
     const Halves a = halves("gemm16.a", M * K);
     const Tensor b = synth::tensor("gemm16.b", {K * N});
     for (bool ta : {false, true}) {
