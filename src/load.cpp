@@ -166,8 +166,12 @@ StableDiffusion load_stable_diffusion(const ModelFiles& files, const LoadOptions
                                                         o.cuda_graphs);
 #endif
   } else {
+    NetworkLoaders reload;
+    if (o.free_idle_networks)
+      reload = {[files, o] { return load_text_encoder(files, o); }, [files, o] { return load_unet(files, o); },
+                [files, o] { return load_vae(files, o); }};
     sd.runner = std::make_shared<CpuModelRunner>(load_text_encoder(files, o), load_unet(files, o), load_vae(files, o),
-                                                 WeightFiles{files.text_encoder, files.unet, files.vae});
+                                                 WeightFiles{files.text_encoder, files.unet, files.vae}, std::move(reload));
   }
   return sd;
 }

@@ -11,11 +11,33 @@ void CpuModelRunner::switch_to(Network network) {
   // The U-Net's kept Winograd transforms (1.3 GB for SD1.5 at 512x512, 0.63 GB with fp16 weights)
   // go too: the next image's first step makes them again (about a second).
   if (active_ == Network::unet) unet_.drop_kept_transforms();
+  free_network(active_);  // before the next one loads: the two are never in memory together
   active_ = network;
   const std::pair<Network, const std::shared_ptr<const WeightSource>*> all[] = {
       {Network::text_encoder, &files_.text_encoder}, {Network::unet, &files_.unet}, {Network::vae, &files_.vae}};
   for (const auto& [n, source] : all)
     if (n != network && *source) (*source)->release_pages();
+  load_network(network);
+}
+
+// An empty model in place of the network frees every tensor the runner alone holds.
+void CpuModelRunner::free_network(Network network) {
+  bool& freed = freed_[static_cast<int>(network)];
+  if (freed) return;
+  if (network == Network::text_encoder && reload_.text_encoder) text_encoder_ = CLIPTextModel();
+  else if (network == Network::unet && reload_.unet) unet_ = UNet2DConditionModel();
+  else if (network == Network::vae && reload_.vae) vae_ = AutoencoderKL();
+  else return;
+  freed = true;
+}
+
+void CpuModelRunner::load_network(Network network) {
+  bool& freed = freed_[static_cast<int>(network)];
+  if (!freed) return;
+  if (network == Network::text_encoder) text_encoder_ = reload_.text_encoder();
+  else if (network == Network::unet) unet_ = reload_.unet();
+  else if (network == Network::vae) vae_ = reload_.vae();
+  freed = false;
 }
 
 Tensor CpuModelRunner::encode_text(const std::vector<int64_t>& ids, int64_t batch, int clip_skip) {

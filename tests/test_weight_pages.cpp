@@ -166,3 +166,38 @@ TEST_CASE("weight pages: the CPU runner lets go of the networks it is not runnin
   runner.unet(latent, 300.0f, context);
   CHECK(counts() == std::vector<int>{3, 2, 3});
 }
+
+TEST_CASE("weight pages: with free_idle_networks the CPU runner frees the networks it is not running and loads them "
+          "again when called, same outputs") {
+  LoadOptions o;
+  o.fp16_weights = true;  // the networks' own memory: nothing the kernel could take back
+  StableDiffusion kept = load_stable_diffusion("models/ldm-shapes", o);
+  o.free_idle_networks = true;
+  StableDiffusion freeing = load_stable_diffusion("models/ldm-shapes", o);
+  auto* runner = dynamic_cast<CpuModelRunner*>(freeing.runner.get());
+  REQUIRE(runner != nullptr);
+  auto held = [&] {  // which networks are in memory: text encoder, U-Net, VAE
+    return std::vector<bool>{!runner->text_encoder_model().encoder.layers.empty(), !runner->unet_model().down_blocks.empty(),
+                             runner->vae_model().decoder.up_blocks.size() > 0};
+  };
+  CHECK(held() == std::vector<bool>{true, true, true});  // all loaded by load_stable_diffusion
+
+  const std::vector<int64_t> ids(77, 0);
+  const Tensor context = freeing.runner->encode_text(ids, 1, 1);
+  CHECK(max_diff(context, kept.runner->encode_text(ids, 1, 1)) == 0.0f);
+  const Tensor latent = Tensor::full({1, 4, 32, 32}, 0.1f);
+  const Tensor eps = freeing.runner->unet(latent, 500.0f, context);
+  CHECK(held() == std::vector<bool>{false, true, true});
+  CHECK(max_diff(eps, kept.runner->unet(latent, 500.0f, context)) == 0.0f);
+  const Tensor image = freeing.runner->vae_decode(latent);
+  CHECK(held() == std::vector<bool>{false, false, true});
+  CHECK(max_diff(image, kept.runner->vae_decode(latent)) == 0.0f);
+
+  // Called again: loaded again from the files, as the first time.
+  CHECK(max_diff(freeing.runner->unet(latent, 500.0f, context), eps) == 0.0f);
+  CHECK(held() == std::vector<bool>{false, true, false});
+  CHECK(max_diff(freeing.runner->encode_text(ids, 1, 1), context) == 0.0f);
+  CHECK(held() == std::vector<bool>{true, false, false});
+  CHECK(max_diff(freeing.runner->vae_decode(latent), image) == 0.0f);
+  CHECK(held() == std::vector<bool>{false, false, true});
+}

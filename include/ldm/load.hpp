@@ -36,6 +36,11 @@ struct LoadOptions {
   bool cuda_graphs = false;        // cuda: record the U-Net forward in CUDA graphs (experimental)
   ConvAlgo conv = ConvAlgo::automatic;  // CPU: the 3x3 convolutions' algorithm (nn/conv_algo.hpp)
   std::vector<LoraSpec> loras;          // merged into the U-Net's and text encoder's weights as they load (lora.hpp)
+  // CPU: hold one network's own memory at a time (fp16 copies, LoRA-merged weights): a network is
+  // freed when the pipeline calls another and loaded again when it is called next (NetworkLoaders
+  // in model_runner.hpp). For a process that runs the pipeline once, as ldm generate does: free
+  // there; a process that calls it again pays each network's load per image.
+  bool free_idle_networks = false;
 };
 
 // Checks device and precision before any slow load: a known device, a precision the device

@@ -14,6 +14,7 @@
 //   CpuModelRunner          (this file) calls the CPU models of ldm/models/ directly;
 //   cuda::CudaModelRunner   (ldm/cuda/runner.hpp, CUDA builds only) keeps the weights on the GPU.
 #pragma once
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,12 +54,32 @@ struct WeightFiles {
   std::shared_ptr<const WeightSource> text_encoder, unet, vae;  // null: nothing to let go
 };
 
+// How a CpuModelRunner makes a network again after letting it go (LoadOptions::free_idle_networks):
+// each loads it from its files as it was loaded first (load_unet etc.). An empty one: kept.
+//
+// A network's own memory — fp16 copies of its weights (--fp16-weights), LoRA-merged weights —
+// is not file pages the kernel can take back, so with fp16 weights the U-Net's 1.7 GB stayed
+// beside the VAE decode. With loaders, the runner frees a network when another is called and
+// loads it again when it is called next: a process that runs the pipeline once (ldm generate)
+// loads each network once, as before, and holds one network's own memory at a time; one that
+// calls it again pays a load per network per image (seconds with fp16 weights).
+struct NetworkLoaders {
+  std::function<CLIPTextModel()> text_encoder;
+  std::function<UNet2DConditionModel()> unet;
+  std::function<AutoencoderKL()> vae;
+};
+
 // The CPU models, called exactly as the pipeline always called them. Owns them (a model's
 // tensors share their storage, so handing in a copy costs no weights).
 class CpuModelRunner : public ModelRunner {
  public:
-  CpuModelRunner(CLIPTextModel text_encoder, UNet2DConditionModel unet, AutoencoderKL vae, WeightFiles files = {})
-      : text_encoder_(std::move(text_encoder)), unet_(std::move(unet)), vae_(std::move(vae)), files_(std::move(files)) {}
+  CpuModelRunner(CLIPTextModel text_encoder, UNet2DConditionModel unet, AutoencoderKL vae, WeightFiles files = {},
+                 NetworkLoaders reload = {})
+      : text_encoder_(std::move(text_encoder)),
+        unet_(std::move(unet)),
+        vae_(std::move(vae)),
+        files_(std::move(files)),
+        reload_(std::move(reload)) {}
 
   // Defined in src/model_runner.cpp: the models' forwards are compiled once, there, not in every
   // file that holds a pipeline (a file that includes this header costs seconds, not half a minute).
@@ -69,20 +90,26 @@ class CpuModelRunner : public ModelRunner {
   DiagonalGaussian vae_encode(const Tensor& image) override;
 
   // The models themselves, for code that needs more than the pipeline's calls (lessons, training).
+  // With NetworkLoaders, a network other than the one called last may be freed (an empty model).
   const CLIPTextModel& text_encoder_model() const { return text_encoder_; }
   const UNet2DConditionModel& unet_model() const { return unet_; }
   const AutoencoderKL& vae_model() const { return vae_; }
 
  private:
-  // Before a call to `network`: when it is not the one called last, the others' file pages go.
+  // Before a call to `network`: when it is not the one called last, the others' file pages go,
+  // the one called last is freed where it has a loader, and `network` is loaded again if it was.
   enum class Network { none, text_encoder, unet, vae };
   void switch_to(Network network);
+  void free_network(Network network);
+  void load_network(Network network);
 
   CLIPTextModel text_encoder_;
   UNet2DConditionModel unet_;
   AutoencoderKL vae_;
   WeightFiles files_;
+  NetworkLoaders reload_;
   Network active_ = Network::none;
+  bool freed_[4] = {};  // by Network: freed by free_network, not yet loaded again
 };
 
 }  // namespace ldm
