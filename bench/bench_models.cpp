@@ -8,6 +8,7 @@
 //   build/bench/bench_models --conv=direct                      # auto (default), direct, f23, f43
 //   build/bench/bench_models --profile --benchmark_filter=UNet  # and a per-op table of one run
 //   build/bench/bench_models --fp16-weights                     # weights kept in fp16 (LoadOptions::fp16_weights)
+//   build/bench/bench_models --malloc=default                   # glibc's policy instead of keep_freed_memory
 //
 // Each model is loaded once (not timed), run once untimed as a warm-up, then timed in
 // Iterations(1) x Repetitions(3) of real (wall) time; docs/performance_models.md quotes the
@@ -46,6 +47,7 @@
 
 #include "bench_common.hpp"
 #include "ldm/core/clock.hpp"
+#include "ldm/core/memory.hpp"
 #include "ldm/core/op_profile.hpp"
 #include "ldm/core/synth.hpp"
 #include "ldm/core/weights.hpp"
@@ -205,6 +207,15 @@ int main(int argc, char** argv) {
   take_option(argc, argv, "--profile", [&](const std::string& rest) { (rest.empty() ? g_profile : unknown) = true; });
   take_option(argc, argv, "--fp16-weights", [&](const std::string& rest) { (rest.empty() ? g_fp16 : unknown) = true; });
   if (unknown) return std::fprintf(stderr, "bench_models: unknown option (--profile, --fp16-weights take no value)\n"), 1;
+  // Freed memory kept for reuse, as `ldm generate` runs (ldm/core/memory.hpp), unless --malloc=default.
+  bool keep_freed = true, malloc_ok = true;
+  take_option(argc, argv, "--malloc=", [&](const std::string& policy) {
+    if (policy == "default") keep_freed = false;
+    else if (policy != "keep") malloc_ok = false;
+  });
+  if (!malloc_ok) return std::fprintf(stderr, "bench_models: --malloc= takes keep or default\n"), 1;
+  if (keep_freed) keep_freed_memory();
+  std::printf("memory: --malloc=%s\n", keep_freed ? "keep (freed memory reused, as ldm generate runs)" : "default (glibc's policy)");
   std::printf("convolutions: --conv=%s; weights: %s\n", conv_algo_name(g_conv), g_fp16 ? "fp16 (--fp16-weights)" : "fp32");
   std::printf("FLOPs counted (2 per multiply-add):\n");
   std::printf("  U-Net CFG step, batch 2, 64x64, 77 tokens: %.4g TFLOP (this count), %.4g TFLOP (issue; used)\n",

@@ -2,6 +2,8 @@
 // compiled for the pipeline.
 #include "ldm/model_runner.hpp"
 
+#include "ldm/core/memory.hpp"
+
 namespace ldm {
 
 std::string CpuModelRunner::device() const { return "cpu"; }
@@ -17,6 +19,7 @@ void CpuModelRunner::switch_to(Network network) {
       {Network::text_encoder, &files_.text_encoder}, {Network::unet, &files_.unet}, {Network::vae, &files_.vae}};
   for (const auto& [n, source] : all)
     if (n != network && *source) (*source)->release_pages();
+  release_freed_memory();  // what the last network freed (its activations, transforms) goes back
   load_network(network);
 }
 

@@ -22,8 +22,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "ldm/core/half.hpp"
 #include "ldm/nn/gemm.hpp"
 #include "ldm/nn/winograd.hpp"
 #include "v16.hpp"
@@ -250,7 +256,113 @@ void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const T
     output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
   }
 }
+// The same with U made in the call from the weight, a block of kFusedOutputs output channels
+// at a time, each block's 36 x C x kFusedOutputs values used by its GEMMs right after they are
+// made (in cache): for small images, where the GEMMs do little work per weight, reading the
+// weight is cheaper than reading a kept U four times its size, and nothing is kept.
+//   wt[s][o][c] = w[o0 + o][c][s]                 the block's weights, 9 planes (one copy)
+//   for each row i of G g:  Ui[j][o][c] = ((G g)[i] G^T)[j] for j < 6, then the 6 GEMMs
+//                           M[6 i + j][o0 + o, n] = Ui[j] . V[6 i + j]
+constexpr int64_t kFusedOutputs = 64;
+
+float to_float(float v) { return v; }
+float to_float(uint16_t v) { return fp16_to_float(v); }
+
+template <typename TW>
+void conv3x3_fused(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const TW* w, int64_t O,
+                   const float* bias, float* y) {
+  const Geometry g{B, C, H, W, W / 4, H / 4};
+  const int64_t rows = band_tile_rows(g, O), total_rows = B * g.tiles_h;
+  thread_local std::vector<float> V_kept, M_kept;
+  thread_local Band band_kept;
+  std::vector<float>& V = V_kept;
+  std::vector<float>& M = M_kept;
+  Band& band = band_kept;
+  V.resize(size_t(36 * C * rows * g.tiles_w));
+  M.resize(size_t(36 * O * rows * g.tiles_w));
+  const int64_t blocks = (O + kFusedOutputs - 1) / kFusedOutputs, c16 = C / 16 * 16;
+  for (int64_t g0 = 0; g0 < total_rows; g0 += rows) {
+    const int64_t g1 = std::min(total_rows, g0 + rows), n = (g1 - g0) * g.tiles_w;
+    fill_band(g, x, g0, g1, band);
+    input_transform(g, band, g1 - g0, n, V.data());
+    const float* v = V.data();
+    float* m = M.data();
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      thread_local std::vector<float> wt_kept, ui_kept;
+      const int64_t o0 = blk * kFusedOutputs, ob = std::min(kFusedOutputs, O - o0);
+      wt_kept.resize(size_t(9 * kFusedOutputs * C));
+      ui_kept.resize(size_t(6 * kFusedOutputs * C));
+      float* wt = wt_kept.data();  // [9][ob][C]
+      float* ui = ui_kept.data();  // [6][ob][C]
+      for (int64_t o = 0; o < ob; ++o) {
+        const TW* src = w + (o0 + o) * C * 9;
+        int64_t c = 0;
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<TW, float>) {  // 16 channels' tap s9 at a time: a stride-9 gather
+          const __m512i taps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                  _mm512_set1_epi32(9));
+          for (; c < c16; c += 16)
+            for (int s9 = 0; s9 < 9; ++s9)
+              _mm512_storeu_ps(wt + (s9 * ob + o) * C + c, _mm512_i32gather_ps(taps, src + c * 9 + s9, 4));
+        } else {  // fp16: 32-bit gathers at 2-byte steps, the low half of each is the value; they read
+                  // 2 bytes past the value, so not for the weight's last 16 channels
+          const __m512i taps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                  _mm512_set1_epi32(9));
+          const int64_t end = o0 + o == O - 1 ? (C - 1) / 16 * 16 : c16;
+          for (; c < end; c += 16)
+            for (int s9 = 0; s9 < 9; ++s9) {
+              const __m512i bits = _mm512_i32gather_epi32(taps, src + c * 9 + s9, 2);
+              _mm512_storeu_ps(wt + (s9 * ob + o) * C + c, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits)));
+            }
+        }
+#endif
+        for (; c < C; ++c)
+          for (int s9 = 0; s9 < 9; ++s9) wt[(s9 * ob + o) * C + c] = to_float(src[c * 9 + s9]);
+      }
+      for (int i = 0; i < 6; ++i) {
+        const float g0r = kG[i][0], g1r = kG[i][1], g2r = kG[i][2];
+        for (int64_t o = 0; o < ob; ++o) {
+          const float* p[9];
+          for (int s9 = 0; s9 < 9; ++s9) p[s9] = wt + (s9 * ob + o) * C;
+          float* dst = ui + o * C;
+          auto row = [&](auto t0, auto t1, auto t2, int64_t c, auto store_j) {
+            for (int j = 0; j < 6; ++j) store_j(j, c, t0 * kG[j][0] + t1 * kG[j][1] + t2 * kG[j][2]);
+          };
+          int64_t c = 0;
+          for (; c < c16; c += 16) {  // t[s] = (G g)[i][s] = sum_r G[i][r] g[r][s], 16 channels at once
+            const v16 t0 = g0r * load(p[0] + c) + g1r * load(p[3] + c) + g2r * load(p[6] + c);
+            const v16 t1 = g0r * load(p[1] + c) + g1r * load(p[4] + c) + g2r * load(p[7] + c);
+            const v16 t2 = g0r * load(p[2] + c) + g1r * load(p[5] + c) + g2r * load(p[8] + c);
+            row(t0, t1, t2, c, [&](int j, int64_t cc, v16 u) { store(dst + j * ob * C + cc, u); });
+          }
+          for (; c < C; ++c) {
+            const float t0 = g0r * p[0][c] + g1r * p[3][c] + g2r * p[6][c];
+            const float t1 = g0r * p[1][c] + g1r * p[4][c] + g2r * p[7][c];
+            const float t2 = g0r * p[2][c] + g1r * p[5][c] + g2r * p[8][c];
+            row(t0, t1, t2, c, [&](int j, int64_t cc, float u) { dst[j * ob * C + cc] = u; });
+          }
+        }
+        for (int j = 0; j < 6; ++j) {
+          const int k = 6 * i + j;
+          gemm_serial(false, false, ob, n, C, 1.0f, ui + j * ob * C, C, v + k * C * n, n, 0.0f, m + (k * O + o0) * n,
+                      n);
+        }
+      }
+    }
+    output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
+  }
+}
 }  // namespace
+
+void winograd_f43_conv3x3_from_weights(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* w,
+                                       int64_t O, const float* bias, float* y) {
+  conv3x3_fused(x, B, C, H, W, w, O, bias, y);
+}
+void winograd_f43_conv3x3_from_weights(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const uint16_t* w,
+                                       int64_t O, const float* bias, float* y) {
+  conv3x3_fused(x, B, C, H, W, w, O, bias, y);
+}
 
 void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
                           const float* bias, float* y) {

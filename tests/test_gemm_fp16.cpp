@@ -118,6 +118,16 @@ TEST_CASE("Linear and Conv2d with fp16 weights compute what float32 weights of t
     CHECK(same_bits(c1_16.forward(x), c1_32.forward(x)));
     CHECK(same_bits(cs_16.forward(x), cs_32.forward(x)));
   }
+  // F(4x4) at 16x16 where the owner allows it: U made in the call from the fp16 weight (read
+  // 16 channels at a time, the last output channel's last ones one by one), nothing kept: the
+  // same bits as from the float32 weight.
+  {
+    c3_16.auto_f43 = c3_32.auto_f43 = true;
+    const Tensor x16 = synth::tensor("f16.x16", {2, C, 16, 16});
+    CHECK(same_bits(c3_16.forward(x16), c3_32.forward(x16)));
+    CHECK(c3_16.winograd_u_f16 == nullptr);
+    c3_16.auto_f43 = c3_32.auto_f43 = false;
+  }
   // Winograd at 32x32 (F(2x2); F(4x4) where the owner allows it): the transform kept in fp16,
   // within its rounding of the float32 path's.
   const Tensor x = synth::tensor("f16.x32", {2, C, 32, 32});

@@ -256,11 +256,13 @@ TEST_CASE("nn: ConvAlgo picks the algorithm where it fits, by one rule") {
     A automatic, automatic_u_net, direct, f23, f43;  // what runs for each ask (u_net: auto_f43)
   };
   // F(2x2) needs W % 32 == 0 and H even; F(4x4) sides multiples of 4 and W >= 16; automatic
-  // takes F(4x4) only with the owner's leave and from 32x32 up.
+  // takes F(4x4) only with the owner's leave: from 32x32 up, and below where F(2x2) does not
+  // fit (U made in the call: detail::ConvShape::keep_u).
   for (const Case& c : {
            Case{"64 -> 64, 32x32", {1, 64, 32, 32}, {64, 64, 3, 3}, 1, A::f23, A::f43, A::direct, A::f23, A::f43},
            Case{"64 -> 64, 16x32", {1, 64, 16, 32}, {64, 64, 3, 3}, 1, A::f23, A::f23, A::direct, A::f23, A::f43},
-           Case{"64 -> 64, 16x16", {1, 64, 16, 16}, {64, 64, 3, 3}, 1, A::direct, A::direct, A::direct, A::direct, A::f43},
+           Case{"64 -> 64, 16x16", {1, 64, 16, 16}, {64, 64, 3, 3}, 1, A::direct, A::f43, A::direct, A::direct, A::f43},
+           Case{"64 -> 64, 8x8", {1, 64, 8, 8}, {64, 64, 3, 3}, 1, A::direct, A::direct, A::direct, A::direct, A::direct},
            Case{"64 -> 64, 34x96", {1, 64, 34, 96}, {64, 64, 3, 3}, 1, A::f23, A::f23, A::direct, A::f23, A::f23},
            Case{"64 -> 64, 30x30", {1, 64, 30, 30}, {64, 64, 3, 3}, 1, A::direct, A::direct, A::direct, A::direct,
                 A::direct},
@@ -282,6 +284,8 @@ TEST_CASE("nn: ConvAlgo picks the algorithm where it fits, by one rule") {
     CHECK(run(A::direct, true) == c.direct);
     CHECK(run(A::f23, true) == c.f23);
     CHECK(run(A::f43) == c.f43);
+    const detail::ConvShape u_net = detail::conv_shape(c.x, c.w, c.stride, pad, A::automatic, true);
+    CHECK(u_net.keep_u == (u_net.algo == A::f23 || (u_net.algo == A::f43 && c.x[2] >= 32 && c.x[3] >= 32)));
   }
   for (A a : {A::automatic, A::direct, A::f23, A::f43}) CHECK(parse_conv_algo(conv_algo_name(a)) == a);
   REQUIRE_THROWS_WITH(parse_conv_algo("winograd"),
@@ -334,6 +338,29 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
     REQUIRE(asked.winograd_tile == 4);
     require_close(conv2d(x, conv.weight, conv.bias, 1, Padding::same(1), ConvAlgo::f43), expected, kF43Tol, c.what);
   }
+  // Under 32x32 (the U-Net's 16x16 level) U is made in each call, 64 output channels at a time,
+  // and nothing is kept: a block and a part of one (72 outputs), channels in and out of groups
+  // of 16 (40 inputs), one image and two; and the same bits as with a kept U.
+  for (const Case& c : {Case{"batch 2, 40 -> 72, 16x16", 2, 40, 16, 16, 72},
+                        Case{"64 -> 128, 16x20", 1, 64, 16, 20, 128},
+                        Case{"batch 2, 1280 -> 64, 16x16", 2, 1280, 16, 16, 64}}) {
+    Conv2d conv;
+    conv.auto_f43 = true;
+    conv.weight = random_tensor({c.O, c.C, 3, 3}, 2, -0.1f, 0.1f);
+    conv.bias = random_tensor({c.O}, 3);
+    conv.padding = Padding::same(1);
+    const Tensor x = random_tensor({c.B, c.C, c.H, c.W}, 1);
+    const Tensor y = conv.forward(x);
+    require_close(y, naive_conv2d(x, conv.weight, conv.bias, 1, Padding::same(1)), kF43Tol, c.what);
+    CHECK(conv.winograd_u == nullptr);  // nothing kept
+    CHECK(conv.winograd_tile == 0);
+    const std::vector<float> u = winograd_f43_weights(conv.weight.data(), c.O, c.C);
+    Tensor kept = Tensor::empty(y.shape());
+    winograd_f43_conv3x3(x.data(), c.B, c.C, c.H, c.W, u.data(), c.O, conv.bias.data(), kept.data());
+    CHECK(test::max_abs_diff(y, kept) == 0.0);
+    CHECK(test::max_abs_diff(conv2d(x, conv.weight, conv.bias, 1, Padding::same(1), ConvAlgo::f43), y) == 0.0);
+  }
+
   // Without the owner's leave, F(2x2, 3x3) (whose transform is 16/9 the weight's size); with
   // ConvAlgo::f23, F(2x2) despite the leave.
   Conv2d conv;

@@ -18,6 +18,7 @@
 #include "ldm/inpaint.hpp"
 #include "ldm/load.hpp"
 #include "ldm/lora_tags.hpp"
+#include "ldm/core/memory.hpp"
 #include "ldm/pipeline.hpp"
 #include "output_path.hpp"
 #include "progress.hpp"
@@ -171,6 +172,7 @@ void run_generate(Options o) {
   lo.loras = collect_loras(o, prompt_text);
   check_device(lo);  // --device cuda without a GPU (or without CUDA in the build) fails here
   if (o.threads > 0) omp_set_num_threads(o.threads);
+  keep_freed_memory();  // every step frees and allocates the same tensors: no fresh pages each time
   auto gen = make_generator(o.rng, seed);
 
   using clock = std::chrono::steady_clock;

@@ -99,18 +99,21 @@ inline Tensor quick_gelu_backward(const Tensor& x, const Tensor& dy) {
 
 // diffusers GEGLU after its projection: h = [a | gate] on the last dim -> a * gelu(gate).
 // [..., 2F] -> [..., F]
+inline void geglu_rows(const float* h, int64_t rows, int64_t F, float* out) {
+  const OpTimer timer("geglu", [&] { return "[" + std::to_string(rows) + ", " + std::to_string(2 * F) + "]"; }, 0);
+#pragma omp parallel for if (rows * F > (1 << 15))
+  for (int64_t r = 0; r < rows; ++r) {
+    Eigen::Map<const Eigen::ArrayXf> a(h + r * 2 * F, F), g(h + r * 2 * F + F, F);
+    Eigen::Map<Eigen::ArrayXf> o(out + r * F, F);
+    o = a * (0.5f * g * (1.0f + (g * float(M_SQRT1_2)).erf()));
+  }
+}
 inline Tensor geglu(const Tensor& h) {
   const int64_t F = h.dim(-1) / 2, rows = h.numel() / h.dim(-1);
-  const OpTimer timer("geglu", [&] { return h.shape_str(); }, 0);
   Shape shape = h.shape();
   shape.back() = F;
   Tensor out = Tensor::empty(shape);
-#pragma omp parallel for if (rows * F > (1 << 15))
-  for (int64_t r = 0; r < rows; ++r) {
-    Eigen::Map<const Eigen::ArrayXf> a(h.data() + r * 2 * F, F), g(h.data() + r * 2 * F + F, F);
-    Eigen::Map<Eigen::ArrayXf> o(out.data() + r * F, F);
-    o = a * (0.5f * g * (1.0f + (g * float(M_SQRT1_2)).erf()));
-  }
+  geglu_rows(h.data(), rows, F, out.data());
   return out;
 }
 

@@ -40,6 +40,9 @@ struct ConvShape {
                    // gradient is itself such a convolution (of the flipped, transposed kernel)
   bool winograd;   // same3x3 with enough channels: where Winograd may run, either way
   ConvAlgo algo;   // what the forward runs: direct, f23 or f43 (Winograd, winograd.hpp)
+  bool keep_u;     // Winograd with its transform U made once and kept (Conv2d); else F(4x4) on
+                   // images under 32x32 makes U in the call, 64 output channels at a time
+                   // (winograd_f43_conv3x3_from_weights): nothing kept, and faster there
 };
 
 // The sizes, and the algorithm that runs for `asked` (nn/conv_algo.hpp). auto_f43: under
@@ -75,11 +78,13 @@ inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding 
     case ConvAlgo::f23: s.algo = f23_or_direct; break;
     case ConvAlgo::f43: s.algo = f43 ? ConvAlgo::f43 : f23_or_direct; break;
     case ConvAlgo::automatic:
-      // F(4x4) from 32x32 up: not at the U-Net's 16x16 level, whose 1280-channel transforms
-      // would need 2.8 GB more.
-      s.algo = f43 && auto_f43 && s.H >= 32 && s.W >= 32 ? ConvAlgo::f43 : f23_or_direct;
+      // F(4x4) where the owner allows it: kept from 32x32 up; below only where F(2x2) does not
+      // fit, with U made in the call (the U-Net's 16x16 level, whose kept 1280-channel
+      // transforms would need 2.8 GB more), instead of the direct convolution.
+      s.algo = f43 && auto_f43 && ((s.H >= 32 && s.W >= 32) || !f23) ? ConvAlgo::f43 : f23_or_direct;
       break;
   }
+  s.keep_u = s.algo == ConvAlgo::f23 || (s.algo == ConvAlgo::f43 && s.H >= 32 && s.W >= 32);
   return s;
 }
 
@@ -201,9 +206,9 @@ void conv2d_direct(const ConvShape& s, const float* x, const T* w, const float* 
 }  // namespace detail
 
 // x [B, C, H, W], weight [O, C, kh, kw], bias [O] or undefined -> [B, O, Ho, Wo].
-// algo: see nn/conv_algo.hpp (here `automatic` never takes F(4x4), whose transform is made per
-// call). winograd_u: the Winograd transform of weight for the algorithm that runs, when the
-// caller keeps it (Conv2d does); else made here.
+// algo: see nn/conv_algo.hpp (here `automatic` never takes F(4x4)). winograd_u: the Winograd
+// transform of weight for the algorithm that runs, when the caller keeps it (Conv2d does);
+// else made here (F(4x4) under 32x32: in blocks of output channels as the GEMMs use them).
 inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, Padding pad,
                      ConvAlgo algo = ConvAlgo::automatic, const std::vector<float>* winograd_u = nullptr) {
   const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad, algo);
@@ -211,6 +216,10 @@ inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, 
             " output channels");
   Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
   const float* b_o = bias.defined() ? bias.data() : nullptr;  // added to row o of each GEMM's output
+  if (s.algo == ConvAlgo::f43 && !winograd_u && !s.keep_u) {
+    winograd_f43_conv3x3_from_weights(x.data(), s.B, s.C, s.H, s.W, weight.data(), s.O, b_o, y.data());
+    return y;
+  }
   if (s.algo != ConvAlgo::direct) {
     const bool f43 = s.algo == ConvAlgo::f43;
     std::vector<float> made;
@@ -233,12 +242,16 @@ inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, 
 inline Tensor conv2d(const Tensor& x, const HalfTensor& weight, const Tensor& bias, int stride, Padding pad,
                      ConvAlgo algo = ConvAlgo::automatic, const std::vector<uint16_t>* winograd_u = nullptr) {
   const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape, stride, pad, algo);
-  if (s.algo != ConvAlgo::direct && !winograd_u) return conv2d(x, weight.to_float(), bias, stride, pad, algo);
+  const bool from_weights = s.algo == ConvAlgo::f43 && !winograd_u && !s.keep_u;  // F(4x4), U made in the call
+  if (s.algo != ConvAlgo::direct && !winograd_u && !from_weights)
+    return conv2d(x, weight.to_float(), bias, stride, pad, algo);
   LDM_CHECK(!bias.defined() || bias.numel() == s.O, "conv2d: bias ", bias.shape_str(), " does not match ", s.O,
             " output channels");
   Tensor y = Tensor::empty({s.B, s.O, s.Ho, s.Wo});
   const float* b_o = bias.defined() ? bias.data() : nullptr;
-  if (s.algo == ConvAlgo::f43) {
+  if (from_weights) {
+    winograd_f43_conv3x3_from_weights(x.data(), s.B, s.C, s.H, s.W, weight.data.get(), s.O, b_o, y.data());
+  } else if (s.algo == ConvAlgo::f43) {
     winograd_f43_conv3x3(x.data(), s.B, s.C, s.H, s.W, winograd_u->data(), s.O, b_o, y.data());
   } else if (s.algo == ConvAlgo::f23) {
     winograd_conv3x3(x.data(), s.B, s.C, s.H, s.W, winograd_u->data(), s.O, b_o, y.data());
@@ -460,6 +473,10 @@ struct Conv2d {
         },
         2.0 * double(s.B) * double(s.O) * double(s.P) * double(s.K));
     const int tile = s.algo == ConvAlgo::f43 ? 4 : 2;
+    if (s.algo == ConvAlgo::f43 && !s.keep_u) {  // U made in the call from the weight, nothing kept
+      return weight.defined() ? conv2d(x, weight, bias, stride, padding, s.algo)
+                              : conv2d(x, weight_f16, bias, stride, padding, s.algo);
+    }
     if (!weight.defined()) {  // fp16 weights: read through the GEMM; a Winograd transform kept in fp16 too
       if (s.algo != ConvAlgo::direct &&
           (!winograd_u_f16 || winograd_tile != tile || winograd_source != weight_f16.data.get())) {

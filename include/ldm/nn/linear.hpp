@@ -35,23 +35,36 @@ struct Linear {
   Tensor forward(const Tensor& x) const {
     LDM_CHECK(x.dim(-1) == in_features, "Linear: expected last dimension ", in_features, ", got input ", x.shape_str());
     const int64_t rows = x.numel() / in_features;
-    const OpTimer timer(
-        "linear", [&] { return x.shape_str() + " -> " + std::to_string(out_features) + (weight.defined() ? "" : " fp16"); },
-        2.0 * double(rows) * double(out_features) * double(in_features));
+    const OpTimer timer("linear", [&] { return label(x.shape_str()); }, flops(rows));
     Shape shape = x.shape();
     shape.back() = out_features;
     Tensor y = Tensor::empty(shape);
-    const float* b = bias.defined() ? bias.data() : nullptr;
-    if (weight.defined()) {  // W [out, in]
-      gemm_bias(rows, out_features, in_features, x.data(), in_features, weight.data(), in_features, b, y.data(),
-                out_features);
-    } else {  // fp16: converted as the GEMM packs it, no float32 copy
-      gemm_bias(rows, out_features, in_features, x.data(), in_features, weight_f16.data.get(), in_features, b, y.data(),
-                out_features);
-    }
+    multiply(x.data(), rows, y.data());
     return y;
   }
+  // The same on raw rows: x [rows, in] -> y [rows, out], for a caller that runs a layer on a
+  // block of rows at a time (FeedForward).
+  void forward_rows(const float* x, int64_t rows, float* y) const {
+    const OpTimer timer("linear", [&] { return label(shape_str({rows, in_features})); }, flops(rows));
+    multiply(x, rows, y);
+  }
 
+ private:
+  void multiply(const float* x, int64_t rows, float* y) const {
+    const float* b = bias.defined() ? bias.data() : nullptr;
+    if (weight.defined()) {  // W [out, in]
+      gemm_bias(rows, out_features, in_features, x, in_features, weight.data(), in_features, b, y, out_features);
+    } else {  // fp16: converted as the GEMM packs it, no float32 copy
+      gemm_bias(rows, out_features, in_features, x, in_features, weight_f16.data.get(), in_features, b, y,
+                out_features);
+    }
+  }
+  std::string label(const std::string& input) const {
+    return input + " -> " + std::to_string(out_features) + (weight.defined() ? "" : " fp16");
+  }
+  double flops(int64_t rows) const { return 2.0 * double(rows) * double(out_features) * double(in_features); }
+
+ public:
   Tensor grad_weight, grad_bias;  // [out, in], [out]: accumulated by backward (nn/grad.hpp)
 
   // Saves the input x [..., in]. dy [..., out] -> dx [..., in]; the parameters' gradients
