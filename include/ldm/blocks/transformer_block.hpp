@@ -28,8 +28,8 @@ struct FeedForward {  // diffusers.models.attention.FeedForward with activation_
     LDM_CHECK(x.dim(-1) == net_0_proj.in_features, "FeedForward: expected last dimension ", net_0_proj.in_features,
               ", got input ", x.shape_str());
     const int64_t rows = x.numel() / x.dim(-1), D = x.dim(-1), F2 = net_0_proj.out_features, F = F2 / 2;
-    const int64_t block = std::clamp<int64_t>(kFeedForwardBlockBytes / (F2 * int64_t(sizeof(float))) / 256 * 256,
-                                              256, std::max<int64_t>(rows, 1));
+    const int64_t budget = kFeedForwardBlockBytes / (F2 * int64_t(sizeof(float))) / 256 * 256;
+    const int64_t block = std::min(std::max<int64_t>(budget, 256), std::max<int64_t>(rows, 1));  // rows per block
     Shape shape = x.shape();
     shape.back() = F;
     Tensor gated = Tensor::empty(shape);  // [B, L, mult dim]
