@@ -256,10 +256,11 @@ void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const T
     output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
   }
 }
-// The same with U made in the call from the weight, a block of kFusedOutputs output channels
-// at a time, each block's 36 x C x kFusedOutputs values used by its GEMMs right after they are
-// made (in cache): for small images, where the GEMMs do little work per weight, reading the
-// weight is cheaper than reading a kept U four times its size, and nothing is kept.
+// The same with U made in the call from the weight, for kFusedOutputs output channels at a
+// time and 6 of its 36 components (one row i of G g) at a time, each 6 x kFusedOutputs x C
+// values used by their 6 GEMMs right after they are made (in cache): for small images (the
+// U-Net's 16x16 level), where a kept U would cost 4x the weight's memory; nothing is kept.
+// The threads take blocks of output channels; V (all tiles' input transforms) is shared.
 //   wt[s][o][c] = w[o0 + o][c][s]                 the block's weights, 9 planes (one copy)
 //   for each row i of G g:  Ui[j][o][c] = ((G g)[i] G^T)[j] for j < 6, then the 6 GEMMs
 //                           M[6 i + j][o0 + o, n] = Ui[j] . V[6 i + j]
