@@ -227,12 +227,11 @@ int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, i
 }
 
 namespace {
-// U: float, or uint16_t for a transform kept in fp16 (the GEMMs convert it as they pack it).
-template <typename TU>
-void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const TU* U, int64_t O, const float* bias,
-             float* y) {
-  const Geometry g{B, C, H, W, W / 4, H / 4};
-  const int64_t rows = band_tile_rows(g, O), total_rows = B * g.tiles_h;
+// The band loop both entry points share: for each band of tile rows (across the batch), its
+// input transform V[36][C][n], then gemms(v, m, n) fills M[36][O][n], then the output tiles.
+template <typename Gemms>
+void for_each_band(const Geometry& g, int64_t O, const float* x, const float* bias, float* y, const Gemms& gemms) {
+  const int64_t rows = band_tile_rows(g, O), total_rows = g.B * g.tiles_h;
   // Kept by the calling thread between calls (fresh pages cost more than the work done in
   // them); other threads reach them through these references only.
   thread_local std::vector<float> V_kept, M_kept;
@@ -240,21 +239,28 @@ void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const T
   std::vector<float>& V = V_kept;
   std::vector<float>& M = M_kept;
   Band& band = band_kept;
-  V.resize(size_t(36 * C * rows * g.tiles_w));
+  V.resize(size_t(36 * g.C * rows * g.tiles_w));
   M.resize(size_t(36 * O * rows * g.tiles_w));
   for (int64_t g0 = 0; g0 < total_rows; g0 += rows) {
     const int64_t g1 = std::min(total_rows, g0 + rows), n = (g1 - g0) * g.tiles_w;
     fill_band(g, x, g0, g1, band);
     input_transform(g, band, g1 - g0, n, V.data());
+    gemms(static_cast<const float*>(V.data()), M.data(), n);
+    output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
+  }
+}
+
+// U: float, or uint16_t for a transform kept in fp16 (the GEMMs convert it as they pack it).
+template <typename TU>
+void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const TU* U, int64_t O, const float* bias,
+             float* y) {
+  for_each_band(Geometry{B, C, H, W, W / 4, H / 4}, O, x, bias, y, [&](const float* v, float* m, int64_t n) {
     // 36 independent GEMMs, one per thread at a time: no thread waits for another until the
     // last one is done (a GEMM split across the threads would meet at a barrier 36 times).
-    const float* v = V.data();
-    float* m = M.data();
 #pragma omp parallel for schedule(dynamic)
     for (int k = 0; k < 36; ++k)
       gemm_serial(true, false, O, n, C, 1.0f, U + k * O * C, O, v + k * C * n, n, 0.0f, m + k * O * n, n);
-    output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
-  }
+  });
 }
 // The same with U made in the call from the weight, for kFusedOutputs output channels at a
 // time and 6 of its 36 components (one row i of G g) at a time, each 6 x kFusedOutputs x C
@@ -272,22 +278,8 @@ float to_float(uint16_t v) { return fp16_to_float(v); }
 template <typename TW>
 void conv3x3_fused(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const TW* w, int64_t O,
                    const float* bias, float* y) {
-  const Geometry g{B, C, H, W, W / 4, H / 4};
-  const int64_t rows = band_tile_rows(g, O), total_rows = B * g.tiles_h;
-  thread_local std::vector<float> V_kept, M_kept;
-  thread_local Band band_kept;
-  std::vector<float>& V = V_kept;
-  std::vector<float>& M = M_kept;
-  Band& band = band_kept;
-  V.resize(size_t(36 * C * rows * g.tiles_w));
-  M.resize(size_t(36 * O * rows * g.tiles_w));
   const int64_t blocks = (O + kFusedOutputs - 1) / kFusedOutputs, c16 = C / 16 * 16;
-  for (int64_t g0 = 0; g0 < total_rows; g0 += rows) {
-    const int64_t g1 = std::min(total_rows, g0 + rows), n = (g1 - g0) * g.tiles_w;
-    fill_band(g, x, g0, g1, band);
-    input_transform(g, band, g1 - g0, n, V.data());
-    const float* v = V.data();
-    float* m = M.data();
+  for_each_band(Geometry{B, C, H, W, W / 4, H / 4}, O, x, bias, y, [&](const float* v, float* m, int64_t n) {
 #pragma omp parallel for schedule(dynamic)
     for (int64_t blk = 0; blk < blocks; ++blk) {
       thread_local std::vector<float> wt_kept, ui_kept;
@@ -351,8 +343,7 @@ void conv3x3_fused(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, c
         }
       }
     }
-    output_transform(g, M.data(), O, g0, g1 - g0, n, bias, y);
-  }
+  });
 }
 }  // namespace
 
