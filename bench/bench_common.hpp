@@ -189,6 +189,22 @@ void take_option(int& argc, char** argv, const std::string& prefix, Take take) {
 
 // Takes our own --conv=NAME out of argv into `conv`. False, with the message printed, for an
 // unknown algorithm name.
+// --malloc=keep (default: freed memory kept for reuse, ldm::keep_freed_memory, as `ldm generate`
+// and `ldm train` run) or --malloc=default (glibc's policy). Applies it and prints which;
+// false (after a message) for another value.
+inline bool take_malloc_option(int& argc, char** argv, const char* program, const char* as_run_by) {
+  bool keep_freed = true, ok = true;
+  take_option(argc, argv, "--malloc=", [&](const std::string& policy) {
+    if (policy == "default") keep_freed = false;
+    else if (policy != "keep") ok = false;
+  });
+  if (!ok) return std::fprintf(stderr, "%s: --malloc= takes keep or default\n", program), false;
+  if (keep_freed) ldm::keep_freed_memory();
+  if (keep_freed) std::printf("memory: --malloc=keep (freed memory reused, as %s runs)\n", as_run_by);
+  else std::printf("memory: --malloc=default (glibc's policy)\n");
+  return true;
+}
+
 inline bool take_conv_option(int& argc, char** argv, ConvAlgo& conv, const char* program) {
   bool ok = true;
   take_option(argc, argv, "--conv=", [&](const std::string& name) {

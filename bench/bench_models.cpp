@@ -207,15 +207,7 @@ int main(int argc, char** argv) {
   take_option(argc, argv, "--profile", [&](const std::string& rest) { (rest.empty() ? g_profile : unknown) = true; });
   take_option(argc, argv, "--fp16-weights", [&](const std::string& rest) { (rest.empty() ? g_fp16 : unknown) = true; });
   if (unknown) return std::fprintf(stderr, "bench_models: unknown option (--profile, --fp16-weights take no value)\n"), 1;
-  // Freed memory kept for reuse, as `ldm generate` runs (ldm/core/memory.hpp), unless --malloc=default.
-  bool keep_freed = true, malloc_ok = true;
-  take_option(argc, argv, "--malloc=", [&](const std::string& policy) {
-    if (policy == "default") keep_freed = false;
-    else if (policy != "keep") malloc_ok = false;
-  });
-  if (!malloc_ok) return std::fprintf(stderr, "bench_models: --malloc= takes keep or default\n"), 1;
-  if (keep_freed) keep_freed_memory();
-  std::printf("memory: --malloc=%s\n", keep_freed ? "keep (freed memory reused, as ldm generate runs)" : "default (glibc's policy)");
+  if (!take_malloc_option(argc, argv, "bench_models", "ldm generate")) return 1;  // ldm/core/memory.hpp
   std::printf("convolutions: --conv=%s; weights: %s\n", conv_algo_name(g_conv), g_fp16 ? "fp16 (--fp16-weights)" : "fp32");
   std::printf("FLOPs counted (2 per multiply-add):\n");
   std::printf("  U-Net CFG step, batch 2, 64x64, 77 tokens: %.4g TFLOP (this count), %.4g TFLOP (issue; used)\n",

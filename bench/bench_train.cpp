@@ -558,15 +558,7 @@ int main(int argc, char** argv) {
   register_case(std::make_unique<CLIPCase>("clip_sd15", CLIPTextConfig{}, 1, true));
 
   if (!take_conv_option(argc, argv, g_conv, "bench_train")) return 1;
-  // Freed memory kept for reuse, as `ldm train` runs (ldm/core/memory.hpp), unless --malloc=default.
-  bool keep_freed = true, malloc_ok = true;
-  take_option(argc, argv, "--malloc=", [&](const std::string& policy) {
-    if (policy == "default") keep_freed = false;
-    else if (policy != "keep") malloc_ok = false;
-  });
-  if (!malloc_ok) return std::fprintf(stderr, "bench_train: --malloc= takes keep or default\n"), 1;
-  if (keep_freed) keep_freed_memory();
-  std::printf("memory: --malloc=%s\n", keep_freed ? "keep (freed memory reused, as ldm train runs)" : "default (glibc's policy)");
+  if (!take_malloc_option(argc, argv, "bench_train", "ldm train")) return 1;  // ldm/core/memory.hpp
   std::printf("convolutions: --conv=%s (a 3x3 backward's dX follows the forward's rule, its dW is Winograd's\n"
               "adjoint where it pays; direct: im2col + GEMM both ways)\n",
               conv_algo_name(g_conv));
