@@ -23,109 +23,16 @@
 #include <type_traits>
 #include <vector>
 
-#include "v16.hpp"
+#include "gemm_kernel.hpp"
 
 namespace ldm {
 namespace {
 
-using simd::load;
-using simd::shuffle;
-using simd::store;
-using simd::to_float;
-using simd::v16;
-using simd::v16i;
+using namespace gemm_kernel;
 
-#if defined(__AVX512F__)
-// 12 rows x 2 panels: 24 accumulator registers of the 32 zmm, 2 for B. Per k step 24 FMAs
-// against 2 vector loads and 12 broadcasts: the Xeon's two FMA ports stay fed (a 16 x 16 tile,
-// 17 loads per 16 FMAs, ran at 55-59% of its peak there, this one at 90%).
-constexpr int MR = 12;
-constexpr int kPanels = 2;
-#elif defined(__AVX__)
-constexpr int MR = 4;  // a v16 is two ymm registers: 8 accumulators of the 16
-constexpr int kPanels = 1;
-#else
-constexpr int MR = 2;  // a v16 is four xmm registers: 8 accumulators of the 16
-constexpr int kPanels = 1;
-#endif
-constexpr int NR = kGemmPanelWidth;  // one v16 per row of a panel
-static_assert(NR == 16, "the micro-kernel holds a row of a panel in one v16");
-constexpr int64_t KC = 256;  // a pair of B panels, 2 x KC x NR floats = 32 KiB, stays in L1
 constexpr int64_t MB = 256;   // rows per task: its packed A block (256 KiB) stays in L2
 constexpr int64_t NB = 1024;  // columns per task: its packed B block (1 MiB) streams from L2/L3
 constexpr int64_t kSharedBMax = int64_t(4) << 20;  // floats (16 MiB) of B packed once per call
-
-// Bias added to a tile of C on the first K block: row_bias[i] along rows (a convolution's
-// per-channel bias), col_bias[j] along columns (a linear layer's); either may be null.
-struct Bias {
-  const float* rows;
-  const float* cols;
-};
-
-// C[m x n] = alpha * acc + bias + beta * C for one panel's column of accumulators (acc[i] is
-// row i), m <= MR, n <= NR. beta == 0 never reads C (it may hold garbage or NaN).
-void write_panel(const v16* acc, float* c, int64_t ldc, int m, int n, float alpha, float beta, Bias bias) {
-  float tile[MR * NR];  // an edge tile goes through memory, to write only the n valid columns
-  float* out = n == NR ? c : tile;
-  const int64_t ld = n == NR ? ldc : NR;
-  v16 col_bias{};
-  if (bias.cols) {
-    if (n == NR) {
-      col_bias = load(bias.cols);
-    } else {
-      for (int j = 0; j < n; ++j) col_bias[j] = bias.cols[j];
-    }
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    if (i >= m) break;
-    v16 v = alpha * acc[i];
-    if (bias.rows) v += bias.rows[i];
-    if (bias.cols) v += col_bias;
-    if (n == NR && beta != 0.0f) v += beta * load(c + i * ldc);
-    store(out + i * ld, v);
-  }
-  if (n == NR) return;
-  for (int i = 0; i < m; ++i) {
-    float* ci = c + i * ldc;
-    for (int j = 0; j < n; ++j) ci[j] = beta == 0.0f ? tile[i * NR + j] : tile[i * NR + j] + beta * ci[j];
-  }
-}
-
-// C[m x n] = alpha * (A panel [kc x MR] . P B panels [kc x NR], panel p at b + p * b_stride)
-// + bias + beta * C, for m <= MR, (P - 1) * NR < n <= P * NR. The loops over i and p have
-// compile-time bounds, fully unrolled, so that acc[][] lives in registers.
-template <int P>
-void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc, int m, int n,
-                  float alpha, float beta, Bias bias) {
-  // The tile of C is written (and read, beta != 0) after the k loop: start fetching its lines
-  // now, so that the stores do not wait on memory (C is often far larger than the caches).
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int p = 0; p < P; ++p) __builtin_prefetch(c + i * ldc + p * NR, 1);
-  v16 acc[P][MR];
-#pragma GCC unroll 4
-  for (int p = 0; p < P; ++p)
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) acc[p][i] = v16{};
-  for (int64_t k = 0; k < kc; ++k) {
-    v16 bk[P];
-#pragma GCC unroll 4
-    for (int p = 0; p < P; ++p) bk[p] = load(b + p * b_stride + k * NR);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const float aik = a[k * MR + i];
-#pragma GCC unroll 4
-      for (int p = 0; p < P; ++p) acc[p][i] += aik * bk[p];
-    }
-  }
-#pragma GCC unroll 4
-  for (int p = 0; p < P; ++p) {
-    const Bias panel_bias{bias.rows, bias.cols ? bias.cols + p * NR : nullptr};
-    write_panel(acc[p], c + p * NR, ldc, m, std::min(NR, n - p * NR), alpha, beta, panel_bias);
-  }
-}
 
 // Element (i, k) of op(A) is A[i*lda + k], or A[k*lda + i] when transposed; likewise op(B)(k, j).
 // T: float, or uint16_t for a matrix kept in fp16 (converted as it is packed).
@@ -135,66 +42,6 @@ struct Operand {
   int64_t ld;
   bool trans;
 };
-
-// In-register transpose of a 16 x 16 block: four butterfly stages, each swapping the
-// off-diagonal b x b sub-blocks of every 2b x 2b block (b = 8, 4, 2, 1). For rows x = r[i] and
-// y = r[i + b], in each group of 2b lanes: r[i] gets the low b lanes of x then of y (`lo`),
-// r[i + b] the high b lanes of x then of y (`hi`).
-template <int b>
-void transpose_stage(v16* r, v16i lo, v16i hi) {
-  for (int i = 0; i < 16; ++i) {
-    if (i & b) continue;
-    const v16 x = r[i], y = r[i + b];
-    r[i] = shuffle(x, y, lo);
-    r[i + b] = shuffle(x, y, hi);
-  }
-}
-void transpose16(v16* r) {
-  transpose_stage<8>(r, v16i{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-                     v16i{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
-  transpose_stage<4>(r, v16i{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-                     v16i{4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31});
-  transpose_stage<2>(r, v16i{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-                     v16i{2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31});
-  transpose_stage<1>(r, v16i{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
-                     v16i{1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31});
-}
-
-// A W-wide panel of `rows` (<= W) rows of a row-major matrix, k along each row:
-// dst[k * W + r] = src[r * ld + k] for k < kc, zero for r >= rows. (op(A) = A, op(B) = B^T.)
-template <int W, typename T>
-void pack_interleave_rows(const T* src, int64_t ld, int64_t rows, int64_t kc, float* dst) {
-  int64_t k = 0;
-  if constexpr (W <= 16) {  // 16 x 16 blocks through registers, W lanes of each kept
-    for (; k + 16 <= kc; k += 16) {
-      v16 r[16] = {};
-      for (int64_t i = 0; i < rows; ++i) r[i] = load(src + i * ld + k);
-      transpose16(r);
-      for (int t = 0; t < 16; ++t) std::memcpy(dst + (k + t) * W, &r[t], W * sizeof(float));
-    }
-  }
-  for (; k < kc; ++k)
-    for (int64_t i = 0; i < W; ++i) dst[k * W + i] = i < rows ? to_float(src[i * ld + k]) : 0.0f;
-}
-
-// A W-wide panel of `cols` (<= W) columns of a row-major matrix, k down the rows:
-// dst[k * W + j] = src[k * ld + j], zero for j >= cols. (op(A) = A^T, op(B) = B.)
-template <int W, typename T>
-void pack_copy_rows(const T* src, int64_t ld, int64_t cols, int64_t kc, float* dst) {
-  if (cols == W) {
-    if constexpr (std::is_same_v<T, float>) {  // a fixed-size copy the compiler inlines (one vector move when W = 16)
-      for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * W, src + k * ld, W * sizeof(float));
-      return;
-    } else if constexpr (W == 16) {  // fp16: 16 converted at a time
-      for (int64_t k = 0; k < kc; ++k) store(dst + k * W, load(src + k * ld));
-      return;
-    }
-  }
-  for (int64_t k = 0; k < kc; ++k) {
-    for (int64_t j = 0; j < cols; ++j) dst[k * W + j] = to_float(src[k * ld + j]);
-    std::fill(dst + k * W + cols, dst + (k + 1) * W, 0.0f);
-  }
-}
 
 // op(A)[i0 : i0+MR, k0 : k0+kc] -> dst[k * MR + i], rows past M zero.
 template <typename T>
@@ -225,12 +72,6 @@ int64_t block_size(int64_t total, int64_t unit, int64_t max_block, int64_t parts
   return (units + count - 1) / count * unit;
 }
 
-// K blocks of (nearly) equal size, at most KC each.
-int64_t k_block(int64_t K) {
-  const int64_t blocks = (K + KC - 1) / KC;
-  return (K + blocks - 1) / blocks;
-}
-
 // Tasks: a grid of row x column blocks of C, about 8 per thread (when C is large enough), so
 // that handing them out dynamically leaves no thread idle for long.
 struct Tasks {
@@ -239,8 +80,18 @@ struct Tasks {
 // A wide C (N >= 1024) gives every thread column blocks enough: its rows are then not split
 // further than MB requires, since each row block packs B again (a [256, 1280] x [1280, 10240]
 // product would read its 52 MB of weights twice).
+//
+// A narrow C (N <= 256: a convolution at 8x8, [1280, 2 x 64] from weights of 1280 x 11520) is
+// split in rows only, finely: each column block would pack all of A (59 MB there) again.
 Tasks make_tasks(int64_t M, int64_t N, int threads) {
   Tasks t{};
+  if (threads > 1 && N <= 256) {
+    t.mb = block_size(M, MR, MB, 8 * threads);
+    t.rows = (M + t.mb - 1) / t.mb;
+    t.nb = block_size(N, NR * kPanels, NB, 1);
+    t.cols = (N + t.nb - 1) / t.nb;
+    return t;
+  }
   t.mb = block_size(M, MR, MB, threads > 1 && N < 1024 ? 2 : 1);
   t.rows = (M + t.mb - 1) / t.mb;
   t.nb = block_size(N, NR * kPanels, NB, threads > 1 ? (8 * threads + t.rows - 1) / t.rows : 1);
@@ -315,9 +166,9 @@ void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand<TA>& A, con
             const float* a_panel = a_block.data() + (i - i0) * kc;
             float* c_tile = C + i * ldc + j;
             if (n > NR * (kPanels - 1)) {
-              micro_kernel<kPanels>(kc, a_panel, b_panel, NR * kc, c_tile, ldc, m, n, alpha, beta_k, tile_bias);
+              micro_kernel<kPanels>(kc, a_panel, b_panel, NR * kc, c_tile, ldc, NR, m, n, alpha, beta_k, tile_bias);
             } else {  // the last, lone panel of an odd count
-              micro_kernel<1>(kc, a_panel, b_panel, NR * kc, c_tile, ldc, m, n, alpha, beta_k, tile_bias);
+              micro_kernel<1>(kc, a_panel, b_panel, NR * kc, c_tile, ldc, NR, m, n, alpha, beta_k, tile_bias);
             }
           }
         }

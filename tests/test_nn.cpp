@@ -515,6 +515,7 @@ TEST_CASE("nn: scaled_dot_product_attention, self / cross / multi-head / causal"
            Case{"causal, 77 tokens, 12 heads", 2, 77, 77, 96, 96, 12, true},
            Case{"causal, > one query block", 1, 300, 300, 32, 32, 2, true},
            Case{"single key", 1, 5, 1, 8, 8, 2, false},
+           Case{"one head of 300 (> 256: both products in k blocks), 70 queries", 1, 70, 270, 300, 300, 1, false},
        }) {
     Tensor q = random_tensor({c.B, c.Lq, c.D}, 1, -2.0f, 2.0f), k = random_tensor({c.B, c.Lk, c.D}, 2, -2.0f, 2.0f);
     Tensor v = random_tensor({c.B, c.Lk, c.Dv}, 3);
