@@ -8,9 +8,13 @@
 //     P^T = exp(S^T - max) in place, the sums per query kept          (each row of a panel: 16 queries)
 //     O^T [dv, nq]   = V^T P^T          then O = O^T^T / sums
 //
-// The products block k as gemm does, so every score and output is the same sum, bit for bit, that
+// The products block k as gemm does, so every score and output is the same sum that
 // gemm_serial gives on the same operands (the form this function had before: S^T = scale K Q^T,
-// O = P V). Work is split over (batch, head, block of queries), as before.
+// O = P V): bit for bit at the U-Net's shapes (checked against the old form: 4096 and 1024
+// tokens, 77 keys, heads of 40-160). Where the scores take several k blocks (the VAE's one head
+// of 512) the compiler fuses the scale into the second block's sum differently (1.3e-7 apart),
+// and a causal block of 77 queries no longer has a scalar tail in its exp (2.4e-7). Work is
+// split over (batch, head, block of queries), as before.
 #include <algorithm>
 #include <cmath>
 #include <limits>
