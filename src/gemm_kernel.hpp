@@ -17,6 +17,7 @@
 namespace ldm::gemm_kernel {
 
 using simd::load;
+using simd::load_first;
 using simd::shuffle;
 using simd::store;
 using simd::to_float;
@@ -159,12 +160,16 @@ void pack_interleave_rows(const T* src, int64_t ld, int64_t rows, int64_t kc, fl
 // dst[k * W + j] = src[k * ld + j], zero for j >= cols. (op(A) = A^T, op(B) = B.)
 template <int W, typename T>
 void pack_copy_rows(const T* src, int64_t ld, int64_t cols, int64_t kc, float* dst) {
-  if (cols == W) {
-    if constexpr (std::is_same_v<T, float>) {  // a fixed-size copy the compiler inlines (one vector move when W = 16)
+  if constexpr (std::is_same_v<T, uint16_t> && W <= 16) {  // fp16: a row converted at a time, lanes past cols zero
+    for (int64_t k = 0; k < kc; ++k) {
+      const v16 v = load_first(src + k * ld, int(cols));
+      std::memcpy(dst + k * W, &v, W * sizeof(float));
+    }
+    return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (cols == W) {  // a fixed-size copy the compiler inlines (one vector move when W = 16)
       for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * W, src + k * ld, W * sizeof(float));
-      return;
-    } else if constexpr (W == 16) {  // fp16: 16 converted at a time
-      for (int64_t k = 0; k < kc; ++k) store(dst + k * W, load(src + k * ld));
       return;
     }
   }

@@ -41,6 +41,22 @@ inline v16 load(const uint16_t* p) {
 #endif
 }
 
+// The first n (<= 16) of p's fp16 values as floats, the lanes past n zero; reads nothing past
+// p + n (a masked load), so a row's last values can be taken at the end of a buffer.
+inline v16 load_first(const uint16_t* p, int n) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  const __m256i h = _mm256_maskz_loadu_epi16(__mmask16((1u << n) - 1), p);
+  const __m512 f = _mm512_cvtph_ps(h);
+  v16 v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
+#else
+  v16 v{};
+  for (int k = 0; k < n; ++k) v[k] = fp16_to_float(p[k]);
+  return v;
+#endif
+}
+
 // One element as float: itself, or converted from fp16.
 inline float to_float(float x) { return x; }
 inline float to_float(uint16_t h) { return fp16_to_float(h); }
