@@ -62,18 +62,33 @@ inline v16 gather4(const float* p) {
   return shuffle(lo, hi, v16i{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23});
 }
 
+// U[k][c][o] = ((G g) G^T)[k] for each 3x3 kernel g = w[o][c], 16 output channels at a time, so
+// that each of the 36 components is written 16 values at once, contiguously (a loop over (o, c)
+// pairs wrote each value O floats from the last: 2.4 s of an SD1.5 load on the Xeon).
 void transform_weights_into(const float* w, int64_t O, int64_t C, float* U) {
   const int64_t OC = O * C;
 #pragma omp parallel for schedule(static)
-  for (int64_t oc = 0; oc < OC; ++oc) {
-    const float* g = w + oc * 9;  // g[r * 3 + s]
-    float t[6][3];                // G g
-    for (int i = 0; i < 6; ++i)
-      for (int s = 0; s < 3; ++s) t[i][s] = kG[i][0] * g[s] + kG[i][1] * g[3 + s] + kG[i][2] * g[6 + s];
-    const int64_t o = oc / C, c = oc % C;
-    for (int i = 0; i < 6; ++i)  // (G g) G^T, stored transposed: U[k][c][o]
-      for (int j = 0; j < 6; ++j)
-        U[(i * 6 + j) * OC + c * O + o] = t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2];
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t o0 = 0; o0 < O; o0 += 16) {
+      const int64_t n = std::min<int64_t>(16, O - o0);
+      v16 g[9] = {};  // g[r * 3 + s], lane l: output channel o0 + l
+      for (int64_t l = 0; l < n; ++l)
+        for (int r9 = 0; r9 < 9; ++r9) g[r9][l] = w[((o0 + l) * C + c) * 9 + r9];
+      v16 t[6][3];  // G g
+      for (int i = 0; i < 6; ++i)
+        for (int s = 0; s < 3; ++s) t[i][s] = kG[i][0] * g[s] + kG[i][1] * g[3 + s] + kG[i][2] * g[6 + s];
+      for (int i = 0; i < 6; ++i) {  // (G g) G^T, stored transposed: U[k][c][o]
+        for (int j = 0; j < 6; ++j) {
+          const v16 u = t[i][0] * kG[j][0] + t[i][1] * kG[j][1] + t[i][2] * kG[j][2];
+          float* dst = U + (i * 6 + j) * OC + c * O + o0;
+          if (n == 16) {
+            store(dst, u);
+          } else {
+            for (int64_t l = 0; l < n; ++l) dst[l] = u[l];
+          }
+        }
+      }
+    }
   }
 }
 
