@@ -51,22 +51,8 @@ void packed_product(int64_t M, int64_t N, int64_t K, float alpha, const float* a
   }
   const int64_t kc_max = k_block(K);
   for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
-    const int64_t kc = std::min(kc_max, K - k0);
-    const float beta = k0 == 0 ? 0.0f : 1.0f;
-    for (int64_t j = 0; j < N; j += NR * kPanels) {
-      const int n = int(std::min<int64_t>(NR * kPanels, N - j));
-      const float* bp = b + (j / NR) * b_stride + k0 * NR;
-      for (int64_t i = 0; i < M; i += MR) {
-        const int m = int(std::min<int64_t>(MR, M - i));
-        const float* ap = a + (i / MR) * a_stride + k0 * MR;
-        float* cp = c + i * ldc + (j / NR) * c_panel;
-        if (n > NR * (kPanels - 1)) {
-          micro_kernel<kPanels>(kc, ap, bp, b_stride, cp, ldc, c_panel, m, n, alpha, beta, Bias{});
-        } else {
-          micro_kernel<1>(kc, ap, bp, b_stride, cp, ldc, c_panel, m, n, alpha, beta, Bias{});
-        }
-      }
-    }
+    multiply_panels(M, N, std::min(kc_max, K - k0), alpha, a + k0 * MR, a_stride, b + k0 * NR, b_stride, c, ldc,
+                    c_panel, k0 == 0 ? 0.0f : 1.0f, Bias{});
   }
 }
 

@@ -156,22 +156,11 @@ void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand<TA>& A, con
           for (int64_t j = j0; j < j_end; j += NR) pack_b(k0, kc, j, b_block.data() + (j - j0) * kc);
         // Each pair of B panels (32 KiB) stays in L1 while it meets every A panel of the block
         // (in L2). Panels lie NR * kc floats apart in both layouts.
-        for (int64_t j = j0; j < j_end; j += NR * kPanels) {
-          const float* b_panel = shared_b ? shared_b + k0 * n_pad + j * kc : b_block.data() + (j - j0) * kc;
-          const int n = int(std::min<int64_t>(NR * kPanels, j_end - j));
-          for (int64_t i = i0; i < i_end; i += MR) {
-            const Bias tile_bias{first && bias.rows ? bias.rows + i : nullptr,
-                                 first && bias.cols ? bias.cols + j : nullptr};
-            const int m = int(std::min<int64_t>(MR, i_end - i));
-            const float* a_panel = a_block.data() + (i - i0) * kc;
-            float* c_tile = C + i * ldc + j;
-            if (n > NR * (kPanels - 1)) {
-              micro_kernel<kPanels>(kc, a_panel, b_panel, NR * kc, c_tile, ldc, NR, m, n, alpha, beta_k, tile_bias);
-            } else {  // the last, lone panel of an odd count
-              micro_kernel<1>(kc, a_panel, b_panel, NR * kc, c_tile, ldc, NR, m, n, alpha, beta_k, tile_bias);
-            }
-          }
-        }
+        const float* b_panels = shared_b ? shared_b + k0 * n_pad + j0 * kc : b_block.data();
+        const Bias block_bias{first && bias.rows ? bias.rows + i0 : nullptr,
+                              first && bias.cols ? bias.cols + j0 : nullptr};
+        multiply_panels(i_end - i0, j_end - j0, kc, alpha, a_block.data(), MR * kc, b_panels, NR * kc,
+                        C + i0 * ldc + j0, ldc, NR, beta_k, block_bias);
       }
     }
   }

@@ -115,6 +115,30 @@ void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, 
   }
 }
 
+// C[M, N] = alpha * A B + bias + beta * C over one k block of kc steps, from packed panels:
+// A panel r (rows r*MR ...) at a + r * a_stride, B panel p (columns p*NR ...) at b + p * b_stride,
+// C[i, p*NR + j] at c + i * ldc + p * c_panel + j; bias.rows / bias.cols indexed from row 0 and
+// column 0 of this C. Pairs of B panels meet every A panel in turn (the pair stays in L1).
+inline void multiply_panels(int64_t M, int64_t N, int64_t kc, float alpha, const float* a, int64_t a_stride,
+                            const float* b, int64_t b_stride, float* c, int64_t ldc, int64_t c_panel, float beta,
+                            Bias bias) {
+  for (int64_t j = 0; j < N; j += NR * kPanels) {
+    const int n = int(std::min<int64_t>(NR * kPanels, N - j));
+    const float* b_pair = b + (j / NR) * b_stride;
+    for (int64_t i = 0; i < M; i += MR) {
+      const int m = int(std::min<int64_t>(MR, M - i));
+      const float* a_panel = a + (i / MR) * a_stride;
+      float* c_tile = c + i * ldc + (j / NR) * c_panel;
+      const Bias tile_bias{bias.rows ? bias.rows + i : nullptr, bias.cols ? bias.cols + j : nullptr};
+      if (n > NR * (kPanels - 1)) {
+        micro_kernel<kPanels>(kc, a_panel, b_pair, b_stride, c_tile, ldc, c_panel, m, n, alpha, beta, tile_bias);
+      } else {  // the last, lone panel of an odd count
+        micro_kernel<1>(kc, a_panel, b_pair, b_stride, c_tile, ldc, c_panel, m, n, alpha, beta, tile_bias);
+      }
+    }
+  }
+}
+
 // In-register transpose of a 16 x 16 block: four butterfly stages, each swapping the
 // off-diagonal b x b sub-blocks of every 2b x 2b block (b = 8, 4, 2, 1). For rows x = r[i] and
 // y = r[i + b], in each group of 2b lanes: r[i] gets the low b lanes of x then of y (`lo`),
