@@ -32,6 +32,7 @@
 #include "ldm/core/half.hpp"
 #include "ldm/nn/gemm.hpp"
 #include "ldm/nn/winograd.hpp"
+#include "gemm_kernel.hpp"
 #include "v16.hpp"
 
 namespace ldm {
@@ -40,6 +41,7 @@ namespace {
 using simd::load;
 using simd::shuffle;
 using simd::store;
+using simd::to_float;
 using simd::v16;
 using simd::v16i;
 
@@ -277,84 +279,91 @@ void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const T
       gemm_serial(true, false, O, n, C, 1.0f, U + k * O * C, O, v + k * C * n, n, 0.0f, m + k * O * n, n);
   });
 }
-// The same with U made in the call from the weight, for kFusedOutputs output channels at a
-// time and 6 of its 36 components (one row i of G g) at a time, each 6 x kFusedOutputs x C
-// values used by their 6 GEMMs right after they are made (in cache): for small images (the
-// U-Net's 16x16 level), where a kept U would cost 4x the weight's memory; nothing is kept.
-// The threads take blocks of output channels; V (all tiles' input transforms) is shared.
-//   wt[s][o][c] = w[o0 + o][c][s]                 the block's weights, 9 planes (one copy)
-//   for each row i of G g:  Ui[j][o][c] = ((G g)[i] G^T)[j] for j < 6, then the 6 GEMMs
-//                           M[6 i + j][o0 + o, n] = Ui[j] . V[6 i + j]
-constexpr int64_t kFusedOutputs = 64;
+// The same with U made in the call from the weight: for small images (the U-Net's 16x16 level),
+// where a kept U would cost 4x the weight's memory; nothing is kept. U is made straight in the
+// GEMM's packed A-panel layout, for a block of kFusedOutputs output channels and one k block of
+// input channels at a time, 6 of its 36 components (one row i of G g) at a time, each used by
+// its GEMM right after it is made (in cache). V is packed once per band into B panels that all
+// threads read; the threads take blocks of output channels.
+//   Vp[k][p][c][16]  = V[k][c][16 p + t]           B panels, once per band
+//   per block of output channels o0 .. o0+ob, per k block c0 .. c0+kc:
+//     wt[e][o]       = w[o0 + o][c0 * 9 + e]       the block's weights, transposed (o fastest)
+//     per row i of G g:  A panels of U[6 i + j][o][c], MR output channels wide, j < 6, then
+//                        M[6 i + j][o0 + o, n] (+)= U[6 i + j] . V[6 i + j] over the k block
+// (A U made 64 channels at a time and handed to the GEMM to pack spent two thirds of a
+// [2, 1280, 16, 16] convolution making and packing U: 49 ms, of which the products 14.)
+constexpr int64_t kFusedOutputs = 4 * gemm_kernel::MR;         // 48 output channels with AVX-512
+constexpr int64_t kWtStride = (kFusedOutputs + 15) / 16 * 16;  // wt's row, whole groups of 16
 
-float to_float(float v) { return v; }
-float to_float(uint16_t v) { return fp16_to_float(v); }
+// wt[e * kWtStride + o] = w[o0 + o][c0 * 9 + e] for e < 9 kc, o < kWtStride (zero for o >= ob):
+// 16 x 16 blocks transposed through registers.
+template <typename TW>
+void transpose_weights(const TW* w, int64_t C, int64_t o0, int64_t ob, int64_t c0, int64_t kc, float* wt) {
+  const int64_t row = C * 9, e_total = 9 * kc;
+  for (int64_t o = 0; o < kWtStride; o += 16) {
+    const int64_t rows = std::clamp<int64_t>(ob - o, 0, 16);
+    const TW* src = w + (o0 + o) * row + c0 * 9;
+    int64_t e = 0;
+    for (; e + 16 <= e_total; e += 16) {
+      v16 r[16] = {};
+      for (int64_t i = 0; i < rows; ++i) r[i] = load(src + i * row + e);
+      gemm_kernel::transpose16(r);
+      for (int t = 0; t < 16; ++t) store(wt + (e + t) * kWtStride + o, r[t]);
+    }
+    for (; e < e_total; ++e)
+      for (int64_t i = 0; i < 16; ++i) wt[e * kWtStride + o + i] = i < rows ? to_float(src[i * row + e]) : 0.0f;
+  }
+}
 
 template <typename TW>
 void conv3x3_fused(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const TW* w, int64_t O,
                    const float* bias, float* y) {
-  const int64_t blocks = (O + kFusedOutputs - 1) / kFusedOutputs, c16 = C / 16 * 16;
+  using gemm_kernel::MR;
+  using gemm_kernel::NR;
+  const int64_t blocks = (O + kFusedOutputs - 1) / kFusedOutputs, kc_max = gemm_kernel::k_block(C);
   for_each_band(Geometry{B, C, H, W, W / 4, H / 4}, O, x, bias, y, [&](const float* v, float* m, int64_t n) {
+    const int64_t n_panels = (n + NR - 1) / NR;
+    thread_local std::vector<float> vp_kept;  // the calling thread's; the team reads it
+    std::vector<float>& vp = vp_kept;
+    vp.resize(size_t(36 * C * n_panels * NR));
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int k = 0; k < 36; ++k)
+      for (int64_t p = 0; p < n_panels; ++p)
+        gemm_kernel::pack_copy_rows<NR>(v + k * C * n + p * NR, n, std::min<int64_t>(NR, n - p * NR), C,
+                                        vp.data() + (k * n_panels + p) * C * NR);
 #pragma omp parallel for schedule(dynamic)
     for (int64_t blk = 0; blk < blocks; ++blk) {
-      thread_local std::vector<float> wt_kept, ui_kept;
-      const int64_t o0 = blk * kFusedOutputs, ob = std::min(kFusedOutputs, O - o0);
-      wt_kept.resize(size_t(9 * kFusedOutputs * C));
-      ui_kept.resize(size_t(6 * kFusedOutputs * C));
-      float* wt = wt_kept.data();  // [9][ob][C]
-      float* ui = ui_kept.data();  // [6][ob][C]
-      for (int64_t o = 0; o < ob; ++o) {
-        const TW* src = w + (o0 + o) * C * 9;
-        int64_t c = 0;
-#if defined(__AVX512F__)
-        if constexpr (std::is_same_v<TW, float>) {  // 16 channels' tap s9 at a time: a stride-9 gather
-          const __m512i taps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                  _mm512_set1_epi32(9));
-          for (; c < c16; c += 16)
-            for (int s9 = 0; s9 < 9; ++s9)
-              _mm512_storeu_ps(wt + (s9 * ob + o) * C + c, _mm512_i32gather_ps(taps, src + c * 9 + s9, 4));
-        } else {  // fp16: 32-bit gathers at 2-byte steps, the low half of each is the value; they read
-                  // 2 bytes past the value, so not for the weight's last 16 channels
-          const __m512i taps = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                  _mm512_set1_epi32(9));
-          const int64_t end = o0 + o == O - 1 ? (C - 1) / 16 * 16 : c16;
-          for (; c < end; c += 16)
-            for (int s9 = 0; s9 < 9; ++s9) {
-              const __m512i bits = _mm512_i32gather_epi32(taps, src + c * 9 + s9, 2);
-              _mm512_storeu_ps(wt + (s9 * ob + o) * C + c, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits)));
+      thread_local std::vector<float> wt_kept, ap_kept;
+      const int64_t o0 = blk * kFusedOutputs, ob = std::min(kFusedOutputs, O - o0), panels = (ob + MR - 1) / MR;
+      wt_kept.resize(size_t(9 * kc_max * kWtStride + 16));  // + 16: a panel's last loads read past its row
+      ap_kept.resize(size_t(6 * panels * kc_max * MR));
+      float* wt = wt_kept.data();
+      float* ap = ap_kept.data();  // [6][panels][kc][MR]: component j's A panels
+      for (int64_t c0 = 0; c0 < C; c0 += kc_max) {
+        const int64_t kc = std::min(kc_max, C - c0);
+        transpose_weights(w, C, o0, ob, c0, kc, wt);
+        for (int i = 0; i < 6; ++i) {
+          const float g0r = kG[i][0], g1r = kG[i][1], g2r = kG[i][2];
+          for (int64_t q = 0; q < panels; ++q) {
+            for (int64_t c = 0; c < kc; ++c) {  // MR output channels (of 16 lanes) at once
+              const float* p = wt + c * 9 * kWtStride + q * MR;  // tap s9 = 3 r + s at p + s9 * kWtStride
+              const auto tap = [&](int s9) { return load(p + s9 * kWtStride); };
+              // t[s] = (G g)[i][s] = sum_r G[i][r] g[r][s]
+              const v16 t0 = g0r * tap(0) + g1r * tap(3) + g2r * tap(6);
+              const v16 t1 = g0r * tap(1) + g1r * tap(4) + g2r * tap(7);
+              const v16 t2 = g0r * tap(2) + g1r * tap(5) + g2r * tap(8);
+              for (int j = 0; j < 6; ++j) {
+                const v16 u = t0 * kG[j][0] + t1 * kG[j][1] + t2 * kG[j][2];
+                std::memcpy(ap + ((j * panels + q) * kc + c) * MR, &u, MR * sizeof(float));
+              }
             }
-        }
-#endif
-        for (; c < C; ++c)
-          for (int s9 = 0; s9 < 9; ++s9) wt[(s9 * ob + o) * C + c] = to_float(src[c * 9 + s9]);
-      }
-      for (int i = 0; i < 6; ++i) {
-        const float g0r = kG[i][0], g1r = kG[i][1], g2r = kG[i][2];
-        for (int64_t o = 0; o < ob; ++o) {
-          const float* p[9];
-          for (int s9 = 0; s9 < 9; ++s9) p[s9] = wt + (s9 * ob + o) * C;
-          float* dst = ui + o * C;
-          auto row = [&](auto t0, auto t1, auto t2, int64_t c, auto store_j) {
-            for (int j = 0; j < 6; ++j) store_j(j, c, t0 * kG[j][0] + t1 * kG[j][1] + t2 * kG[j][2]);
-          };
-          int64_t c = 0;
-          for (; c < c16; c += 16) {  // t[s] = (G g)[i][s] = sum_r G[i][r] g[r][s], 16 channels at once
-            const v16 t0 = g0r * load(p[0] + c) + g1r * load(p[3] + c) + g2r * load(p[6] + c);
-            const v16 t1 = g0r * load(p[1] + c) + g1r * load(p[4] + c) + g2r * load(p[7] + c);
-            const v16 t2 = g0r * load(p[2] + c) + g1r * load(p[5] + c) + g2r * load(p[8] + c);
-            row(t0, t1, t2, c, [&](int j, int64_t cc, v16 u) { store(dst + j * ob * C + cc, u); });
           }
-          for (; c < C; ++c) {
-            const float t0 = g0r * p[0][c] + g1r * p[3][c] + g2r * p[6][c];
-            const float t1 = g0r * p[1][c] + g1r * p[4][c] + g2r * p[7][c];
-            const float t2 = g0r * p[2][c] + g1r * p[5][c] + g2r * p[8][c];
-            row(t0, t1, t2, c, [&](int j, int64_t cc, float u) { dst[j * ob * C + cc] = u; });
+          for (int j = 0; j < 6; ++j) {
+            const int k = 6 * i + j;
+            gemm_kernel::multiply_panels(ob, n, kc, 1.0f, ap + j * panels * kc * MR, MR * kc,
+                                         vp.data() + k * n_panels * C * NR + c0 * NR, C * NR, m + (k * O + o0) * n, n,
+                                         NR, c0 == 0 ? 0.0f : 1.0f, gemm_kernel::Bias{});
           }
-        }
-        for (int j = 0; j < 6; ++j) {
-          const int k = 6 * i + j;
-          gemm_serial(false, false, ob, n, C, 1.0f, ui + j * ob * C, C, v + k * C * n, n, 0.0f, m + (k * O + o0) * n,
-                      n);
         }
       }
     }

@@ -118,9 +118,9 @@ TEST_CASE("Linear and Conv2d with fp16 weights compute what float32 weights of t
     CHECK(same_bits(c1_16.forward(x), c1_32.forward(x)));
     CHECK(same_bits(cs_16.forward(x), cs_32.forward(x)));
   }
-  // F(4x4) at 16x16 where the owner allows it: U made in the call from the fp16 weight (read
-  // 16 channels at a time, the last output channel's last ones one by one), nothing kept: the
-  // same bits as from the float32 weight.
+  // F(4x4) at 16x16 where the owner allows it: U made in the call from the fp16 weight (16
+  // values converted at a time as a block of it is transposed), nothing kept: the same bits as
+  // from the float32 weight.
   {
     c3_16.auto_f43 = c3_32.auto_f43 = true;
     const Tensor x16 = synth::tensor("f16.x16", {2, C, 16, 16});

@@ -338,12 +338,15 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
     REQUIRE(asked.winograd_tile == 4);
     require_close(conv2d(x, conv.weight, conv.bias, 1, Padding::same(1), ConvAlgo::f43), expected, kF43Tol, c.what);
   }
-  // Under 32x32 (the U-Net's 16x16 level) U is made in each call, 64 output channels at a time,
-  // and nothing is kept: a block and a part of one (72 outputs), channels in and out of groups
-  // of 16 (40 inputs), one image and two; and the same bits as with a kept U.
+  // Under 32x32 (the U-Net's 16x16 level) U is made in each call, 48 output channels (4 A
+  // panels) at a time, and nothing is kept: a block and a part of one (72 outputs), channels in
+  // and out of groups of 16 (40 inputs), k blocks (1280 inputs: 5 of 256; 300: 2 of 150, whose
+  // 9 x 150 weights per row end in a part of 16), a lone 4-row panel (100 outputs), one image
+  // and two; and the same bits as with a kept U.
   for (const Case& c : {Case{"batch 2, 40 -> 72, 16x16", 2, 40, 16, 16, 72},
                         Case{"64 -> 128, 16x20", 1, 64, 16, 20, 128},
-                        Case{"batch 2, 1280 -> 64, 16x16", 2, 1280, 16, 16, 64}}) {
+                        Case{"batch 2, 1280 -> 64, 16x16", 2, 1280, 16, 16, 64},
+                        Case{"batch 2, 300 -> 100, 16x16", 2, 300, 16, 16, 100}}) {
     Conv2d conv;
     conv.auto_f43 = true;
     conv.weight = random_tensor({c.O, c.C, 3, 3}, 2, -0.1f, 0.1f);
