@@ -128,9 +128,9 @@ TEST_CASE("Linear and Conv2d with fp16 weights compute what float32 weights of t
     CHECK(c3_16.winograd_u_f16 == nullptr);
     c3_16.auto_f43 = c3_32.auto_f43 = false;
   }
-  // Winograd at 32x32 (F(2x2); F(4x4) where the owner allows it): the transform kept in fp16,
+  // Winograd at 64x64 (F(2x2); F(4x4) where the owner allows it): the transform kept in fp16,
   // within its rounding of the float32 path's.
-  const Tensor x = synth::tensor("f16.x32", {2, C, 32, 32});
+  const Tensor x = synth::tensor("f16.x64", {2, C, 64, 64});
   for (bool f43 : {false, true}) {
     INFO("auto_f43 " << f43);
     c3_16.auto_f43 = c3_32.auto_f43 = f43;
@@ -138,7 +138,7 @@ TEST_CASE("Linear and Conv2d with fp16 weights compute what float32 weights of t
     REQUIRE(c3_16.winograd_u_f16 != nullptr);
     CHECK(c3_16.winograd_u_f16->size() == size_t((f43 ? 36 : 16) * O * C));
     const double e = rel_l2(y16, y32);
-    std::printf("  Conv2d 3x3 at 32x32, %s, fp16-kept transform: rel-L2 %.2e from float32\n", f43 ? "F(4x4)" : "F(2x2)", e);
+    std::printf("  Conv2d 3x3 at 64x64, %s, fp16-kept transform: rel-L2 %.2e from float32\n", f43 ? "F(4x4)" : "F(2x2)", e);
     // U's fp16 rounding (2^-11 relative) grows through the output transform, more for F(4x4),
     // whose coefficients reach 8 (measured: 3.3e-4 and 2.1e-3; a model stays within 2e-2).
     CHECK(e < (f43 ? 5e-3 : 1e-3));

@@ -257,7 +257,7 @@ TEST_CASE("nn: ConvAlgo picks the algorithm where it fits, by one rule") {
   };
   // F(2x2) needs W % 32 == 0 and H even; F(4x4) sides multiples of 4 and W >= 16; automatic
   // takes F(4x4) only with the owner's leave: from 32x32 up, and below where F(2x2) does not
-  // fit (U made in the call: detail::ConvShape::keep_u).
+  // fit (U kept from 64x64 up, below made in the call: detail::ConvShape::keep_u).
   for (const Case& c : {
            Case{"64 -> 64, 32x32", {1, 64, 32, 32}, {64, 64, 3, 3}, 1, A::f23, A::f43, A::direct, A::f23, A::f43},
            Case{"64 -> 64, 16x32", {1, 64, 16, 32}, {64, 64, 3, 3}, 1, A::f23, A::f23, A::direct, A::f23, A::f43},
@@ -285,7 +285,7 @@ TEST_CASE("nn: ConvAlgo picks the algorithm where it fits, by one rule") {
     CHECK(run(A::f23, true) == c.f23);
     CHECK(run(A::f43) == c.f43);
     const detail::ConvShape u_net = detail::conv_shape(c.x, c.w, c.stride, pad, A::automatic, true);
-    CHECK(u_net.keep_u == (u_net.algo == A::f23 || (u_net.algo == A::f43 && c.x[2] >= 32 && c.x[3] >= 32)));
+    CHECK(u_net.keep_u == (u_net.algo == A::f23 || (u_net.algo == A::f43 && c.x[2] >= 64 && c.x[3] >= 64)));
   }
   for (A a : {A::automatic, A::direct, A::f23, A::f43}) CHECK(parse_conv_algo(conv_algo_name(a)) == a);
   REQUIRE_THROWS_WITH(parse_conv_algo("winograd"),
@@ -304,9 +304,9 @@ TEST_CASE("nn: ConvAlgo picks the algorithm where it fits, by one rule") {
 
 TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
   // A Conv2d that allows it (the U-Net's) with float32 weights takes F(4x4, 3x3) on images of
-  // at least 32x32 with sides multiples of 4: groups of 16 tiles that fill a tile row and parts
-  // of one (8, 9 and 24 tiles per row), a band of tile rows spanning two images, and a layer
-  // wide enough for two bands.
+  // at least 32x32 with sides multiples of 4, and keeps U from 64x64 up: groups of 16 tiles
+  // that fill a tile row and parts of one (16, 17 and 24 tiles per row), and a layer wide
+  // enough for several bands of tile rows, which span two images.
   // Its transforms scale by up to 25 and by 1/6, 1/12, 1/24, so it rounds several times more
   // than a direct sum (about 1.4e-6 relative L2 here, against 2e-7): it is held to the
   // project's tolerance for ops and blocks (../shared/README.md), not to kLoopTol.
@@ -315,10 +315,10 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
     const char* what;
     int64_t B, C, H, W, O;
   };
-  for (const Case& c : {Case{"64 -> 64, 32x32 (8 tiles per row)", 1, 64, 32, 32, 64},
-                        Case{"batch 2, 80 -> 96, 32x36 (9 tiles per row)", 2, 80, 32, 36, 96},
-                        Case{"64 -> 72, 32x96 (24 tiles per row)", 1, 64, 32, 96, 72},
-                        Case{"batch 3, 64 -> 2048, 40x32 (two bands of 15 tile rows, across the images)", 3, 64, 40, 32, 2048}}) {
+  for (const Case& c : {Case{"64 -> 64, 64x64 (16 tiles per row)", 1, 64, 64, 64, 64},
+                        Case{"batch 2, 80 -> 96, 64x68 (17 tiles per row)", 2, 80, 64, 68, 96},
+                        Case{"64 -> 72, 64x96 (24 tiles per row)", 1, 64, 64, 96, 72},
+                        Case{"batch 3, 32 -> 1536, 64x64 (four bands of 12 tile rows, across the images)", 3, 32, 64, 64, 1536}}) {
     Conv2d conv;
     conv.auto_f43 = true;
     conv.weight = random_tensor({c.O, c.C, 3, 3}, 2, -0.1f, 0.1f);
@@ -338,15 +338,16 @@ TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
     REQUIRE(asked.winograd_tile == 4);
     require_close(conv2d(x, conv.weight, conv.bias, 1, Padding::same(1), ConvAlgo::f43), expected, kF43Tol, c.what);
   }
-  // Under 32x32 (the U-Net's 16x16 level) U is made in each call, 48 output channels (4 A
-  // panels) at a time, and nothing is kept: a block and a part of one (72 outputs), channels in
-  // and out of groups of 16 (40 inputs), k blocks (1280 inputs: 5 of 256; 300: 2 of 150, whose
-  // 9 x 150 weights per row end in a part of 16), a lone 4-row panel (100 outputs), one image
-  // and two; and the same bits as with a kept U.
+  // Under 64x64 (the U-Net's 32x32 and 16x16 levels) U is made in each call, 48 output channels
+  // (4 A panels) at a time, and nothing is kept: a block and a part of one (72 outputs),
+  // channels in and out of groups of 16 (40 inputs), k blocks (1280 inputs: 5 of 256; 300: 2 of
+  // 150, whose 9 x 150 weights per row end in a part of 16), a lone 4-row panel (100 outputs),
+  // 4, 5 and 8 tiles per row, one image and two; and the same bits as with a kept U.
   for (const Case& c : {Case{"batch 2, 40 -> 72, 16x16", 2, 40, 16, 16, 72},
                         Case{"64 -> 128, 16x20", 1, 64, 16, 20, 128},
                         Case{"batch 2, 1280 -> 64, 16x16", 2, 1280, 16, 16, 64},
-                        Case{"batch 2, 300 -> 100, 16x16", 2, 300, 16, 16, 100}}) {
+                        Case{"batch 2, 300 -> 100, 16x16", 2, 300, 16, 16, 100},
+                        Case{"64 -> 64, 32x32 (8 tiles per row)", 1, 64, 32, 32, 64}}) {
     Conv2d conv;
     conv.auto_f43 = true;
     conv.weight = random_tensor({c.O, c.C, 3, 3}, 2, -0.1f, 0.1f);

@@ -153,7 +153,7 @@ TEST_CASE("weight pages: the CPU runner lets go of the networks it is not runnin
 
   const Tensor context = runner.encode_text(std::vector<int64_t>(77, 0), 1, 1);
   CHECK(counts() == std::vector<int>{0, 1, 1});
-  const Tensor latent = Tensor::full({1, 4, 32, 32}, 0.1f);  // 32x32: the first level keeps an F(4x4) transform
+  const Tensor latent = Tensor::full({1, 4, 64, 64}, 0.1f);  // 64x64: the first level keeps an F(4x4) transform
   const Conv2d& conv = runner.unet_model().down_blocks[0].resnets[0].conv1;
   runner.unet(latent, 500.0f, context);
   CHECK(conv.winograd_u != nullptr);

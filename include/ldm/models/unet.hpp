@@ -123,10 +123,10 @@ struct UNet2DConditionModel {
   }
 
   // Under ConvAlgo::automatic, the resnets' and upsamplers' 3x3 convolutions may use Winograd
-  // F(4x4, 3x3) (nn/conv_algo.hpp): the U-Net's convolutions at 64x64 and 32x32 latents run
-  // 2.4-3.4x faster than direct ones, for 1.3 GB of kept transformed weights (0.63 GB in fp16 with
-  // fp16 weights); at 16x16 about 1.7x faster with the transform made in each call (nothing
-  // kept); at 8x8 F(4x4) does not fit and they stay direct.
+  // F(4x4, 3x3) (nn/conv_algo.hpp): the U-Net's convolutions at 64x64 latents run 2.4-3.4x
+  // faster than direct ones, for 0.27 GB of kept transformed weights (half in fp16 with fp16
+  // weights); at 32x32 and 16x16 about 3x and 2.5x faster with the transform made in each call
+  // (nothing kept); at 8x8 F(4x4) does not fit and they stay direct.
   void allow_auto_f43() {
     for_each_conv3x3(*this, [](Conv2d& c) { c.auto_f43 = true; });
   }

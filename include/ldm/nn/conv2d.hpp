@@ -41,8 +41,9 @@ struct ConvShape {
   bool winograd;   // same3x3 with enough channels: where Winograd may run, either way
   ConvAlgo algo;   // what the forward runs: direct, f23 or f43 (Winograd, winograd.hpp)
   bool keep_u;     // Winograd with its transform U made once and kept (Conv2d); else F(4x4) on
-                   // images under 32x32 makes U in the call, 64 output channels at a time
-                   // (winograd_f43_conv3x3_from_weights): nothing kept, and faster there
+                   // images under 64x64 makes U in the call, straight into the GEMM's panels
+                   // (winograd_f43_conv3x3_from_weights): nothing kept, and as fast or faster
+                   // there (the U-Net's 32x32 level: 1.0 GB less kept)
 };
 
 // The sizes, and the algorithm that runs for `asked` (nn/conv_algo.hpp). auto_f43: under
@@ -78,13 +79,17 @@ inline ConvShape conv_shape(const Shape& x, const Shape& w, int stride, Padding 
     case ConvAlgo::f23: s.algo = f23_or_direct; break;
     case ConvAlgo::f43: s.algo = f43 ? ConvAlgo::f43 : f23_or_direct; break;
     case ConvAlgo::automatic:
-      // F(4x4) where the owner allows it: kept from 32x32 up; below only where F(2x2) does not
-      // fit, with U made in the call (the U-Net's 16x16 level, whose kept 1280-channel
-      // transforms would need 2.8 GB more), instead of the direct convolution.
+      // F(4x4) where the owner allows it: from 32x32 up; below only where F(2x2) does not fit
+      // (the U-Net's 16x16 level), instead of the direct convolution. U is kept from 64x64 up
+      // and made in the call below (keep_u).
       s.algo = f43 && auto_f43 && ((s.H >= 32 && s.W >= 32) || !f23) ? ConvAlgo::f43 : f23_or_direct;
       break;
   }
-  s.keep_u = s.algo == ConvAlgo::f23 || (s.algo == ConvAlgo::f43 && s.H >= 32 && s.W >= 32);
+  // Made in the call, U costs about the products' time again over all tiles' V; kept, it is
+  // packed for the GEMMs in each call. Measured on the Xeon (bench_models --profile, batch 2):
+  // at 32x32 made-in-call was 0-10% faster per layer (and keeps nothing: 1.0 GB for SD1.5's
+  // U-Net), at 64x64 15-25% slower, on the VAE's 64x64 level (512 channels) 8% slower.
+  s.keep_u = s.algo == ConvAlgo::f23 || (s.algo == ConvAlgo::f43 && s.H >= 64 && s.W >= 64);
   return s;
 }
 
@@ -208,7 +213,7 @@ void conv2d_direct(const ConvShape& s, const float* x, const T* w, const float* 
 // x [B, C, H, W], weight [O, C, kh, kw], bias [O] or undefined -> [B, O, Ho, Wo].
 // algo: see nn/conv_algo.hpp (here `automatic` never takes F(4x4)). winograd_u: the Winograd
 // transform of weight for the algorithm that runs, when the caller keeps it (Conv2d does);
-// else made here (F(4x4) under 32x32: in blocks of output channels as the GEMMs use them).
+// else made here (F(4x4) under 64x64: in blocks of output channels as the GEMMs use them).
 inline Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, Padding pad,
                      ConvAlgo algo = ConvAlgo::automatic, const std::vector<float>* winograd_u = nullptr) {
   const detail::ConvShape s = detail::conv_shape(x.shape(), weight.shape(), stride, pad, algo);
@@ -500,7 +505,7 @@ struct Conv2d {
       winograd_tile = tile;
       winograd_source = weight.data();
       // A weight viewed in a mapped file is not read again while the transform is kept: its
-      // pages go (1.3 GB of kept transforms replace 0.3 GB of SD1.5's U-Net weights at 512x512).
+      // pages go (0.27 GB of kept transforms replace 0.07 GB of SD1.5's U-Net weights at 512x512).
       release_file_pages(weight.data(), size_t(weight.numel()) * sizeof(float));
     }
     return conv2d(x, weight, bias, stride, padding, s.algo, winograd_u.get());

@@ -4,7 +4,7 @@
 //   automatic  Winograd F(2x2, 3x3) where it fits, direct elsewhere; F(4x4, 3x3) only where
 //              the layer's owner allows its 4x-sized transform (the U-Net's resnets and
 //              upsamplers; the VAE decoder's layers of at least 128 channels), on images of
-//              at least 16x16: kept from 32x32 up, made in each call below (detail::ConvShape::keep_u)
+//              at least 16x16: kept from 64x64 up, made in each call below (detail::ConvShape::keep_u)
 //   direct     never Winograd (the im2col GEMM): the reference to compare against
 //   f23        F(2x2, 3x3) wherever it fits, never F(4x4)
 //   f43        F(4x4, 3x3) wherever it fits, else F(2x2, 3x3) where that fits, else direct

@@ -40,8 +40,8 @@ inline bool winograd_fits(int64_t H, int64_t W) { return H % 2 == 0 && W % 32 ==
 
 // F(4x4, 3x3) (src/winograd_f43.cpp): 36 multiplications for 16 outputs, 4x fewer than direct,
 // with 6x6 transforms; its U is 36/9 = 4x the weight's size, so by default (ConvAlgo::automatic)
-// only the Conv2d layers whose owner allows it use it, keeping U (the U-Net's 64x64 and 32x32
-// levels: +1.3 GB; the VAE decoder's layers of >= 128 channels: +0.57 GB; half in fp16).
+// only the Conv2d layers whose owner allows it use it, keeping U from 64x64 up (the U-Net's
+// 64x64 level: +0.27 GB; the VAE decoder's layers of >= 128 channels: +0.57 GB; half in fp16).
 inline bool winograd_f43_fits(int64_t H, int64_t W) { return H % 4 == 0 && W % 4 == 0 && W >= 16 && H > 0; }
 std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C);  // U[36][C][O]
 int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O);  // besides U
