@@ -1,6 +1,7 @@
 // CPU GEMM: packed panels and a register-tile micro-kernel (the GotoBLAS / BLIS scheme).
 // See include/ldm/nn/gemm.hpp for the contract.
 //
+//   (A and B packed once up front, shared by all tasks, where several tasks would pack them)
 //   for each (row block, column block) of C, spread over the OpenMP threads:
 //     for each block of KC along K:
 //       pack op(A)[rows, k block] into MR-row panels   (each k step: MR values, contiguous)
@@ -33,6 +34,7 @@ using namespace gemm_kernel;
 constexpr int64_t MB = 256;   // rows per task: its packed A block (256 KiB) stays in L2
 constexpr int64_t NB = 1024;  // columns per task: its packed B block (1 MiB) streams from L2/L3
 constexpr int64_t kSharedBMax = int64_t(4) << 20;  // floats (16 MiB) of B packed once per call
+constexpr int64_t kSharedAMax = int64_t(4) << 20;  // and of A
 
 // Element (i, k) of op(A) is A[i*lda + k], or A[k*lda + i] when transposed; likewise op(B)(k, j).
 // T: float, or uint16_t for a matrix kept in fp16 (converted as it is packed).
@@ -135,6 +137,27 @@ void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand<TA>& A, con
   }
   const float* const shared_b = share_b ? packed_b.data() : nullptr;
 
+  // Likewise A, where several column blocks would each pack the same A panels (a short, wide C:
+  // the linear layers over 512 tokens pack their input 8-10 times): panel r of K block k0 at
+  // packed_a + k0 * m_pad + r * MR * kc.
+  const int64_t m_pad = (M + MR - 1) / MR * MR;
+  const bool share_a = t.cols >= 2 && K * m_pad <= kSharedAMax;
+  thread_local std::vector<float> packed_a_kept;
+  std::vector<float>& packed_a = packed_a_kept;
+  if (share_a) {
+    packed_a.resize(size_t(K * m_pad));
+    const int64_t panels = m_pad / MR, kblocks = (K + kc_max - 1) / kc_max;
+    float* const pa = packed_a.data();
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t kb = 0; kb < kblocks; ++kb) {
+      for (int64_t r = 0; r < panels; ++r) {
+        const int64_t k0 = kb * kc_max, kc = std::min(kc_max, K - k0);
+        pack_a_panel(A, M, r * MR, k0, kc, pa + k0 * m_pad + r * MR * kc);
+      }
+    }
+  }
+  const float* const shared_a = share_a ? packed_a.data() : nullptr;
+
   // Each task owns its block of C through all of K: the threads never wait for each other
   // (one barrier, at the end), which matters on a machine shared with other processes. The
   // price is packing a block of A once per column block and (unless shared above) of B once
@@ -151,15 +174,17 @@ void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand<TA>& A, con
         const int64_t kc = std::min(kc_max, K - k0);
         const bool first = k0 == 0;  // later K blocks accumulate onto the first
         const float beta_k = first ? beta : 1.0f;
-        for (int64_t i = i0; i < i_end; i += MR) pack_a_panel(A, M, i, k0, kc, a_block.data() + (i - i0) * kc);
+        if (!shared_a)
+          for (int64_t i = i0; i < i_end; i += MR) pack_a_panel(A, M, i, k0, kc, a_block.data() + (i - i0) * kc);
         if (!shared_b)
           for (int64_t j = j0; j < j_end; j += NR) pack_b(k0, kc, j, b_block.data() + (j - j0) * kc);
         // Each pair of B panels (32 KiB) stays in L1 while it meets every A panel of the block
         // (in L2). Panels lie NR * kc floats apart in both layouts.
+        const float* a_panels = shared_a ? shared_a + k0 * m_pad + i0 * kc : a_block.data();
         const float* b_panels = shared_b ? shared_b + k0 * n_pad + j0 * kc : b_block.data();
         const Bias block_bias{first && bias.rows ? bias.rows + i0 : nullptr,
                               first && bias.cols ? bias.cols + j0 : nullptr};
-        multiply_panels(i_end - i0, j_end - j0, kc, alpha, a_block.data(), MR * kc, b_panels, NR * kc,
+        multiply_panels(i_end - i0, j_end - j0, kc, alpha, a_panels, MR * kc, b_panels, NR * kc,
                         C + i0 * ldc + j0, ldc, NR, beta_k, block_bias);
       }
     }
