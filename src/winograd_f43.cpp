@@ -22,12 +22,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <type_traits>
 #include <vector>
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 #include "ldm/core/half.hpp"
 #include "ldm/nn/gemm.hpp"
@@ -93,6 +88,10 @@ void transform_weights_into(const float* w, int64_t O, int64_t C, float* U) {
     }
   }
 }
+
+// conv3x3_fused (below): U made in the call for blocks of this many output channels (4 A panels)
+constexpr int64_t kFusedOutputs = 4 * gemm_kernel::MR;         // 48 output channels with AVX-512
+constexpr int64_t kWtStride = (kFusedOutputs + 15) / 16 * 16;  // wt's row, whole groups of 16
 
 struct Geometry {
   int64_t B, C, H, W, tiles_w, tiles_h;
@@ -236,11 +235,17 @@ std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C) {
   return U;
 }
 
-int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O) {
+int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, bool u_in_call) {
   const Geometry g{B, C, H, W, W / 4, H / 4};
   const int64_t rows = band_tile_rows(g, O), n = rows * g.tiles_w;
   const int64_t band = C * 6 * rows * (4 * g.tiles_w + 2) + 128;  // fill_band's padded input rows
-  return int64_t(sizeof(float)) * (36 * C * n + 36 * O * n + band) + gemm_scratch_bytes(O, n, C);
+  const int64_t transforms = 36 * C * n + 36 * O * n + band;
+  if (!u_in_call) return int64_t(sizeof(float)) * transforms + gemm_scratch_bytes(O, n, C);
+  // conv3x3_fused: V as B panels, and per thread a block's transposed weights and A panels
+  const int64_t kc = gemm_kernel::k_block(C), panels = (std::min(kFusedOutputs, O) + gemm_kernel::MR - 1) / gemm_kernel::MR;
+  const int64_t per_thread = 9 * kc * kWtStride + 16 + 6 * panels * kc * gemm_kernel::MR;
+  return int64_t(sizeof(float)) *
+         (transforms + 36 * C * (n + gemm_kernel::NR - 1) / gemm_kernel::NR * gemm_kernel::NR + per_thread * omp_get_max_threads());
 }
 
 namespace {
@@ -279,8 +284,9 @@ void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const T
       gemm_serial(true, false, O, n, C, 1.0f, U + k * O * C, O, v + k * C * n, n, 0.0f, m + k * O * n, n);
   });
 }
-// The same with U made in the call from the weight: for small images (the U-Net's 16x16 level),
-// where a kept U would cost 4x the weight's memory; nothing is kept. U is made straight in the
+// The same with U made in the call from the weight: for images under 64x64 (the U-Net's 32x32
+// and 16x16 levels), where a kept U would cost 4x the weight's memory for no gain in speed
+// (ConvShape::keep_u); nothing is kept. U is made straight in the
 // GEMM's packed A-panel layout, for a block of kFusedOutputs output channels and one k block of
 // input channels at a time, 6 of its 36 components (one row i of G g) at a time, each used by
 // its GEMM right after it is made (in cache). V is packed once per band into B panels that all
@@ -292,8 +298,6 @@ void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const T
 //                        M[6 i + j][o0 + o, n] (+)= U[6 i + j] . V[6 i + j] over the k block
 // (A U made 64 channels at a time and handed to the GEMM to pack spent two thirds of a
 // [2, 1280, 16, 16] convolution making and packing U: 49 ms, of which the products 14.)
-constexpr int64_t kFusedOutputs = 4 * gemm_kernel::MR;         // 48 output channels with AVX-512
-constexpr int64_t kWtStride = (kFusedOutputs + 15) / 16 * 16;  // wt's row, whole groups of 16
 
 // wt[e * kWtStride + o] = w[o0 + o][c0 * 9 + e] for e < 9 kc, o < kWtStride (zero for o >= ob):
 // 16 x 16 blocks transposed through registers.

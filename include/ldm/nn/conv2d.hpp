@@ -154,7 +154,7 @@ inline void im2col_panel(const ConvShape& s, const float* x, int stride, Padding
 inline int64_t conv2d_scratch_bytes(const Shape& x, const Shape& weight, int stride, Padding pad,
                                     ConvAlgo algo = ConvAlgo::automatic) {
   const detail::ConvShape s = detail::conv_shape(x, weight, stride, pad, algo);
-  if (s.algo == ConvAlgo::f43) return winograd_f43_scratch_bytes(s.B, s.C, s.H, s.W, s.O);
+  if (s.algo == ConvAlgo::f43) return winograd_f43_scratch_bytes(s.B, s.C, s.H, s.W, s.O, !s.keep_u);
   if (s.algo == ConvAlgo::f23) return winograd_scratch_bytes(s.B, s.C, s.H, s.W, s.O);
   if (s.batched) return int64_t(sizeof(float)) * s.O * s.B * s.P + gemm_scratch_bytes(s.O, s.B * s.P, s.K);
   return gemm_scratch_bytes(s.O, s.P, s.pointwise ? s.C : s.K);

@@ -44,7 +44,8 @@ inline bool winograd_fits(int64_t H, int64_t W) { return H % 2 == 0 && W % 32 ==
 // 64x64 level: +0.27 GB; the VAE decoder's layers of >= 128 channels: +0.57 GB; half in fp16).
 inline bool winograd_f43_fits(int64_t H, int64_t W) { return H % 4 == 0 && W % 4 == 0 && W >= 16 && H > 0; }
 std::vector<float> winograd_f43_weights(const float* w, int64_t O, int64_t C);  // U[36][C][O]
-int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O);  // besides U
+// Working memory besides U; u_in_call: U made in the call (winograd_f43_conv3x3_from_weights).
+int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, int64_t O, bool u_in_call = false);
 void winograd_f43_conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const float* U, int64_t O,
                           const float* bias, float* y);
 // The same with U kept in fp16 (Conv2d with fp16 weights): converted as the GEMMs pack it.
