@@ -101,6 +101,26 @@ Tasks make_tasks(int64_t M, int64_t N, int threads) {
   return t;
 }
 
+// All panels of an operand packed up front into buf, for the tasks to share: panel p (`width`
+// rows of A or columns of B) of K block k0 at buf + k0 * padded + p * width * kc, where padded
+// is the operand's rows or columns rounded up to whole panels. pack(k0, kc, p * width, dst)
+// writes one panel. buf is the calling thread's (thread_local in run), reached by the team here.
+template <typename PackPanel>
+const float* pack_all_panels(int64_t K, int64_t kc_max, int64_t padded, int64_t width, int threads,
+                             const PackPanel& pack, std::vector<float>& buf) {
+  buf.resize(size_t(K * padded));
+  const int64_t panels = padded / width, kblocks = (K + kc_max - 1) / kc_max;
+  float* const dst = buf.data();
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t kb = 0; kb < kblocks; ++kb) {
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t k0 = kb * kc_max, kc = std::min(kc_max, K - k0);
+      pack(k0, kc, p * width, dst + k0 * padded + p * width * kc);
+    }
+  }
+  return dst;
+}
+
 // pack_b(k0, kc, j0, dst) writes the B panel of columns j0 .. j0+NR, rows k0 .. k0+kc.
 template <typename TA, typename PackB>
 void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand<TA>& A, const PackB& pack_b, float beta, float* C,
@@ -117,46 +137,18 @@ void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand<TA>& A, con
   const Tasks t = make_tasks(M, N, threads);
 
   // Where several row blocks would each pack the same B panels (tall C: the linear layers over
-  // 8192 tokens pack their weights 32 times), B is packed once, up front, when it is small:
-  // panel j of K block k0 at packed_b + k0 * n_pad + j * kc.
-  const int64_t n_pad = (N + NR - 1) / NR * NR;
-  const bool share_b = t.rows >= 3 && K * n_pad <= kSharedBMax;
-  thread_local std::vector<float> packed_b_kept;  // the calling thread's, reused across calls
-  std::vector<float>& packed_b = packed_b_kept;
-  if (share_b) {
-    packed_b.resize(size_t(K * n_pad));
-    const int64_t panels = n_pad / NR, kblocks = (K + kc_max - 1) / kc_max;
-    float* const pb = packed_b.data();
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t kb = 0; kb < kblocks; ++kb) {
-      for (int64_t p = 0; p < panels; ++p) {
-        const int64_t k0 = kb * kc_max, kc = std::min(kc_max, K - k0);
-        pack_b(k0, kc, p * NR, pb + k0 * n_pad + p * NR * kc);
-      }
-    }
-  }
-  const float* const shared_b = share_b ? packed_b.data() : nullptr;
-
-  // Likewise A, where several column blocks would each pack the same A panels (a short, wide C:
-  // the linear layers over 512 tokens pack their input 8-10 times): panel r of K block k0 at
-  // packed_a + k0 * m_pad + r * MR * kc.
-  const int64_t m_pad = (M + MR - 1) / MR * MR;
-  const bool share_a = t.cols >= 2 && K * m_pad <= kSharedAMax;
-  thread_local std::vector<float> packed_a_kept;
-  std::vector<float>& packed_a = packed_a_kept;
-  if (share_a) {
-    packed_a.resize(size_t(K * m_pad));
-    const int64_t panels = m_pad / MR, kblocks = (K + kc_max - 1) / kc_max;
-    float* const pa = packed_a.data();
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t kb = 0; kb < kblocks; ++kb) {
-      for (int64_t r = 0; r < panels; ++r) {
-        const int64_t k0 = kb * kc_max, kc = std::min(kc_max, K - k0);
-        pack_a_panel(A, M, r * MR, k0, kc, pa + k0 * m_pad + r * MR * kc);
-      }
-    }
-  }
-  const float* const shared_a = share_a ? packed_a.data() : nullptr;
+  // 8192 tokens pack their weights 32 times), B is packed once, up front, when it is small;
+  // likewise A where several column blocks would each pack it (a short, wide C: the linear
+  // layers over 512 tokens pack their input 8-10 times). Buffers kept across calls.
+  thread_local std::vector<float> packed_b_kept, packed_a_kept;
+  const int64_t n_pad = (N + NR - 1) / NR * NR, m_pad = (M + MR - 1) / MR * MR;
+  const float* const shared_b =
+      t.rows >= 3 && K * n_pad <= kSharedBMax ? pack_all_panels(K, kc_max, n_pad, NR, threads, pack_b, packed_b_kept)
+                                              : nullptr;
+  const auto pack_a = [&](int64_t k0, int64_t kc, int64_t i0, float* dst) { pack_a_panel(A, M, i0, k0, kc, dst); };
+  const float* const shared_a =
+      t.cols >= 2 && K * m_pad <= kSharedAMax ? pack_all_panels(K, kc_max, m_pad, MR, threads, pack_a, packed_a_kept)
+                                              : nullptr;
 
   // Each task owns its block of C through all of K: the threads never wait for each other
   // (one barrier, at the end), which matters on a machine shared with other processes. The

@@ -244,8 +244,8 @@ int64_t winograd_f43_scratch_bytes(int64_t B, int64_t C, int64_t H, int64_t W, i
   // conv3x3_fused: V as B panels, and per thread a block's transposed weights and A panels
   const int64_t kc = gemm_kernel::k_block(C), panels = (std::min(kFusedOutputs, O) + gemm_kernel::MR - 1) / gemm_kernel::MR;
   const int64_t per_thread = 9 * kc * kWtStride + 16 + 6 * panels * kc * gemm_kernel::MR;
-  return int64_t(sizeof(float)) *
-         (transforms + 36 * C * (n + gemm_kernel::NR - 1) / gemm_kernel::NR * gemm_kernel::NR + per_thread * omp_get_max_threads());
+  const int64_t n_pad = (n + gemm_kernel::NR - 1) / gemm_kernel::NR * gemm_kernel::NR;
+  return int64_t(sizeof(float)) * (transforms + 36 * C * n_pad + per_thread * omp_get_max_threads());
 }
 
 namespace {
