@@ -2,21 +2,20 @@
 // GEMM's packed panels (src/gemm_kernel.hpp) so that nothing is packed twice:
 //
 //   per (batch, head), once:   K  [Lk, d]   as A panels (MR keys each, k along d)
-//                              V^T [dv, Lk] as A panels (MR features each, k along the keys)
+//                              V^T [dv, Lk] as A panels (VR features each, k along the keys)
 //   per block of nq queries:   Q^T [d, nq]  as B panels (NR queries each)
-//     S^T [keys, nq] = scale K Q^T      written as B panels: the next product reads them as they are
-//     P^T = exp(S^T - max) in place, the sums per query kept          (each row of a panel: 16 queries)
-//     O^T [dv, nq]   = V^T P^T          then O = O^T^T / sums
+//     S^T [keys, nq] = scale log2(e) K Q^T   written as B panels: the next product reads them as they are
+//     P^T = 2^(S^T - max) in place, the sums per query kept          (each row of a panel: 16 queries)
+//     O^T [dv, nq]   = V^T P^T               then O = O^T^T / sums
 //
-// The products block k as gemm does, so every score and output is the same sum that
-// gemm_serial gives on the same operands (the form this function had before: S^T = scale K Q^T,
-// O = P V): bit for bit at the U-Net's shapes (checked against the old form: 4096 and 1024
-// tokens, 77 keys, heads of 40-160). Where the scores take several k blocks (the VAE's one head
-// of 512) the compiler fuses the scale into the second block's sum differently (1.3e-7 apart),
-// and a causal block of 77 queries no longer has a scalar tail in its exp (2.4e-7). Work is
-// split over (batch, head, block of queries), as before.
+// The products block k as gemm does, so each score and output is one FMA chain per k block,
+// as gemm_serial sums it. The softmax is taken in base 2 (the log2 e folded into the scores'
+// scale) with its own 2^x (exp2_nonpositive): against e^x by Eigen the U-Net's error to its
+// references moved 7.161e-6 -> 7.235e-6 (unet_64) and 4.208e-6 -> 4.220e-6 (unet_32), the VAE's
+// and CLIP's by under 1e-7. Work is split over (batch, head, block of queries).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
@@ -37,11 +36,12 @@ constexpr int64_t kBlockQueries = 64;
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // C[M, N] = alpha * op(A) op(B) from whole packed panels over k = 0 .. K:
-//   A panel r (rows r*MR ...) at a + r * a_stride, its step k at + k * MR;
+//   A panel r (rows r*R ...) at a + r * a_stride, its step k at + k * R;
 //   B panel p (columns p*NR ...) at b + p * b_stride, its step k at + k * NR;
 //   C[i, p*NR + j] at c + i * ldc + p * c_panel + j.
 // k is blocked as gemm blocks it (k_block(K); beta 0 on the first block, 1 after), so each
 // output is the sum gemm computes from the same operands. Runs on the calling thread.
+template <int R>
 void packed_product(int64_t M, int64_t N, int64_t K, float alpha, const float* a, int64_t a_stride, const float* b,
                     int64_t b_stride, float* c, int64_t ldc, int64_t c_panel) {
   if (K <= 0) {  // an empty sum
@@ -51,9 +51,48 @@ void packed_product(int64_t M, int64_t N, int64_t K, float alpha, const float* a
   }
   const int64_t kc_max = k_block(K);
   for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
-    multiply_panels(M, N, std::min(kc_max, K - k0), alpha, a + k0 * MR, a_stride, b + k0 * NR, b_stride, c, ldc,
-                    c_panel, k0 == 0 ? 0.0f : 1.0f, Bias{});
+    multiply_panels<R>(M, N, std::min(kc_max, K - k0), alpha, a + k0 * R, a_stride, b + k0 * NR, b_stride, c, ldc,
+                       c_panel, k0 == 0 ? 0.0f : 1.0f, Bias{});
   }
+}
+
+// Rows per panel of V^T: MR, or 10 where MR = 12 and heads of dv features would multiply
+// more than 4% padded rows (SD1.5's 40, 80 and 160; not the VAE's 512). A 10-row tile runs
+// ~4% slower per FMA than the 12-row one but does no padded work: at 40 features P V does 48
+// rows' work for 40 with 12 (Xeon, bench_ops' 4096-token call, paired: 211 -> 200, 200 -> 192 ms).
+int value_rows(int64_t dv) {
+  if (MR != 12) return MR;
+  return (round_up(dv, 12) - dv) * 25 > dv ? 10 : 12;
+}
+
+template <int VR>
+void attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads, bool causal, Tensor& out);
+
+// 2^x for x <= 0, per lane; 0 below -125 (the weight of a key 87 nats under the query's best,
+// which weighs 1: no float sum can tell it from 0, and P V never meets a denormal) and for a
+// masked -inf. 2^x = 2^n 2^f with n = round(x), f in [-1/2, 1/2]: 2^f by a degree-6
+// polynomial (relative error 1e-7, under 1 ulp: fitted to 2^f, coefficients rounded to float),
+// 2^n added to its exponent bits. 14 vector operations; Eigen's exp, ~20, made the 4096-token
+// softmax's exp pass 28 ms of the call's 199 (Xeon).
+inline v16 exp2_nonpositive(v16 x) {
+  const v16i out_of_range = x < -125.0f;
+  x = out_of_range ? -125.0f : x;
+  const v16 shifter = v16{} + 12582912.0f;  // 1.5 * 2^23: x + shifter holds round(x) in its low bits
+  const v16 r = x + shifter;
+  const v16 f = x - (r - shifter);
+  v16 p = 1.5345812e-4f * f + 1.3399932e-3f;
+  p = p * f + 9.6184891e-3f;
+  p = p * f + 5.5503286e-2f;
+  p = p * f + 2.4022646e-1f;
+  p = p * f + 6.9314718e-1f;
+  p = p * f + 1.0f;
+  v16i bits, n;
+  std::memcpy(&bits, &p, sizeof p);
+  std::memcpy(&n, &r, sizeof r);
+  bits += n << 23;  // the shifter's own bits shift out of the word
+  bits = out_of_range ? 0 : bits;
+  std::memcpy(&p, &bits, sizeof p);
+  return p;
 }
 
 }  // namespace
@@ -67,18 +106,31 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   LDM_CHECK(heads > 0 && D % heads == 0 && Dv % heads == 0, "attention: ", D, " features do not split into ", heads,
             " heads");
   LDM_CHECK(Lk > 0, "attention: no keys to attend to (k ", k.shape_str(), ")");
-  const int64_t d = D / heads, dv = Dv / heads;
+  const int64_t dv = Dv / heads;
   const OpTimer timer(
       "attention",
       [&] { return "[" + std::to_string(B) + ", " + std::to_string(Lq) + " x " + std::to_string(Lk) + ", " +
                    std::to_string(D) + "] " + std::to_string(heads) + " heads"; },
       2.0 * double(B) * double(Lq) * double(Lk) * double(D + Dv));  // Q K^T and P V
-  const float scale = 1.0f / std::sqrt(float(d));
   Tensor out = Tensor::empty({B, Lq, Dv});
   if (Lq == 0) return out;
+  if constexpr (MR == 12) {
+    if (value_rows(dv) == 10) return attend<10>(q, k, v, heads, causal, out), out;
+  }
+  attend<MR>(q, k, v, heads, causal, out);
+  return out;
+}
 
-  // Per (batch, head): K as A panels [Lk_pad / MR][d][MR], V^T as A panels [dv_pad / MR][Lk][MR].
-  const int64_t lk_pad = round_up(Lk, MR), dv_pad = round_up(dv, MR);
+namespace {
+template <int VR>
+void attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads, bool causal, Tensor& out) {
+  const int64_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), D = q.dim(2), Dv = v.dim(2);
+  const int64_t d = D / heads, dv = Dv / heads;
+  // Scores in base 2: softmax(s) = 2^(s log2 e - max) / sum, the log2 e taken into the scale.
+  const float scale = float(1.4426950408889634 / std::sqrt(double(d)));
+
+  // Per (batch, head): K as A panels [Lk_pad / MR][d][MR], V^T as A panels [dv_pad / VR][Lk][VR].
+  const int64_t lk_pad = round_up(Lk, MR), dv_pad = round_up(dv, VR);
   const int64_t k_size = lk_pad * d, v_size = dv_pad * Lk;
   const std::shared_ptr<float> k_panels = alloc_floats(B * heads * k_size);
   const std::shared_ptr<float> v_panels = alloc_floats(B * heads * v_size);
@@ -91,8 +143,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       float* va = v_panels.get() + (b * heads + h) * v_size;
       for (int64_t r = 0; r * MR < Lk; ++r)
         pack_interleave_rows<MR>(kp + r * MR * D, D, std::min<int64_t>(MR, Lk - r * MR), d, ka + r * MR * d);
-      for (int64_t r = 0; r * MR < dv; ++r)
-        pack_copy_rows<MR>(vp + r * MR, Dv, std::min<int64_t>(MR, dv - r * MR), Lk, va + r * MR * Lk);
+      for (int64_t r = 0; r * VR < dv; ++r)
+        pack_copy_rows<VR>(vp + r * VR, Dv, std::min<int64_t>(VR, dv - r * VR), Lk, va + r * VR * Lk);
     }
   }
 
@@ -115,12 +167,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
           const float* ka = k_panels.get() + (b * heads + h) * k_size;
           const float* va = v_panels.get() + (b * heads + h) * v_size;
           float *qa = q_buf.get(), *st = s_buf.get(), *ot = o_buf.get(), *sums = sum_buf.get();
-          using Lanes = Eigen::Map<Eigen::Array<float, NR, 1>>;  // one row of a panel: NR queries
 
           for (int64_t p = 0; p * NR < nq; ++p)
             pack_interleave_rows<NR>(qp + p * NR * D, D, std::min<int64_t>(NR, nq - p * NR), d, qa + p * NR * d);
-          // S^T[keys, nq_pad] = scale * K Q^T, as B panels (panel p at st + p * NR * Lk)
-          packed_product(keys, nq_pad, d, scale, ka, MR * d, qa, NR * d, st, NR, NR * Lk);
+          // S^T[keys, nq_pad] = scale * K Q^T (in base 2), as B panels (panel p at st + p * NR * Lk)
+          packed_product<MR>(keys, nq_pad, d, scale, ka, MR * d, qa, NR * d, st, NR, NR * Lk);
           for (int64_t p = 0; p * NR < nq_pad; ++p) {
             float* panel = st + p * NR * Lk;
             if (causal) {  // key j is hidden from queries q0 + p*NR + i < j
@@ -128,18 +179,22 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                 std::fill_n(panel + j * NR, std::min<int64_t>(NR, j - q0 - p * NR),
                             -std::numeric_limits<float>::infinity());
             }
-            // Softmax down each query's column: P^T = exp(S^T - max), the sums kept for the end.
-            Eigen::Array<float, NR, 1> m = Lanes(panel), s = Eigen::Array<float, NR, 1>::Zero();
-            for (int64_t j = 1; j < keys; ++j) m = m.max(Lanes(panel + j * NR));
+            // Softmax down each query's column (a row of the panel holds NR queries): P^T =
+            // 2^(S^T - max), the sums kept for the end.
+            v16 m = load(panel), s = v16{};
+            for (int64_t j = 1; j < keys; ++j) {
+              const v16 r = load(panel + j * NR);
+              m = r > m ? r : m;
+            }
             for (int64_t j = 0; j < keys; ++j) {
-              Lanes r(panel + j * NR);
-              r = (r - m).exp();
+              const v16 r = exp2_nonpositive(load(panel + j * NR) - m);
+              store(panel + j * NR, r);
               s += r;
             }
-            Lanes(sums + p * NR) = s;
+            store(sums + p * NR, s);
           }
           // O^T[dv, nq_pad] = V^T P^T;  O = O^T^T / sums
-          packed_product(dv, nq_pad, keys, 1.0f, va, MR * Lk, st, NR * Lk, ot, nq_pad, NR);
+          packed_product<VR>(dv, nq_pad, keys, 1.0f, va, VR * Lk, st, NR * Lk, ot, nq_pad, NR);
           for (int64_t i = 0; i < nq; ++i) {
             const float inv = 1.0f / sums[i];
             for (int64_t j = 0; j < dv; ++j) op[i * Dv + j] = ot[j * nq_pad + i] * inv;
@@ -148,7 +203,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       }
     }
   }
-  return out;
 }
+}  // namespace
 
 }  // namespace ldm

@@ -49,9 +49,10 @@ struct Bias {
 };
 
 // C[m x n] = alpha * acc + bias + beta * C for one panel's column of accumulators (acc[i] is
-// row i), m <= MR, n <= NR. beta == 0 never reads C (it may hold garbage or NaN).
-inline void write_panel(const v16* acc, float* c, int64_t ldc, int m, int n, float alpha, float beta, Bias bias) {
-  float tile[MR * NR];  // an edge tile goes through memory, to write only the n valid columns
+// row i), m <= R, n <= NR. beta == 0 never reads C (it may hold garbage or NaN).
+template <int R = MR>
+void write_panel(const v16* acc, float* c, int64_t ldc, int m, int n, float alpha, float beta, Bias bias) {
+  float tile[R * NR];  // an edge tile goes through memory, to write only the n valid columns
   float* out = n == NR ? c : tile;
   const int64_t ld = n == NR ? ldc : NR;
   v16 col_bias{};
@@ -63,7 +64,7 @@ inline void write_panel(const v16* acc, float* c, int64_t ldc, int m, int n, flo
     }
   }
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < R; ++i) {
     if (i >= m) break;
     v16 v = alpha * acc[i];
     if (bias.rows) v += bias.rows[i];
@@ -78,32 +79,33 @@ inline void write_panel(const v16* acc, float* c, int64_t ldc, int m, int n, flo
   }
 }
 
-// C[m x n] = alpha * (A panel [kc x MR] . P B panels [kc x NR], panel p at b + p * b_stride)
-// + bias + beta * C, for m <= MR, (P - 1) * NR < n <= P * NR. Row i of C's part for panel p
+// C[m x n] = alpha * (A panel [kc x R] . P B panels [kc x NR], panel p at b + p * b_stride)
+// + bias + beta * C, for m <= R, (P - 1) * NR < n <= P * NR. Row i of C's part for panel p
 // starts at c + i * ldc + p * c_panel (c_panel = NR in a row-major C; attention writes its
 // scores as B panels instead). The loops over i and p have compile-time bounds, fully
-// unrolled, so that acc[][] lives in registers.
-template <int P>
+// unrolled, so that acc[][] lives in registers. R, the rows of an A panel, is MR but for
+// attention's P V at heads of 40 features (panels of 10 rows: no padded rows to multiply).
+template <int P, int R = MR>
 void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, float* c, int64_t ldc,
                   int64_t c_panel, int m, int n, float alpha, float beta, Bias bias) {
   // The tile of C is written (and read, beta != 0) after the k loop: start fetching its lines
   // now, so that the stores do not wait on memory (C is often far larger than the caches).
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
     for (int p = 0; p < P; ++p) __builtin_prefetch(c + i * ldc + p * c_panel, 1);
-  v16 acc[P][MR];
+  v16 acc[P][R];
 #pragma GCC unroll 4
   for (int p = 0; p < P; ++p)
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) acc[p][i] = v16{};
+    for (int i = 0; i < R; ++i) acc[p][i] = v16{};
   for (int64_t k = 0; k < kc; ++k) {
     v16 bk[P];
 #pragma GCC unroll 4
     for (int p = 0; p < P; ++p) bk[p] = load(b + p * b_stride + k * NR);
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const float aik = a[k * MR + i];
+    for (int i = 0; i < R; ++i) {
+      const float aik = a[k * R + i];
 #pragma GCC unroll 4
       for (int p = 0; p < P; ++p) acc[p][i] += aik * bk[p];
     }
@@ -111,29 +113,29 @@ void micro_kernel(int64_t kc, const float* a, const float* b, int64_t b_stride, 
 #pragma GCC unroll 4
   for (int p = 0; p < P; ++p) {
     const Bias panel_bias{bias.rows, bias.cols ? bias.cols + p * NR : nullptr};
-    write_panel(acc[p], c + p * c_panel, ldc, m, std::min(NR, n - p * NR), alpha, beta, panel_bias);
+    write_panel<R>(acc[p], c + p * c_panel, ldc, m, std::min(NR, n - p * NR), alpha, beta, panel_bias);
   }
 }
 
 // C[M, N] = alpha * A B + bias + beta * C over one k block of kc steps, from packed panels:
-// A panel r (rows r*MR ...) at a + r * a_stride, B panel p (columns p*NR ...) at b + p * b_stride,
+// A panel r (rows r*R ...) at a + r * a_stride, B panel p (columns p*NR ...) at b + p * b_stride,
 // C[i, p*NR + j] at c + i * ldc + p * c_panel + j; bias.rows / bias.cols indexed from row 0 and
 // column 0 of this C. Pairs of B panels meet every A panel in turn (the pair stays in L1).
-inline void multiply_panels(int64_t M, int64_t N, int64_t kc, float alpha, const float* a, int64_t a_stride,
-                            const float* b, int64_t b_stride, float* c, int64_t ldc, int64_t c_panel, float beta,
-                            Bias bias) {
+template <int R = MR>
+void multiply_panels(int64_t M, int64_t N, int64_t kc, float alpha, const float* a, int64_t a_stride, const float* b,
+                     int64_t b_stride, float* c, int64_t ldc, int64_t c_panel, float beta, Bias bias) {
   for (int64_t j = 0; j < N; j += NR * kPanels) {
     const int n = int(std::min<int64_t>(NR * kPanels, N - j));
     const float* b_pair = b + (j / NR) * b_stride;
-    for (int64_t i = 0; i < M; i += MR) {
-      const int m = int(std::min<int64_t>(MR, M - i));
-      const float* a_panel = a + (i / MR) * a_stride;
+    for (int64_t i = 0; i < M; i += R) {
+      const int m = int(std::min<int64_t>(R, M - i));
+      const float* a_panel = a + (i / R) * a_stride;
       float* c_tile = c + i * ldc + (j / NR) * c_panel;
       const Bias tile_bias{bias.rows ? bias.rows + i : nullptr, bias.cols ? bias.cols + j : nullptr};
       if (n > NR * (kPanels - 1)) {
-        micro_kernel<kPanels>(kc, a_panel, b_pair, b_stride, c_tile, ldc, c_panel, m, n, alpha, beta, tile_bias);
+        micro_kernel<kPanels, R>(kc, a_panel, b_pair, b_stride, c_tile, ldc, c_panel, m, n, alpha, beta, tile_bias);
       } else {  // the last, lone panel of an odd count
-        micro_kernel<1>(kc, a_panel, b_pair, b_stride, c_tile, ldc, c_panel, m, n, alpha, beta, tile_bias);
+        micro_kernel<1, R>(kc, a_panel, b_pair, b_stride, c_tile, ldc, c_panel, m, n, alpha, beta, tile_bias);
       }
     }
   }
