@@ -114,10 +114,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       2.0 * double(B) * double(Lq) * double(Lk) * double(D + Dv));  // Q K^T and P V
   Tensor out = Tensor::empty({B, Lq, Dv});
   if (Lq == 0) return out;
-  if constexpr (MR == 12) {
-    if (value_rows(dv) == 10) return attend<10>(q, k, v, heads, causal, out), out;
+  if (value_rows(dv) == 10) {
+    attend<10>(q, k, v, heads, causal, out);
+  } else {
+    attend<MR>(q, k, v, heads, causal, out);
   }
-  attend<MR>(q, k, v, heads, causal, out);
   return out;
 }
 
