@@ -65,9 +65,6 @@ int value_rows(int64_t dv) {
   return (round_up(dv, 12) - dv) * 25 > dv ? 10 : 12;
 }
 
-template <int VR>
-void attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads, bool causal, Tensor& out);
-
 // 2^x for x <= 0, per lane; 0 below -125 (the weight of a key 87 nats under the query's best,
 // which weighs 1: no float sum can tell it from 0, and P V never meets a denormal) and for a
 // masked -inf. 2^x = 2^n 2^f with n = round(x), f in [-1/2, 1/2]: 2^f by a degree-6
@@ -95,34 +92,7 @@ inline v16 exp2_nonpositive(v16 x) {
   return p;
 }
 
-}  // namespace
-
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads, bool causal) {
-  LDM_CHECK(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, "attention: expected [B, L, H*d] tensors, got q ",
-            q.shape_str(), ", k ", k.shape_str(), ", v ", v.shape_str());
-  const int64_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), D = q.dim(2), Dv = v.dim(2);
-  LDM_CHECK(k.dim(0) == B && v.dim(0) == B && v.dim(1) == Lk && k.dim(2) == D, "attention: q ", q.shape_str(), ", k ",
-            k.shape_str(), ", v ", v.shape_str(), " do not fit together");
-  LDM_CHECK(heads > 0 && D % heads == 0 && Dv % heads == 0, "attention: ", D, " features do not split into ", heads,
-            " heads");
-  LDM_CHECK(Lk > 0, "attention: no keys to attend to (k ", k.shape_str(), ")");
-  const int64_t dv = Dv / heads;
-  const OpTimer timer(
-      "attention",
-      [&] { return "[" + std::to_string(B) + ", " + std::to_string(Lq) + " x " + std::to_string(Lk) + ", " +
-                   std::to_string(D) + "] " + std::to_string(heads) + " heads"; },
-      2.0 * double(B) * double(Lq) * double(Lk) * double(D + Dv));  // Q K^T and P V
-  Tensor out = Tensor::empty({B, Lq, Dv});
-  if (Lq == 0) return out;
-  if (value_rows(dv) == 10) {
-    attend<10>(q, k, v, heads, causal, out);
-  } else {
-    attend<MR>(q, k, v, heads, causal, out);
-  }
-  return out;
-}
-
-namespace {
+// The forward for shapes the caller has checked, into out [B, Lq, Dv]; VR rows per V^T panel.
 template <int VR>
 void attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads, bool causal, Tensor& out) {
   const int64_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), D = q.dim(2), Dv = v.dim(2);
@@ -205,6 +175,32 @@ void attend(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads, bo
     }
   }
 }
+
 }  // namespace
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t heads, bool causal) {
+  LDM_CHECK(q.ndim() == 3 && k.ndim() == 3 && v.ndim() == 3, "attention: expected [B, L, H*d] tensors, got q ",
+            q.shape_str(), ", k ", k.shape_str(), ", v ", v.shape_str());
+  const int64_t B = q.dim(0), Lq = q.dim(1), Lk = k.dim(1), D = q.dim(2), Dv = v.dim(2);
+  LDM_CHECK(k.dim(0) == B && v.dim(0) == B && v.dim(1) == Lk && k.dim(2) == D, "attention: q ", q.shape_str(), ", k ",
+            k.shape_str(), ", v ", v.shape_str(), " do not fit together");
+  LDM_CHECK(heads > 0 && D % heads == 0 && Dv % heads == 0, "attention: ", D, " features do not split into ", heads,
+            " heads");
+  LDM_CHECK(Lk > 0, "attention: no keys to attend to (k ", k.shape_str(), ")");
+  const int64_t dv = Dv / heads;
+  const OpTimer timer(
+      "attention",
+      [&] { return "[" + std::to_string(B) + ", " + std::to_string(Lq) + " x " + std::to_string(Lk) + ", " +
+                   std::to_string(D) + "] " + std::to_string(heads) + " heads"; },
+      2.0 * double(B) * double(Lq) * double(Lk) * double(D + Dv));  // Q K^T and P V
+  Tensor out = Tensor::empty({B, Lq, Dv});
+  if (Lq == 0) return out;
+  if (value_rows(dv) == 10) {
+    attend<10>(q, k, v, heads, causal, out);
+  } else {
+    attend<MR>(q, k, v, heads, causal, out);
+  }
+  return out;
+}
 
 }  // namespace ldm
