@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "gemm_kernel.hpp"
+#include "scratch.hpp"
 
 namespace ldm {
 namespace {
@@ -108,9 +109,8 @@ Tasks make_tasks(int64_t M, int64_t N, int threads) {
 template <typename PackPanel>
 const float* pack_all_panels(int64_t K, int64_t kc_max, int64_t padded, int64_t width, int threads,
                              const PackPanel& pack, std::vector<float>& buf) {
-  buf.resize(size_t(K * padded));
+  float* const dst = grow_scratch(buf, size_t(K * padded));
   const int64_t panels = padded / width, kblocks = (K + kc_max - 1) / kc_max;
-  float* const dst = buf.data();
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t kb = 0; kb < kblocks; ++kb) {
     for (int64_t p = 0; p < panels; ++p) {
@@ -158,8 +158,8 @@ void run(int64_t M, int64_t N, int64_t K, float alpha, const Operand<TA>& A, con
   for (int64_t rt = 0; rt < t.rows; ++rt) {
     for (int64_t ct = 0; ct < t.cols; ++ct) {
       thread_local std::vector<float> a_block, b_block;  // packed panels, reused across calls
-      a_block.resize(size_t(t.mb * kc_max));
-      b_block.resize(size_t(t.nb * kc_max));
+      grow_scratch(a_block, size_t(t.mb * kc_max));
+      grow_scratch(b_block, size_t(t.nb * kc_max));
       const int64_t i0 = rt * t.mb, i_end = std::min(M, i0 + t.mb);
       const int64_t j0 = ct * t.nb, j_end = std::min(N, j0 + t.nb);
       for (int64_t k0 = 0; k0 < K; k0 += kc_max) {

@@ -183,6 +183,14 @@ void pack_interleave_rows(const T* src, int64_t ld, int64_t rows, int64_t kc, fl
       transpose16(r);
       for (int t = 0; t < 16; ++t) std::memcpy(dst + (k + t) * W, &r[t], W * sizeof(float));
     }
+    if (k < kc) {  // the last kc - k < 16 steps the same way, by masked loads (attention's K at 40 features)
+      const int tail = int(kc - k);
+      v16 r[16] = {};
+      for (int64_t i = 0; i < rows; ++i) r[i] = load_first(src + i * ld + k, tail);
+      transpose16(r);
+      for (int t = 0; t < tail; ++t) std::memcpy(dst + (k + t) * W, &r[t], W * sizeof(float));
+      return;
+    }
   }
   for (; k < kc; ++k)
     for (int64_t i = 0; i < W; ++i) dst[k * W + i] = i < rows ? to_float(src[i * ld + k]) : 0.0f;

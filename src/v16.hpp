@@ -57,6 +57,20 @@ inline v16 load_first(const uint16_t* p, int n) {
 #endif
 }
 
+// The first n (<= 16) of p's floats, the lanes past n zero; reads nothing past p + n.
+inline v16 load_first(const float* p, int n) {
+#if defined(__AVX512F__)
+  const __m512 f = _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p);
+  v16 v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
+#else
+  v16 v{};
+  for (int k = 0; k < n; ++k) v[k] = p[k];
+  return v;
+#endif
+}
+
 // One element as float: itself, or converted from fp16.
 inline float to_float(float x) { return x; }
 inline float to_float(uint16_t h) { return fp16_to_float(h); }

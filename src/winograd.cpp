@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ldm/nn/gemm.hpp"
+#include "scratch.hpp"
 #include "v16.hpp"
 
 namespace ldm {
@@ -82,7 +83,7 @@ struct Band {
 void fill_band(const Geometry& g, const float* image, int64_t ty0, int64_t ty1, Band& band) {
   band.rows = 2 * (ty1 - ty0) + 2;
   band.width = g.W + 4;
-  band.data.resize(size_t(g.C * band.rows * band.width));
+  grow_scratch(band.data, size_t(g.C * band.rows * band.width));
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < g.C; ++c) {
     for (int64_t r = 0; r < band.rows; ++r) {
@@ -167,7 +168,7 @@ void conv3x3(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, const T
   thread_local Band band_kept;
   std::vector<float>& M = M_kept;
   Band& band = band_kept;
-  M.resize(size_t(16 * O * rows * g.tiles_w));
+  grow_scratch(M, size_t(16 * O * rows * g.tiles_w));
   float* const m = M.data();
   for (int64_t b = 0; b < B; ++b) {
     const float* image = x + b * C * H * W;

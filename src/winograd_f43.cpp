@@ -28,6 +28,7 @@
 #include "ldm/nn/gemm.hpp"
 #include "ldm/nn/winograd.hpp"
 #include "gemm_kernel.hpp"
+#include "scratch.hpp"
 #include "v16.hpp"
 
 namespace ldm {
@@ -110,7 +111,7 @@ struct Band {
 void fill_band(const Geometry& g, const float* x, int64_t g0, int64_t g1, Band& band) {
   band.rows = 6 * (g1 - g0);
   band.width = 4 * g.tiles_w + 2;
-  band.data.resize(size_t(g.C * band.rows * band.width + 128));
+  grow_scratch(band.data, size_t(g.C * band.rows * band.width + 128));
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < g.C; ++c) {
     for (int64_t i = 0; i < g1 - g0; ++i) {
@@ -261,8 +262,8 @@ void for_each_band(const Geometry& g, int64_t O, const float* x, const float* bi
   std::vector<float>& V = V_kept;
   std::vector<float>& M = M_kept;
   Band& band = band_kept;
-  V.resize(size_t(36 * g.C * rows * g.tiles_w));
-  M.resize(size_t(36 * O * rows * g.tiles_w));
+  grow_scratch(V, size_t(36 * g.C * rows * g.tiles_w));
+  grow_scratch(M, size_t(36 * O * rows * g.tiles_w));
   for (int64_t g0 = 0; g0 < total_rows; g0 += rows) {
     const int64_t g1 = std::min(total_rows, g0 + rows), n = (g1 - g0) * g.tiles_w;
     fill_band(g, x, g0, g1, band);
@@ -329,7 +330,7 @@ void conv3x3_fused(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, c
     const int64_t n_panels = (n + NR - 1) / NR;
     thread_local std::vector<float> vp_kept;  // the calling thread's; the team reads it
     std::vector<float>& vp = vp_kept;
-    vp.resize(size_t(36 * C * n_panels * NR));
+    grow_scratch(vp, size_t(36 * C * n_panels * NR));
 #pragma omp parallel for collapse(2) schedule(static)
     for (int k = 0; k < 36; ++k)
       for (int64_t p = 0; p < n_panels; ++p)
@@ -339,8 +340,8 @@ void conv3x3_fused(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, c
     for (int64_t blk = 0; blk < blocks; ++blk) {
       thread_local std::vector<float> wt_kept, ap_kept;
       const int64_t o0 = blk * kFusedOutputs, ob = std::min(kFusedOutputs, O - o0), panels = (ob + MR - 1) / MR;
-      wt_kept.resize(size_t(9 * kc_max * kWtStride + 16));  // + 16: a panel's last loads read past its row
-      ap_kept.resize(size_t(6 * panels * kc_max * MR));
+      grow_scratch(wt_kept, size_t(9 * kc_max * kWtStride + 16));  // + 16: a panel's last loads read past its row
+      grow_scratch(ap_kept, size_t(6 * panels * kc_max * MR));
       float* wt = wt_kept.data();
       float* ap = ap_kept.data();  // [6][panels][kc][MR]: component j's A panels
       for (int64_t c0 = 0; c0 < C; c0 += kc_max) {

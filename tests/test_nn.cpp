@@ -558,3 +558,31 @@ TEST_CASE("nn: cat_channels, image_to_tokens / tokens_to_image, upsample_nearest
     for (int64_t y = 0; y < 8; ++y)
       for (int64_t x = 0; x < 10; ++x) REQUIRE(u[(nc * 8 + y) * 10 + x] == a[(nc * 4 + y / 2) * 5 + x / 2]);
 }
+
+// The same at sizes that take the threaded paths: chunks of 2^14 values that straddle the two
+// inputs of a concatenation, transposes in 64 x 64 tiles with ragged edges on both sides.
+TEST_CASE("nn: cat_channels, image_to_tokens / tokens_to_image and add_ over the threads") {
+  Tensor a = random_tensor({2, 7, 75, 75}, 1), b = random_tensor({2, 5, 75, 75}, 2);
+  const int64_t S = 75 * 75;
+  Tensor c = cat_channels(a, b);
+  REQUIRE(c.shape() == Shape{2, 12, 75, 75});
+  int64_t wrong = 0;
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t ch = 0; ch < 12; ++ch)
+      for (int64_t p = 0; p < S; ++p)
+        wrong += c[(n * 12 + ch) * S + p] != (ch < 7 ? a[(n * 7 + ch) * S + p] : b[(n * 5 + ch - 7) * S + p]);
+  REQUIRE(wrong == 0);
+
+  Tensor t = image_to_tokens(c);  // [2, S, 12]
+  REQUIRE(t.shape() == Shape{2, S, 12});
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t ch = 0; ch < 12; ++ch)
+      for (int64_t p = 0; p < S; ++p) wrong += t[(n * S + p) * 12 + ch] != c[(n * 12 + ch) * S + p];
+  REQUIRE(wrong == 0);
+  REQUIRE(test::max_abs_diff(tokens_to_image(t, 75, 75), c) == 0.0);
+
+  Tensor sum = a.clone();
+  add_(sum, a);
+  for (int64_t i = 0; i < a.numel(); ++i) wrong += sum[i] != 2.0f * a[i];
+  REQUIRE(wrong == 0);
+}
