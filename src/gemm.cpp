@@ -226,7 +226,22 @@ void gemm_packed_b(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
       Bias{row_bias, nullptr});
 }
 
+void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+               int64_t ldb, const float* row_bias, const float* col_bias, float* C, int64_t ldc) {
+  run_matrices(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, threads_for(M, N, K), Bias{row_bias, col_bias});
+}
+
 // ---- one operand in fp16
+
+void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B,
+               int64_t ldb, const float* row_bias, const float* col_bias, float* C, int64_t ldc) {
+  run_matrices(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, threads_for(M, N, K), Bias{row_bias, col_bias});
+}
+
+void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const float* B,
+               int64_t ldb, const float* row_bias, const float* col_bias, float* C, int64_t ldc) {
+  run_matrices(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc, threads_for(M, N, K), Bias{row_bias, col_bias});
+}
 
 void gemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {

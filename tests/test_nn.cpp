@@ -302,6 +302,37 @@ TEST_CASE("nn: ConvAlgo picks the algorithm where it fits, by one rule") {
   REQUIRE(conv.winograd_tile == 0);  // no Winograd transform made
 }
 
+// proj_in / proj_out of a Transformer2DModel: the 1x1 convolution into and out of tokens is
+// the image-major one with the layout change, bit for bit (the same sums, in the same order),
+// with float32 and fp16 weights: a ragged 5x7 image and a 24x24 one, 300 channels (two k blocks).
+TEST_CASE("nn: Conv2d forward_to_tokens / forward_from_tokens are forward with image_to_tokens / tokens_to_image") {
+  for (const bool fp16 : {false, true}) {
+    WeightStore store(std::make_shared<SyntheticSource>());
+    store.set_keep_fp16(fp16);
+    Conv2d conv;
+    conv.load(store, "proj", 300, 40, 1);
+    REQUIRE(conv.weight.defined() == !fp16);
+    Conv2d back;
+    back.load(store, "proj_back", 40, 300, 1);
+    for (const auto& [H, W] : {std::pair<int64_t, int64_t>{5, 7}, {24, 24}}) {
+      const std::string what = std::string(fp16 ? "fp16" : "fp32") + ", " + std::to_string(H) + "x" + std::to_string(W);
+      INFO(what);
+      const Tensor x = random_tensor({2, 300, H, W}, 1);
+      const Tensor tokens = conv.forward_to_tokens(x);
+      REQUIRE(tokens.shape() == Shape{2, H * W, 40});
+      REQUIRE(test::max_abs_diff(tokens, image_to_tokens(conv.forward(x))) == 0.0);
+      const Tensor y = back.forward_from_tokens(tokens, H, W);
+      REQUIRE(y.shape() == Shape{2, 300, H, W});
+      REQUIRE(test::max_abs_diff(y, back.forward(tokens_to_image(tokens, H, W))) == 0.0);
+    }
+    REQUIRE_THROWS_WITH(back.forward_from_tokens(Tensor({2, 30, 40}), 5, 7), Catch::Contains("5x7 image"));
+  }
+  Conv2d k3;
+  WeightStore store(std::make_shared<SyntheticSource>());
+  k3.load(store, "conv", 8, 8, 3, 1, 1);
+  REQUIRE_THROWS_WITH(k3.forward_to_tokens(Tensor({1, 8, 4, 4})), Catch::Contains("needs a 1x1 convolution"));
+}
+
 TEST_CASE("nn: Winograd F(4x4,3x3) in Conv2d against a direct convolution") {
   // A Conv2d that allows it (the U-Net's) with float32 weights takes F(4x4, 3x3) on images of
   // at least 32x32 with sides multiples of 4, and keeps U from 64x64 up: groups of 16 tiles

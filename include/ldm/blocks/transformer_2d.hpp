@@ -36,9 +36,9 @@ struct Transformer2DModel {
   // x [B, C, H, W], context [B, Lc, cross_attention_dim] -> [B, C, H, W]
   Tensor forward(const Tensor& x, const Tensor& context) const {
     const int64_t H = x.dim(2), W = x.dim(3);
-    Tensor h = image_to_tokens(proj_in.forward(norm.forward(x)));  // [B, H*W, inner]
+    Tensor h = proj_in.forward_to_tokens(norm.forward(x));  // [B, H*W, inner]
     for (const auto& block : transformer_blocks) h = block.forward(h, context);
-    Tensor out = proj_out.forward(tokens_to_image(h, H, W));  // [B, C, H, W]
+    Tensor out = proj_out.forward_from_tokens(h, H, W);  // [B, C, H, W]
     add_(out, x);
     return out;
   }

@@ -464,6 +464,7 @@ struct Conv2d {
   // The weight as float32 (converted from fp16 for this call when stored so).
   Tensor weights() const { return weight.defined() ? weight : weight_f16.to_float(); }
   int64_t weight_numel() const { return numel_of(weight_shape()); }
+  const float* bias_data() const { return bias.defined() ? bias.data() : nullptr; }
 
   // [B, in, H, W] -> [B, out, Ho, Wo]
   Tensor forward(const Tensor& x) const {
@@ -509,6 +510,53 @@ struct Conv2d {
       release_file_pages(weight.data(), size_t(weight.numel()) * sizeof(float));
     }
     return conv2d(x, weight, bias, stride, padding, s.algo, winograd_u.get());
+  }
+
+  // A 1x1 convolution (stride 1, no padding) that reads or writes token-major images, the
+  // transformer's proj_in and proj_out:
+  //   forward_to_tokens(x)          = image_to_tokens(forward(x))          [B, in, H, W] -> [B, H*W, out]
+  //   forward_from_tokens(t, H, W)  = forward(tokens_to_image(t, H, W))    [B, H*W, in] -> [B, out, H, W]
+  // bit for bit, each one product per image, the transpose taken by the GEMM's packing instead of
+  // a pass of its own (and the product of 4096 tokens at 320 channels runs as fast as a linear
+  // layer's, against ~80% of that as an image-major 1x1 convolution; Xeon).
+  Tensor forward_to_tokens(const Tensor& x) const {
+    const detail::ConvShape s = detail::conv_shape(x.shape(), weight_shape(), stride, padding, algo);
+    LDM_CHECK(s.pointwise, "conv2d: forward_to_tokens needs a 1x1 convolution of stride 1 without padding");
+    const OpTimer timer(
+        "conv1x1", [&] { return x.shape_str() + " -> " + std::to_string(s.O) + " tokens"; },
+        2.0 * double(s.B) * double(s.O) * double(s.P) * double(s.C));
+    Tensor t = Tensor::empty({s.B, s.P, s.O});
+    for (int64_t b = 0; b < s.B; ++b) {  // t[b] [P, O] = x[b]^T W^T + bias, x[b] [C, P]
+      const float* xb = x.data() + b * s.C * s.P;
+      float* tb = t.data() + b * s.P * s.O;
+      if (weight.defined()) {
+        gemm_bias(true, true, s.P, s.O, s.C, xb, s.P, weight.data(), s.C, nullptr, bias_data(), tb, s.O);
+      } else {
+        gemm_bias(true, true, s.P, s.O, s.C, xb, s.P, weight_f16.data.get(), s.C, nullptr, bias_data(), tb, s.O);
+      }
+    }
+    return t;
+  }
+  Tensor forward_from_tokens(const Tensor& t, int64_t H, int64_t W) const {
+    LDM_CHECK(t.ndim() == 3 && t.dim(1) == H * W, "conv2d: forward_from_tokens expects [B, ", H * W, ", C] tokens of a ",
+              H, "x", W, " image, got ", t.shape_str());
+    const detail::ConvShape s =
+        detail::conv_shape({t.dim(0), t.dim(2), H, W}, weight_shape(), stride, padding, algo);
+    LDM_CHECK(s.pointwise, "conv2d: forward_from_tokens needs a 1x1 convolution of stride 1 without padding");
+    const OpTimer timer(
+        "conv1x1", [&] { return t.shape_str() + " tokens -> " + std::to_string(s.O); },
+        2.0 * double(s.B) * double(s.O) * double(s.P) * double(s.C));
+    Tensor y = Tensor::empty({s.B, s.O, H, W});
+    for (int64_t b = 0; b < s.B; ++b) {  // y[b] [O, P] = W t[b]^T + bias, t[b] [P, C]
+      const float* tk = t.data() + b * s.P * s.C;
+      float* yb = y.data() + b * s.O * s.P;
+      if (weight.defined()) {
+        gemm_bias(false, true, s.O, s.P, s.C, weight.data(), s.C, tk, s.C, bias_data(), nullptr, yb, s.P);
+      } else {
+        gemm_bias(false, true, s.O, s.P, s.C, weight_f16.data.get(), s.C, tk, s.C, bias_data(), nullptr, yb, s.P);
+      }
+    }
+    return y;
   }
 
   // Lets the kept Winograd transform go; the next forward makes it again.

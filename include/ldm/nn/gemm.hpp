@@ -25,6 +25,16 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
 void gemm_bias(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* W, int64_t ldw,
                const float* bias, float* C, int64_t ldc);
 
+// C[M, N] = op(A)[M, K] op(B)[K, N] + row_bias[M] + col_bias[N] (either may be null), one of A
+// and B in fp16 or neither (see below). A 1x1 convolution over token-major images ([H*W, C]
+// rather than [C, H*W]) is such a product: Conv2d::forward_to_tokens, forward_from_tokens.
+void gemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+               const float* B, int64_t ldb, const float* row_bias, const float* col_bias, float* C, int64_t ldc);
+void gemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, const float* row_bias, const float* col_bias, float* C, int64_t ldc);
+void gemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda,
+               const float* B, int64_t ldb, const float* row_bias, const float* col_bias, float* C, int64_t ldc);
+
 // C[M, N] = A[M, K] B[K, N] + row_bias[M] (may be null), where B is computed rather than stored:
 // a convolution builds its im2col matrix panel by panel as the GEMM consumes it, never whole in
 // memory. pack_b(k0, kc, j0, dst) must write B[k0 + k, j0 + j] to dst[k * kGemmPanelWidth + j]
