@@ -10,7 +10,7 @@
 namespace ldm {
 
 // These run between the model's GEMMs, which use every thread: one done on the calling thread
-// alone leaves the others waiting (serial adds, copies and transposes were ~4% of an SD1.5
+// alone leaves the others waiting (serial adds, copies and transposes were ~3% of an SD1.5
 // U-Net step's time on 2 cores). So each spreads its work over the threads in chunks.
 constexpr int64_t kElementwiseChunk = int64_t(1) << 14;
 
